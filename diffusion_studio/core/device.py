@@ -1,0 +1,78 @@
+"""Picking the compute device (CUDA, then Apple MPS, then CPU) and the precision to run on it."""
+from __future__ import annotations
+
+import contextlib
+import os
+from functools import lru_cache
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """'auto' → CUDA if present, then MPS, then CPU; an explicit device that is not available raises ValueError."""
+    name = "auto" if name is None else str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device: {name!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: CUDA was asked for but no CUDA GPU is available (use auto or cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {name} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device: MPS was asked for but Apple's Metal backend is not available (use auto or cpu)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device: {name!r} is not supported (use auto, cpu, cuda or mps)")
+    return dev
+
+
+def describe_device(device: torch.device | str) -> str:
+    """A short human description: 'CUDA: NVIDIA H200', 'Apple MPS' or 'CPU (2 threads)'."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(dev)}"
+    if dev.type == "mps":
+        return "Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+@lru_cache(maxsize=None)
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is actually faster."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' → bf16 on CUDA GPUs that support it, fp32 elsewhere (the safe default on CPUs); 'bf16' must be usable."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if precision == "bf16" and device.type == "mps":
+        raise ValueError("precision: bf16 autocast is not offered on MPS; use fp32")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """A context that runs the forward pass in bf16 where asked for, and does nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def default_threads() -> int:
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
