@@ -115,11 +115,17 @@ class ForwardScrubber:
         self.noise = noise.float()
         self._x0_hwc = (self.x0.permute(1, 2, 0) * 127.5).contiguous()
         self._eps_hwc = (self.noise.permute(1, 2, 0) * 127.5).contiguous()
+        ab = schedule.alpha_bar_at(torch.arange(-1, schedule.T))  # index −1 (the clean image) included
+        self._a = ab.sqrt().tolist()
+        self._b = (1.0 - ab).sqrt().tolist()
         self._buf = torch.empty_like(self._x0_hwc)
         self._u8 = torch.empty(self._x0_hwc.shape, dtype=torch.uint8)
 
     def coefficients(self, t: int) -> tuple[float, float]:
-        return float(self.schedule.sqrt_alpha_bars[t]), float(self.schedule.sqrt_one_minus_alpha_bars[t])
+        """(√ᾱ_t, √(1−ᾱ_t)) at index t, where index −1 is the clean image (1, 0)."""
+        if not -1 <= t < self.schedule.T:
+            raise ValueError(f"t must be in -1..{self.schedule.T - 1}, got {t}")
+        return self._a[t + 1], self._b[t + 1]
 
     def x_t(self, t: int) -> torch.Tensor:
         """x_t as a float tensor (C, H, W) in model units (the same numbers as ``q_sample``)."""

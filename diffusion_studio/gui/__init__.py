@@ -1,0 +1,1 @@
+"""The PySide6 + pyqtgraph desktop app: window, panels, workers. Qt lives only here."""

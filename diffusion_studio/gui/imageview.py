@@ -1,0 +1,72 @@
+"""Image display: one persistent pyqtgraph ImageItem per view, fixed levels, and numpy → QImage conversion."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage, QPixmap
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+
+
+class ImagePane(pg.GraphicsLayoutWidget):
+    """A titled image view. ``show_u8`` only swaps the pixels of the one ImageItem (levels fixed at 0–255,
+    no auto-levelling), which is pyqtgraph's fast path; the view re-fits only when the image size changes."""
+
+    def __init__(self, title: str = "", parent=None, min_size: int = 120):
+        super().__init__(parent)
+        self.setMinimumSize(min_size, min_size)
+        self.ci.layout.setContentsMargins(2, 2, 2, 2)
+        self.label = self.addLabel(title, row=0, col=0)
+        self.view = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
+        self.view.setMouseEnabled(False, False)
+        self.item = pg.ImageItem()
+        self.view.addItem(self.item)
+        self._shape: tuple[int, ...] | None = None
+        self.current: np.ndarray | None = None
+
+    def set_title(self, text: str) -> None:
+        self.label.setText(text)
+
+    def show_u8(self, arr: np.ndarray) -> None:
+        """Show a uint8 (H, W) or (H, W, 3) array; the array is kept, so pass one you will not mutate."""
+        if arr.dtype != np.uint8:
+            raise TypeError("show_u8 takes uint8 arrays")
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        arr = np.ascontiguousarray(arr)
+        self.current = arr
+        self.item.setImage(arr, autoLevels=False, levels=(0, 255))
+        if arr.shape != self._shape:
+            self._shape = arr.shape
+            self.view.autoRange(padding=0.0)
+
+    def clear_image(self) -> None:
+        self.item.clear()
+        self.current = None
+        self._shape = None
+
+
+def qimage_from_u8(arr: np.ndarray) -> QImage:
+    """A QImage that owns a copy of a uint8 (H, W) / (H, W, 3) / (H, W, 4) array (safe to keep and pass around)."""
+    arr = np.ascontiguousarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = np.ascontiguousarray(arr[:, :, 0])
+    h, w = arr.shape[:2]
+    if arr.ndim == 2:
+        fmt = QImage.Format.Format_Grayscale8
+    elif arr.shape[2] == 3:
+        fmt = QImage.Format.Format_RGB888
+    elif arr.shape[2] == 4:
+        fmt = QImage.Format.Format_RGBA8888
+    else:
+        raise ValueError(f"cannot show an array of shape {arr.shape}")
+    # bytesPerLine given explicitly; .copy() detaches the QImage from the numpy buffer.
+    return QImage(arr.data, w, h, arr.strides[0], fmt).copy()
+
+
+def pixmap_from_u8(arr: np.ndarray, size: int | None = None) -> QPixmap:
+    pm = QPixmap.fromImage(qimage_from_u8(arr))
+    if size:
+        pm = pm.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+    return pm

@@ -1,0 +1,1 @@
+"""The five panels: Images, Forward process, Schedule, Training, Sampling."""

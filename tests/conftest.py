@@ -1,0 +1,113 @@
+"""Shared test set-up: offscreen Qt, settings kept off disk, and a guard that fails tests leaving threads or timers."""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+_started_timers: "weakref.WeakSet" = weakref.WeakSet()
+_qt_patched = False
+
+
+def _patch_qtimer() -> None:
+    """Record every QTimer that starts, so a test that leaves one running can be named."""
+    global _qt_patched
+    if _qt_patched:
+        return
+    try:
+        from PySide6 import QtCore
+    except ImportError:
+        return
+    original = QtCore.QTimer.start
+
+    def start(self, *args):
+        try:
+            _started_timers.add(self)
+        except TypeError:
+            pass
+        return original(self, *args)
+
+    QtCore.QTimer.start = start
+    _qt_patched = True
+
+
+def pytest_configure(config):
+    _patch_qtimer()
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    """A QSettings in a temporary .ini file, so tests never read or write the user's settings."""
+    from PySide6.QtCore import QSettings
+
+    path = tmp_path / "settings.ini"
+    monkeypatch.setenv("DIFFUSION_STUDIO_SETTINGS", str(path))
+    return QSettings(str(path), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, settings):
+    """The real main window (offscreen), closed at the end of the test the way a user closes it."""
+    from diffusion_studio.gui.main_window import MainWindow
+
+    win = MainWindow(settings, device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+def _active_timers() -> list:
+    out = []
+    for t in list(_started_timers):
+        try:
+            if t.isActive():
+                out.append(t)
+        except RuntimeError:  # deleted on the C++ side
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads_or_timers(request):
+    """Fail any test that leaves a worker thread, a Python thread or a QTimer running (as napari's conftest does)."""
+    before = set(threading.enumerate())
+    timers_before = set(id(t) for t in _active_timers())
+    yield
+    if "PySide6.QtCore" not in sys.modules:
+        leftover = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        for t in leftover:
+            t.join(timeout=5)
+        alive = [t.name for t in leftover if t.is_alive()]
+        assert not alive, f"test left Python threads running: {alive}"
+        return
+    from PySide6.QtCore import QCoreApplication
+
+    from diffusion_studio.gui.workers import live_workers
+
+    app = QCoreApplication.instance()
+    if app is not None:
+        app.processEvents()
+    workers = live_workers()
+    for w in workers:
+        w.abort()
+        w.wait(10000)
+    assert not workers, f"test left worker threads running: {[w.objectName() for w in workers]}"
+    timers = [t for t in _active_timers() if id(t) not in timers_before]
+    names = [f"{t.objectName() or 'QTimer'} (parent {type(t.parent()).__name__})" for t in timers]
+    for t in timers:
+        t.stop()
+    assert not timers, f"test left QTimers running: {names}"
+    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon
+                and not t.name.startswith(("Dummy", "QThread"))]
+    for t in leftover:
+        t.join(timeout=5)
+    alive = [t.name for t in leftover if t.is_alive()]
+    assert not alive, f"test left Python threads running: {alive}"
