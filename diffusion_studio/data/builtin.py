@@ -1,0 +1,266 @@
+"""Datasets that need no download: scikit-learn's bundled digits and photos, and shapes drawn on the spot."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .convert import resize_batch, to_channels
+from .errors import DataError
+from .images import _check_channels, _check_size, open_image, to_array
+
+if TYPE_CHECKING:
+    from .dataset import ImageDataset
+
+BUILTIN_DATASETS: dict[str, str] = {
+    "digits": "1,797 handwritten digits 0–9 (8×8, grayscale) bundled with scikit-learn",
+    "shapes": "2,000 coloured circles, squares, triangles, stars and crosses drawn by the app (RGB)",
+    "photos": "a handful of sample pictures: scikit-learn's two photos plus a few generated scenes (RGB)",
+}
+
+SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+
+# Bright inks and plain backgrounds; only pairs whose luma differs enough are used, so every shape stands out.
+_INKS = (
+    (230, 40, 40), (245, 140, 20), (245, 220, 40), (50, 190, 70), (40, 200, 220),
+    (50, 90, 230), (150, 60, 210), (240, 100, 180), (245, 245, 245),
+)
+_BACKGROUNDS = ((10, 10, 10), (20, 25, 60), (55, 55, 55), (20, 50, 30), (240, 235, 220), (200, 200, 200))
+_MIN_LUMA_GAP = 80.0
+
+
+def _luma(rgb) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+_COLOUR_PAIRS = tuple(
+    (ink, bg) for ink in _INKS for bg in _BACKGROUNDS if abs(_luma(ink) - _luma(bg)) >= _MIN_LUMA_GAP
+)
+
+
+def _sklearn_dir() -> Path | None:
+    # find_spec locates the package without importing it: importing scikit-learn costs about a second.
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    """(1797, 8, 8) uint8 in 0..16 and (1797,) labels, exactly what sklearn.datasets.load_digits returns."""
+    root = _sklearn_dir()
+    csv = root / "datasets" / "data" / "digits.csv.gz" if root else None
+    if csv is not None and csv.is_file():
+        table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
+        pixels, labels = table[:, :-1], table[:, -1]
+    else:  # layout changed in some scikit-learn release: take the public (slower) route
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise DataError(None, "needs scikit-learn, which is not installed", name="builtin:digits") from None
+        bunch = load_digits()
+        pixels, labels = bunch.data, bunch.target
+    return pixels.reshape(-1, 8, 8).astype(np.uint8), labels.astype(np.int64)
+
+
+def digits(size: int = 8, channels: int = 1) -> ImageDataset:
+    """scikit-learn's 1,797 handwritten digits, white ink on black, upscaled from 8×8 to size×size."""
+    from .dataset import ImageDataset
+
+    _check_size(size)
+    _check_channels(channels)
+    pixels, labels = _digits_raw()
+    # 0..16 → 0..255 with rounding, so 16 is pure white.
+    u8 = torch.from_numpy((pixels.astype(np.uint16) * 255 + 8) // 16).to(torch.uint8).unsqueeze(1)
+    u8 = to_channels(resize_batch(u8, size), channels)
+    return ImageDataset(
+        u8,
+        torch.from_numpy(labels),
+        name="digits",
+        spec="builtin:digits",
+        class_names=[str(d) for d in range(10)],
+    )
+
+
+def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    if kind == "square":
+        radii, count = [r], 4
+    elif kind == "triangle":
+        radii, count = [r], 3
+    elif kind == "star":
+        radii, count = [r, 0.45 * r], 10
+    else:  # cross: a plus sign; arms 0.32 r wide, traced as 12 corners
+        w = 0.32 * r
+        pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
+               (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+        c, s = math.cos(angle), math.sin(angle)
+        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
+    out = []
+    for k in range(count):
+        a = angle + 2 * math.pi * k / count
+        rad = radii[k % len(radii)]
+        out.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
+    return out
+
+
+def shapes(size: int = 32, channels: int = 3, n: int = 2000, seed: int = 0) -> ImageDataset:
+    """n RGB images, each one filled shape (see SHAPE_CLASSES) on a plain background; same seed, same images.
+
+    Drawn at 4× (2× above 64 px) and box-downscaled, which anti-aliases the edges.
+    """
+    from .dataset import ImageDataset
+
+    _check_size(size)
+    _check_channels(channels)
+    if n < 1:
+        raise DataError(None, f"must be at least 1, not {n}", name="n")
+    rng = np.random.default_rng(seed)
+    k = len(SHAPE_CLASSES)
+    labels = np.arange(n) % k  # balanced classes, then shuffled
+    rng.shuffle(labels)
+    pairs = rng.integers(0, len(_COLOUR_PAIRS), n)
+    ss = 4 if size <= 64 else 2
+    big = size * ss
+    radius = rng.uniform(0.22, 0.42, n) * big
+    cx = rng.uniform(0.0, 1.0, n)
+    cy = rng.uniform(0.0, 1.0, n)
+    angle = rng.uniform(0.0, 2 * math.pi, n)
+
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        ink, bg = _COLOUR_PAIRS[pairs[i]]
+        r = radius[i]
+        # Keep the whole shape inside the frame: the centre is drawn from [r, big - r].
+        x = r + cx[i] * (big - 2 * r)
+        y = r + cy[i] * (big - 2 * r)
+        canvas = Image.new("RGB", (big, big), bg)
+        draw = ImageDraw.Draw(canvas)
+        kind = SHAPE_CLASSES[labels[i]]
+        if kind == "circle":
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=ink)
+        else:
+            draw.polygon(_polygon(kind, x, y, r, angle[i]), fill=ink)
+        out[i] = np.asarray(canvas.reduce(ss))
+    u8 = to_channels(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), channels)
+    return ImageDataset(
+        u8,
+        torch.from_numpy(labels.astype(np.int64)),
+        name="shapes" if seed == 0 else f"shapes (seed {seed})",
+        spec="builtin:shapes",
+        class_names=list(SHAPE_CLASSES),
+    )
+
+
+# --- sample photos ----------------------------------------------------------------------------------------
+
+
+def _landscape(w: int = 384, h: int = 256) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    t = yy / (h - 1)
+    sky_top, sky_low = np.array([25, 60, 140.0]), np.array([250, 180, 120.0])
+    img = sky_top + (sky_low - sky_top) * t[..., None] ** 0.8
+    sx, sy, sr = 0.7 * w, 0.42 * h, 0.08 * h
+    dist = np.hypot(xx - sx, yy - sy)
+    glow = np.exp(-((dist / (3 * sr)) ** 2))[..., None]
+    img = img + (np.array([255, 230, 150.0]) - img) * glow * 0.6
+    img[dist < sr] = (255, 240, 190)
+    for base, amp, freq, phase, colour in (
+        (0.62, 0.07, 2.1, 0.3, (70, 110, 90)),
+        (0.75, 0.06, 3.3, 1.7, (40, 100, 50)),
+        (0.88, 0.04, 5.0, 4.0, (25, 70, 35)),
+    ):
+        ridge = h * (base - amp * np.sin(2 * np.pi * freq * xx / w + phase) - 0.5 * amp * np.sin(9 * xx / w))
+        shade = 1.0 - 0.25 * (yy - ridge) / h
+        hill = np.array(colour, dtype=np.float64) * shade[..., None]
+        img = np.where((yy >= ridge)[..., None], hill, img)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _gradient(side: int = 256) -> np.ndarray:
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float64) / (side - 1)
+    r = 255 * xx
+    g = 255 * yy
+    b = 255 * (1 - 0.5 * (xx + yy))
+    canvas = Image.fromarray(np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    s = side
+    draw.ellipse((0.12 * s, 0.12 * s, 0.42 * s, 0.42 * s), fill=(250, 250, 250))
+    draw.rectangle((0.58 * s, 0.55 * s, 0.86 * s, 0.83 * s), fill=(20, 20, 20))
+    draw.polygon([(0.2 * s, 0.85 * s), (0.45 * s, 0.55 * s), (0.5 * s, 0.9 * s)], fill=(240, 200, 30))
+    return np.asarray(canvas).copy()
+
+
+def _checkerboard(side: int = 256, squares: int = 8) -> np.ndarray:
+    cell = side // squares
+    yy, xx = np.mgrid[0:side, 0:side]
+    on = ((yy // cell + xx // cell) % 2).astype(bool)
+    img = np.where(on[..., None], np.array([235, 235, 235]), np.array([30, 30, 30]))
+    return img.astype(np.uint8)
+
+
+def _rings(side: int = 256) -> np.ndarray:
+    # A zone plate: frequency rises with the radius, so noise visibly drowns the fine rings first.
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
+    r2 = ((xx - side / 2) ** 2 + (yy - side / 2) ** 2) / (side / 2) ** 2
+    wave = 0.5 + 0.5 * np.cos(np.pi * 24 * r2)
+    img = np.stack([wave * 230 + 20, wave * 120 + 60, (1 - wave) * 200 + 30], -1)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _photos_cached() -> tuple[tuple[str, np.ndarray], ...]:
+    found: list[tuple[str, np.ndarray]] = []
+    root = _sklearn_dir()
+    for stem in ("china", "flower"):
+        file = root / "datasets" / "images" / f"{stem}.jpg" if root else None
+        if file is not None and file.is_file():
+            found.append((stem, np.asarray(open_image(file).convert("RGB"))))
+    found += [
+        ("landscape", _landscape()),
+        ("gradient", _gradient()),
+        ("checkerboard", _checkerboard()),
+        ("rings", _rings()),
+    ]
+    for _, arr in found:
+        arr.setflags(write=False)
+    return tuple(found)
+
+
+def sample_photos() -> list[tuple[str, np.ndarray]]:
+    """[(name, uint8 (H, W, 3))] at full resolution: china and flower from scikit-learn, then generated scenes."""
+    return [(name, arr.copy()) for name, arr in _photos_cached()]
+
+
+def photos(size: int = 64, channels: int = 3) -> ImageDataset:
+    """The sample photos as a dataset, centre-cropped and resized to size×size; label i is photo i."""
+    from .dataset import ImageDataset
+
+    _check_size(size)
+    _check_channels(channels)
+    items = _photos_cached()
+    arrays = [to_array(Image.fromarray(arr), size, channels) for _, arr in items]
+    u8 = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    names = [name for name, _ in items]
+    return ImageDataset(
+        u8, torch.arange(len(items)), name="photos", spec="builtin:photos", class_names=names, sources=names
+    )
+
+
+def load_builtin(name: str, size: int, channels: int | None = None) -> ImageDataset:
+    """Dispatch builtin:NAME; channels=None keeps the natural count (digits 1, others 3)."""
+    if name == "digits":
+        return digits(size, channels or 1)
+    if name == "shapes":
+        return shapes(size, channels or 3)
+    if name == "photos":
+        return photos(size, channels or 3)
+    valid = ", ".join(BUILTIN_DATASETS)
+    raise DataError(None, f"unknown built-in dataset {name!r} (choose one of {valid})", name=f"builtin:{name}")
