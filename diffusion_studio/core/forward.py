@@ -95,7 +95,8 @@ class ChainCache:
             x = q_step(self.schedule, x, s, generator=gen)
             if s % self.every == 0 and s not in self._snapshots:
                 self._snapshots[s] = (x, gen.get_state())
-        return x
+        # A copy: x may be a snapshot, and a caller editing it in place (clamping for display) would corrupt the cache.
+        return x.clone()
 
 
 class ForwardScrubber:

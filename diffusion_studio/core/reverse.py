@@ -111,8 +111,8 @@ def ddim_step(
     x_{prev} = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε + σ z,  σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev).
     η = 0 is deterministic; η = 1 with consecutive steps equals DDPM with σ_t² = β̃_t.
     """
-    if not -1 <= t_prev < t:
-        raise ValueError(f"t_prev must satisfy -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
+    if not -1 <= t_prev < t < schedule.T:
+        raise ValueError(f"t and t_prev must satisfy -1 <= t_prev < t <= {schedule.T - 1}, got t={t}, t_prev={t_prev}")
     if eta < 0:
         raise ValueError(f"eta must be non-negative, got {eta}")
     ab_t = float(schedule.alpha_bar_at(t))

@@ -63,7 +63,9 @@ def _clone(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.detach().float().clone()
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: tensors made under inference_mode stay "inference tensors" forever, and a consumer that
+# edits a frame in place (clamp_, mul_) outside it would get a RuntimeError.
+@torch.no_grad()
 def ddpm_sample(
     model_fn: ModelFn,
     schedule: NoiseSchedule,
@@ -98,7 +100,7 @@ def ddpm_sample(
             yield Frame(step, n, t_now, t_model, _clone(x), _clone(res.x0_pred), _clone(eps))
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def ddim_sample(
     model_fn: ModelFn,
     schedule: NoiseSchedule,

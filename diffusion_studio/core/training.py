@@ -73,6 +73,7 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    lr_schedule: str = "constant"     # or "cosine": decay to lr/10 at the last step (needs ``steps``)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     seed: int = 0
@@ -111,8 +112,19 @@ class TrainConfig:
             raise bad("warmup_steps" if self.warmup_steps < 0 else "weight_decay", "must not be negative")
         if not 0 <= self.p_uncond <= 1:
             raise bad("p_uncond", f"must be in [0, 1], got {self.p_uncond}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise bad("lr_schedule", f"must be constant or cosine, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and self.steps is None:
+            raise bad("lr_schedule", "cosine decay needs a number of steps, not a time budget")
         if self.buckets < 1 or self.log_every < 1:
             raise bad("buckets" if self.buckets < 1 else "log_every", "must be at least 1")
+        # Checked here, not when first used: a bad preview setting would otherwise fail only after training started.
+        for name in ("preview_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise bad(name, f"must not be negative (0 turns it off), got {getattr(self, name)}")
+        for name in ("preview_n", "preview_steps"):
+            if self.preview_every and getattr(self, name) < 1:
+                raise bad(name, f"must be at least 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,8 +191,12 @@ class Trainer:
 
     # ---- one step -----------------------------------------------------------------------------------------------
     def _lr_at(self, step: int) -> float:
-        w = self.config.warmup_steps
-        return self.config.lr * min(1.0, (step + 1) / w) if w else self.config.lr
+        cfg = self.config
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        if cfg.lr_schedule == "cosine" and cfg.steps:
+            progress = min(1.0, max(0.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)))
+            lr *= 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return lr
 
     def train_step(self) -> tuple[float, float]:
         """One step of Algorithm 1; returns (loss, grad norm). Raises TrainingDiverged before a bad update."""

@@ -44,6 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--screenshot", help="save a screenshot of the window to this PNG after --delay ms, then quit")
     p.add_argument("--delay", type=int, default=3000, help="milliseconds before the screenshot")
     p.add_argument("--demo", action="store_true", help="start with a sample image, t = 300 and a sampling run")
+    p.add_argument("--tab", choices=("forward", "training", "sampling"), default="forward",
+                   help="the tab to show with --demo")
     return p.parse_args(argv)
 
 
@@ -59,13 +61,14 @@ def run_app(argv: list[str] | None = None) -> int:
     window = MainWindow(make_settings(args.settings), device=args.device)
     window.show()
     if args.demo:
-        QTimer.singleShot(0, window.start_demo)
+        QTimer.singleShot(0, lambda: window.start_demo(args.tab))
     if args.screenshot:
         def shoot() -> None:
             out = Path(args.screenshot)
             out.parent.mkdir(parents=True, exist_ok=True)
             window.grab().save(str(out))
-            print(f"screenshot saved to {out}")
+            print(f"screenshot saved to {out} (platform {QApplication.platformName()}, "
+                  f"window {window.width()}x{window.height()})")
             window.close()
             app.quit()
 

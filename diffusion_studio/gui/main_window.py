@@ -129,6 +129,13 @@ class MainWindow(QMainWindow):
     def show_panel(self, panel) -> None:
         self.tabs.setCurrentWidget(panel)
 
+    def start_demo(self, tab: str = "forward") -> None:
+        """What a first-time visitor should see: a sample photo part-noised, and the built-in model sampling."""
+        self.images.load_builtin_sample()
+        self.state.set_t(self.state.schedule.T * 3 // 10 - 1)
+        self.sampling.start()
+        self.show_panel({"forward": self.forward, "training": self.training, "sampling": self.sampling}[tab])
+
     def reset_layout(self) -> None:
         for dock, area in ((self.images_dock, Qt.DockWidgetArea.LeftDockWidgetArea),
                            (self.schedule_dock, Qt.DockWidgetArea.RightDockWidgetArea)):
