@@ -173,8 +173,11 @@ def _read_manifest(mpath: Path) -> dict[str, Any]:
 
 
 def _validate_meta(meta: dict[str, Any], where: Path) -> None:
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(where, f"written by a newer Diffusion Studio (format {meta.get('format_version')})")
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(where, f"format_version must be a whole number, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(where, f"written by a newer Diffusion Studio (format {version})")
     for key in ("model", "schedule"):
         if key not in meta:
             raise CheckpointError(where, f"the manifest has no \"{key}\" section")
@@ -197,7 +200,7 @@ def load_checkpoint(path: str | os.PathLike, groups: tuple[str, ...] | None = No
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(p, "refused: this looks like a PyTorch/pickle file, which can run code when loaded; "
                                  "Diffusion Studio loads only safetensors + JSON checkpoints")
-    if not p.exists():
+    if not p.exists() and not manifest_path(p).exists():  # "run" names run.json, as it does for save_checkpoint
         raise CheckpointError(p, "no such file or folder")
     embedded_only = p.suffix == ".safetensors"
     if embedded_only:
@@ -227,6 +230,8 @@ def load_checkpoint(path: str | os.PathLike, groups: tuple[str, ...] | None = No
     if meta is None:
         if header_meta is None:
             raise CheckpointError(wpath, "this safetensors file carries no Diffusion Studio manifest")
+        if not isinstance(header_meta, dict):
+            raise CheckpointError(wpath, "the embedded manifest is not a JSON object")
         meta = header_meta
     _validate_meta(meta, wpath)
     grouped: dict[str, dict[str, torch.Tensor]] = {}

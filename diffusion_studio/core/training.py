@@ -322,6 +322,8 @@ class Trainer:
             "optim": {},
             "rng": {"data": self.gen.get_state(), "noise": self.noise_gen.get_state(), "torch": torch.get_rng_state()},
         }
+        if self.device.type == "cuda":  # dropout on a GPU draws from the CUDA generator, not the CPU one
+            tensors["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         opt = self.optimizer.state_dict()
         for pid, st in opt["state"].items():
             for k, v in st.items():
@@ -376,6 +378,8 @@ class Trainer:
         trainer.gen.set_state(rng["data"])
         trainer.noise_gen.set_state(rng["noise"])
         torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and trainer.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], trainer.device)
         trainer.step = ckpt.step
         trainer.elapsed_before = float(ckpt.meta.get("elapsed_s", 0.0))
         trainer._buckets = list(ckpt.meta.get("buckets") or trainer._buckets)

@@ -1,0 +1,78 @@
+"""Device and precision resolution."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from diffusion_studio.core.device import autocast, describe_device, resolve_device, resolve_precision
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_MPS = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def test_auto_picks_the_best_available():
+    expected = "cuda" if HAS_CUDA else "mps" if HAS_MPS else "cpu"
+    for name in ("auto", None):
+        assert resolve_device(name).type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
+def test_cuda_without_a_gpu_is_a_clear_value_error(name):
+    with pytest.raises(ValueError) as e:
+        resolve_device(name)
+    msg = str(e.value)
+    assert msg.startswith("device:") and "CUDA" in msg and "\n" not in msg
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cuda_index_out_of_range():
+    with pytest.raises(ValueError, match="device"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.skipif(HAS_MPS, reason="this machine has Apple MPS")
+def test_mps_without_metal():
+    with pytest.raises(ValueError, match="MPS"):
+        resolve_device("mps")
+
+
+@pytest.mark.parametrize("name", ["gpu", "tpu", "", "cuda:x", "meta"])
+def test_unknown_device_names(name):
+    with pytest.raises(ValueError, match="device"):
+        resolve_device(name)
+
+
+def test_precision_rules():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"  # never bf16 by default on a CPU
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"  # an explicit opt-in is honoured
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("bf16", torch.device("mps"))
+    assert resolve_precision("fp32", torch.device("mps")) == "fp32"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    for bad in ("fp16", "float32", "", "BF16"):
+        with pytest.raises(ValueError, match="precision"):
+            resolve_precision(bad, cpu)
+    if HAS_CUDA:
+        expected = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        assert resolve_precision("auto", torch.device("cuda")) == expected
+
+
+def test_autocast_contexts():
+    cpu = torch.device("cpu")
+    assert isinstance(autocast(cpu, "fp32"), contextlib.nullcontext)
+    a = torch.randn(4, 4)
+    with autocast(cpu, "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(cpu, "fp32"):
+        assert (a @ a).dtype == torch.float32
+
+
+def test_describe_device():
+    assert describe_device("cpu").startswith("CPU (")
