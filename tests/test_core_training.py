@@ -295,3 +295,22 @@ def test_resume_refuses_an_exported_model(tmp_path, data, sched):
                            {"step": 10, "model": MICRO.to_dict(), "schedule": sched.to_dict()})
     with pytest.raises(ValueError, match="training state"):
         Trainer.resume(path, data)
+
+
+def test_run_at_its_total_takes_no_more_steps(tmp_path):
+    """A resumed run that already reached its total must not train one step further (it used to)."""
+    import torch as _torch
+
+    from diffusion_studio.core.schedule import NoiseSchedule as _NS
+    from diffusion_studio.core.training import TensorImages as _TI
+    from diffusion_studio.core.training import TrainConfig as _TC
+    from diffusion_studio.core.training import Trainer as _Tr
+    from diffusion_studio.core.unet import preset_config as _pc
+
+    data = _TI(_torch.rand(8, 1, 8, 8) * 2 - 1)
+    tr = _Tr(_pc("tiny", 8, 1), _NS.create("linear", 20), data, _TC(steps=3, batch_size=4, warmup_steps=0))
+    assert [ev.step for ev in tr.run()] == [1, 2, 3]
+    before = [p.clone() for p in tr.model.parameters()]
+    assert list(tr.run()) == []
+    assert tr.step == 3
+    assert all(_torch.equal(a, b) for a, b in zip(before, tr.model.parameters()))

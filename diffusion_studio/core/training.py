@@ -250,12 +250,16 @@ class Trainer:
 
     # ---- the generator ------------------------------------------------------------------------------------------
     def run(self) -> Iterator[TrainEvent]:
-        """Yield one TrainEvent per optimisation step until ``steps`` (more) or ``minutes`` are reached.
+        """Yield one TrainEvent per optimisation step until the run's total ``steps`` or ``minutes`` more are reached.
 
-        Stop early by no longer calling ``next``; then ``save()`` keeps the run. Errors surface as TrainingError.
+        ``steps`` counts from the start of the run, so a resumed run goes on to the same total (and yields nothing if
+        it is already there). Stop early by no longer calling ``next``; then ``save()`` keeps the run.
+        Errors surface as TrainingError.
         """
         cfg = self.config
         total = cfg.steps if cfg.steps is not None else None
+        if total is not None and self.step >= total:
+            return
         budget = cfg.minutes * 60 if cfg.minutes is not None else None
         t_start = time.perf_counter()
         rate = None
