@@ -27,6 +27,8 @@ from .unet import PRESETS, UNet, UNetConfig
 
 FORMAT = "diffusion-studio-checkpoint"
 FORMAT_VERSION = 1
+_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 
 
@@ -75,6 +77,8 @@ class Checkpoint:
 def _fsync_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; checkpoints are shared, so give it the usual 0666 minus the umask.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

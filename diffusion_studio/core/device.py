@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from functools import lru_cache
 
 import torch
@@ -41,7 +40,8 @@ def describe_device(device: torch.device | str) -> str:
         return f"CUDA: {torch.cuda.get_device_name(dev)}"
     if dev.type == "mps":
         return "Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'s' if n != 1 else ''})"
 
 
 @lru_cache(maxsize=None)
@@ -72,7 +72,3 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def default_threads() -> int:
-    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))

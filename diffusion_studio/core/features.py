@@ -107,12 +107,15 @@ class FeatureNet(nn.Module):
             x = block(x if i == 0 else F.avg_pool2d(x, 2, ceil_mode=True))
         return self.embed(x.mean(dim=(2, 3)))
 
+    def _logits(self, x_prepared: torch.Tensor) -> torch.Tensor:
+        return self.head(F.silu(self._embed(x_prepared)))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, feature_dim) FID features: the pre-activation penultimate layer (closer to Gaussian than post-ReLU)."""
         return self._embed(self.prepare(x))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(F.silu(self.features(x)))
+        return self._logits(self.prepare(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x)
@@ -145,24 +148,17 @@ def _outliers(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     z = z + (torch.rand(half, 1, 1, 1, generator=gen) * 1.5 - 1.0)
     smooth = F.interpolate(z, size=(h, w), mode="bilinear", align_corners=False).clamp(-1, 1)
     t = max(2, h // 4)
-    th, tw = h // t, w // t
-    tiles = x[half:, :, :th * t, :tw * t].reshape(b - half, c, th, t, tw, t).permute(0, 2, 4, 1, 3, 5)
-    tiles = tiles.reshape(b - half, th * tw, c, t, t)
-    order = torch.argsort(torch.rand(b - half, th * tw, generator=gen), dim=1)
-    tiles = tiles[torch.arange(b - half)[:, None], order]
+    patches = F.unfold(x[half:], t, stride=t)  # (B, C·t·t, tiles)
+    order = torch.argsort(torch.rand(b - half, patches.shape[-1], generator=gen), dim=1).to(x.device)
+    patches = patches.gather(2, order[:, None, :].expand_as(patches))
     shuffled = x[half:].clone()
-    shuffled[:, :, :th * t, :tw * t] = tiles.reshape(b - half, th, tw, c, t, t).permute(0, 3, 1, 4, 2, 5).reshape(
-        b - half, c, th * t, tw * t)
+    side = (h // t) * t, (w // t) * t
+    shuffled[:, :, :side[0], :side[1]] = F.fold(patches, side, t, stride=t)
     return torch.cat([smooth.to(x), shuffled])
 
 
 def _rotate(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    out = x.clone()
-    for r in range(1, 4):
-        m = k == r
-        if m.any():
-            out[m] = torch.rot90(x[m], r, dims=(2, 3))
-    return out
+    return torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
 
 
 @torch.no_grad()
@@ -172,12 +168,12 @@ def _accuracy(net: FeatureNet, x: torch.Tensor, y: torch.Tensor | None, device, 
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size].to(device)
         if net.is_classifier:
-            pred = net.head(F.silu(net._embed(xb))).argmax(1).cpu()
+            pred = net._logits(xb).argmax(1).cpu()
             correct += int((pred == y[s:s + batch_size]).sum())
             total += len(xb)
         else:
             for r in range(4):
-                pred = net.head(F.silu(net._embed(torch.rot90(xb, r, dims=(2, 3))))).argmax(1).cpu()
+                pred = net._logits(torch.rot90(xb, r, dims=(2, 3))).argmax(1).cpu()
                 correct += int((pred == r).sum())
                 total += len(xb)
     return correct / max(total, 1)
@@ -246,10 +242,10 @@ def train_feature_net(images: torch.Tensor, labels: torch.Tensor | None = None, 
             if task == "rotation":
                 yb = torch.randint(4, (len(idx),), generator=gen)
                 xb = _rotate(xb, yb)
-            loss = F.cross_entropy(net.head(F.silu(net._embed(xb.to(device)))), yb.to(device), label_smoothing=0.05)
+            loss = F.cross_entropy(net._logits(xb.to(device)), yb.to(device), label_smoothing=0.05)
             if outliers and task == "classify":
                 junk = _outliers(x_all[idx[: max(2, len(idx) // 4)]], gen).to(device)
-                loss = loss - 0.5 * F.log_softmax(net.head(F.silu(net._embed(junk))), 1).mean()
+                loss = loss - 0.5 * F.log_softmax(net._logits(junk), 1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -383,10 +379,21 @@ def resources_root() -> Path:
 
 
 BUILTIN_FEATURES = {"digits": "models/digits-features"}
+# How each shipped network was made (run from the repository root); the error for a missing one quotes it.
+BUILD_COMMANDS = {"digits": "diffusion-studio fid builtin:digits --train-features resources/models/digits-features "
+                            "--size 16 --epochs 30 --seed 0"}
 
 
 def builtin_feature_path(name: str) -> Path:
     return resources_root() / BUILTIN_FEATURES[name]
+
+
+def default_features_for(data_spec: str) -> str | None:
+    """The feature network that fits a dataset spec out of the box (builtin:digits → its shipped net), else None."""
+    key = str(data_spec).strip().lower()
+    if key.startswith("builtin:") and key.partition(":")[2].strip() in BUILTIN_FEATURES:
+        return "builtin:" + key.partition(":")[2].strip()
+    return None
 
 
 def load_feature_extractor(spec: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -400,7 +407,7 @@ def load_feature_extractor(spec: str | os.PathLike, device: str | torch.device =
         path = builtin_feature_path(key)
         if not (path / WEIGHTS_NAME).is_file():
             raise CheckpointError(path, f"the shipped {key} feature network is missing; rebuild it with "
-                                        f"`diffusion-studio fid builtin:{key} --train-features {BUILTIN_FEATURES[key]}`")
+                                        f"`{BUILD_COMMANDS[key]}`")
         return load_feature_net(path, device)
     if text.startswith("inception:"):
         from .inception import load_inception

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 FIDSTATS_FORMAT = "diffusion-studio-fid-stats"
 
@@ -113,7 +114,7 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
 
 
 # ---- cached real-set statistics -------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)  # arrays have no single truth value to compare by
 class FIDStats:
     """μ, Σ of one image set under one feature extractor, with what is needed to know when they can be reused."""
 
@@ -174,7 +175,7 @@ class FIDStats:
             info = json.loads(header)
         except FileNotFoundError:
             raise ValueError(f"{p.name}: no such FID statistics file") from None
-        except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
+        except (KeyError, ValueError, OSError, SafetensorError) as e:
             raise ValueError(f"{p.name}: not a readable FID statistics file ({str(e).splitlines()[0][:100]})") from None
         mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
@@ -208,8 +209,8 @@ def extract_features(extractor: Any, images: Any, batch_size: int = 256, device:
     if n == 0:
         raise ValueError("no images to compute features of")
     was_training = getattr(extractor, "training", False)
-    if hasattr(extractor, "eval"):
-        extractor.eval()
+    if isinstance(extractor, torch.nn.Module):
+        extractor.to(device).eval()
     out = []
     try:
         for start in range(0, n, batch_size):

@@ -181,6 +181,7 @@ class Trainer:
                                            fused=fused or None)
         self.step = 0
         self.elapsed_before = 0.0  # training seconds spent before this session (resumes)
+        self._active_s = 0.0
         self.gen = torch.Generator().manual_seed(config.seed)  # data order and t
         self.noise_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self._buckets: list[float | None] = [None] * config.buckets
@@ -261,44 +262,52 @@ class Trainer:
         if total is not None and self.step >= total:
             return
         budget = cfg.minutes * 60 if cfg.minutes is not None else None
-        t_start = time.perf_counter()
         rate = None
-        last = t_start
-        while True:
-            try:
-                loss, gnorm = self.train_step()
-            except torch.OutOfMemoryError:
-                self._free_memory()
-                raise TrainingOutOfMemory(cfg.batch_size, self.device) from None
-            except RuntimeError as e:
-                if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
+        self._active_s = 0.0  # time spent inside steps; a paused generator (not being advanced) does not count
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    loss, gnorm = self.train_step()
+                except torch.OutOfMemoryError:
                     self._free_memory()
                     raise TrainingOutOfMemory(cfg.batch_size, self.device) from None
-                raise
-            now = time.perf_counter()
-            dt = now - last
-            last = now
-            inst = cfg.batch_size / max(dt, 1e-9)
-            rate = inst if rate is None else 0.9 * rate + 0.1 * inst
-            elapsed = now - t_start
-            if total is not None:
-                done = self.step >= total
-                eta = (total - self.step) * cfg.batch_size / rate if rate else None
-            else:
-                done = elapsed >= budget
-                eta = max(0.0, budget - elapsed)
-            ev = TrainEvent(step=self.step, total_steps=total, loss=loss, lr=self._lr_at(self.step - 1),
-                            images_per_s=rate, eta_s=eta, elapsed_s=self.elapsed_before + elapsed, grad_norm=gnorm,
-                            bucket_loss=list(self._buckets), done=done)
-            if cfg.preview_every and (self.step % cfg.preview_every == 0 or done):
-                ev.preview = self.preview()
-            if self.out is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not done:
-                ev.checkpoint = self.save()
-            if done:
-                self.elapsed_before += elapsed
-            yield ev
-            if done:
-                return
+                except RuntimeError as e:
+                    if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
+                        self._free_memory()
+                        raise TrainingOutOfMemory(cfg.batch_size, self.device) from None
+                    raise
+                dt = time.perf_counter() - t0
+                inst = cfg.batch_size / max(dt, 1e-9)
+                rate = inst if rate is None else 0.9 * rate + 0.1 * inst
+                if total is not None:
+                    done = self.step >= total
+                    eta = (total - self.step) * cfg.batch_size / rate
+                else:
+                    done = self._active_s + dt >= budget
+                    eta = max(0.0, budget - self._active_s - dt)
+                ev = TrainEvent(step=self.step, total_steps=total, loss=loss, lr=self._lr_at(self.step - 1),
+                                images_per_s=rate, eta_s=eta, elapsed_s=0.0, grad_norm=gnorm,
+                                bucket_loss=list(self._buckets), done=done)
+                if cfg.preview_every and (self.step % cfg.preview_every == 0 or done):
+                    ev.preview = self.preview()
+                if self.out is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not done:
+                    self._active_s += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    ev.checkpoint = self.save()
+                self._active_s += time.perf_counter() - t0
+                ev.elapsed_s = self.elapsed_s
+                yield ev
+                if done:
+                    return
+        finally:
+            self.elapsed_before = self.elapsed_s
+            self._active_s = 0.0
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds spent training in this run, over all sessions (resumes) so far, pauses not counted."""
+        return self.elapsed_before + self._active_s
 
     def _free_memory(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -339,7 +348,7 @@ class Trainer:
             "data": self.data_info,
             "train": self.config.to_dict(),
             "optimizer": {"param_groups": opt["param_groups"]},
-            "elapsed_s": self.elapsed_before,
+            "elapsed_s": self.elapsed_s,
             "last_loss": self.last_loss if math.isfinite(self.last_loss) else None,
             "buckets": self._buckets,
         }

@@ -248,7 +248,8 @@ class ForwardPanel(Panel):
 
     @property
     def chain_building(self) -> bool:
-        return self._chain_worker is not None
+        # The worker's `returned` (chain ready) arrives before its `finished`: a built chain means building is over.
+        return self._chain_worker is not None and self._chain is None
 
     def _on_chain_progress(self, p: ChainProgress) -> None:
         if self.sender() is self._chain_worker:
@@ -258,6 +259,7 @@ class ForwardPanel(Panel):
         if self.sender() is not self._chain_worker or built is None or built.key != self._chain_key:
             return
         self._chain = built
+        self.chain_row.hide()
         self._render()
         self._render_film()
         self.chain_ready.emit()
