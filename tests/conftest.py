@@ -10,7 +10,6 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTHONHASHSEED", "0")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported: see diffusion_studio/__init__.py
 
 _started_timers: "weakref.WeakSet" = weakref.WeakSet()
 _qt_patched = False
