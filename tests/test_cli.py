@@ -124,6 +124,20 @@ def test_help_and_argument_errors_answer_without_importing_torch():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_sample_and_info_help_and_usage_errors_answer_without_importing_torch():
+    # The package imports every command module to build the parser: none of them may import torch at the top.
+    code = ("import sys, contextlib, io\n"
+            "from diffusion_studio.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "    codes = [main(['sample', '--help']), main(['info', '--help']), main(['info']), main(['bogus']),\n"
+            "             main(['sample', '--model', 'm', '--out', 'o', '--n', '0'])]\n"
+            "assert codes == [0, 0, 2, 2, 2], codes\n"
+            "assert 'torch' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 # ---- train and sample -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
@@ -399,7 +413,7 @@ def test_resources_builtin_models(tmp_path, monkeypatch):
 def test_fid_command_is_wired_when_present(capsys):
     import importlib.util
 
-    if importlib.util.find_spec("diffusion_studio.cli_fid") is None:
+    if importlib.util.find_spec("diffusion_studio.cli.fid") is None:
         assert cli.main(["fid", "--real", "x"]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "fid is not available" in err[0]

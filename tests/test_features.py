@@ -215,7 +215,7 @@ def test_inception_key_mismatch_is_one_line_naming_the_file(tmp_path, inception_
 
 # ---- the command ----------------------------------------------------------------------------------------------------
 def _run(argv):
-    from diffusion_studio.cli_fid import _add_arguments, run_fid
+    from diffusion_studio.cli.fid import _add_arguments, run_fid
     import argparse
     parser = argparse.ArgumentParser()
     _add_arguments(parser)

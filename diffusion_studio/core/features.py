@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .. import resources  # Qt-free: only knows where the shipped files lie
 from .checkpoint import PICKLE_SUFFIXES, CheckpointError, _fsync_write
 
 FORMAT = "diffusion-studio-feature-net"
@@ -370,14 +371,6 @@ def load_feature_net(path: str | os.PathLike, device: str | torch.device = "cpu"
 
 
 # ---- choosing an extractor ------------------------------------------------------------------------------------------
-def resources_root() -> Path:
-    try:
-        from ..resources import resources_dir  # written alongside the CLI; same answer as below
-        return Path(resources_dir())
-    except ImportError:
-        return Path(__file__).resolve().parents[2] / "resources"
-
-
 BUILTIN_FEATURES = {"digits": "models/digits-features"}
 # How each shipped network was made (run from the repository root); the error for a missing one quotes it.
 BUILD_COMMANDS = {"digits": "diffusion-studio fid builtin:digits --train-features resources/models/digits-features "
@@ -385,7 +378,8 @@ BUILD_COMMANDS = {"digits": "diffusion-studio fid builtin:digits --train-feature
 
 
 def builtin_feature_path(name: str) -> Path:
-    return resources_root() / BUILTIN_FEATURES[name]
+    """The folder of the shipped feature network ``name`` (may not exist)."""
+    return resources.resources_dir() / BUILTIN_FEATURES[name]
 
 
 def default_features_for(data_spec: str) -> str | None:

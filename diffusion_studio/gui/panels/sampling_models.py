@@ -10,6 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
+from ... import resources
 from ..state import AppState, LoadedModel
 from ..workers import GeneratorWorker, WorkerPool
 from .sampling_frames import load_factory, short_name
@@ -20,16 +21,6 @@ DEFAULT_BUILTIN = "digits"
 
 def builtin_models() -> dict[str, Path]:
     """Shipped models present on disk: name → manifest path."""
-    try:
-        from ... import resources
-    except ImportError:  # an older tree without the resources module: look in the conventional place
-        import diffusion_studio
-
-        root = Path(diffusion_studio.__file__).resolve().parents[1] / "resources" / "models"
-        try:
-            return {p.name: p / "checkpoint.json" for p in sorted(root.iterdir()) if (p / "checkpoint.json").is_file()}
-        except OSError:
-            return {}
     return {name: resources.builtin_model_path(name) for name in resources.list_builtin_models()}
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from .core.device import resolve_device
-from .core.features import (BUILD_COMMANDS, FeatureNet, default_features_for, classifier_score, goal_met, load_feature_extractor,
-                            save_feature_net, train_feature_net)
-from .core.fid import FIDStats, FIDWarning, extractor_name, fid_from_stats, image_stats
+from ..core.device import resolve_device
+from ..core.features import (BUILD_COMMANDS, FeatureNet, classifier_score, default_features_for, goal_met,
+                             load_feature_extractor, save_feature_net, train_feature_net)
+from ..core.fid import FIDStats, FIDWarning, extractor_name, fid_from_stats, image_stats
 
 DIGITS_COMMAND = BUILD_COMMANDS["digits"]
 _STATS_SUFFIXES = (".npz",)
@@ -117,7 +117,7 @@ class _Subset:
 
 def load_images(spec: str, size: int, n_max: int | None = None, seed: int = 0) -> tuple[Any, _Subset]:
     """(dataset, a subset of at most n_max of its images); a one-line DataError when the spec cannot be read."""
-    from .data import load_dataset
+    from ..data import load_dataset
 
     ds = load_dataset(spec, size)
     return ds, _Subset(ds, n_max, seed)
@@ -154,7 +154,7 @@ def train_features_on(spec: str, out: str | Path, size: int = 32, epochs: int = 
 def build_digits_feature_net(out_path: str | Path | None = None, size: int = 16, seed: int = 0, epochs: int = 30,
                              log=None) -> tuple[FeatureNet, dict[str, Any]]:
     """(Re)build the shipped builtin:digits feature network (default: into the app's resources folder)."""
-    from .core.features import builtin_feature_path
+    from ..core.features import builtin_feature_path
     out = Path(out_path) if out_path is not None else builtin_feature_path("digits")
     return train_features_on("builtin:digits", out, size=size, epochs=epochs, seed=seed, log=log)
 
@@ -278,7 +278,7 @@ def run_fid(args: argparse.Namespace, out=None, err=None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m diffusion_studio.cli_fid ...`), for use before or without the main CLI."""
+    """Standalone entry (`python -m diffusion_studio.cli.fid ...`), for use before or without the main CLI."""
     parser = argparse.ArgumentParser(prog="diffusion-studio fid", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)

@@ -1,0 +1,241 @@
+"""What every command shares: the parser classes, argument types, one-line messages, progress output, device checks."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+PROG = "diffusion-studio"
+
+# Mirrors of core's names, kept here so that --help and argument errors need no torch import (tests/test_cli.py
+# checks they match core.unet.PRESETS and core.schedule.KINDS).
+PRESET_NAMES = ("tiny", "small", "base", "ddpm-cifar")
+SCHEDULE_KINDS = ("linear", "cosine", "sigmoid", "quadratic")
+BETA_RANGE_KINDS = ("linear", "quadratic", "sigmoid")
+
+LINE_INTERVAL_S = 5.0    # without a progress bar, at most one progress line this often (first and last always)
+THREADS_HELP = ("CPU threads for torch (default: torch's choice); on a busy machine fewer threads can be much faster, "
+                "because a thread that waits for a core stalls the others")
+TRAIN_FIELD_FLAGS = {
+    "steps": "--steps", "minutes": "--minutes", "batch_size": "--batch", "lr": "--lr", "ema_decay": "--ema-decay",
+    "warmup_steps": "--warmup", "log_every": "--log-every", "lr_schedule": "--lr-schedule", "device": "--device",
+    "precision": "--precision",
+}
+
+
+class UsageError(Exception):
+    """The command line asks for something impossible; exit 2."""
+
+
+class CliError(Exception):
+    """A runtime problem found by the CLI itself; exit 1."""
+
+
+class Stopped(Exception):
+    """Training stopped by a signal after saving; carries the exit code and the one-line message."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+# ---- argument types -------------------------------------------------------------------------------------------------
+def int_at_least(lo: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def float_in(lo: float, hi: float, lo_open: bool = True, hi_open: bool = True) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value > lo if lo_open else value >= lo
+        below = value < hi if hi_open else value <= hi
+        if not (math.isfinite(value) and above and below):
+            interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+POSITIVE = int_at_least(1)
+NON_NEGATIVE = int_at_least(0)
+UNIT_OPEN = float_in(0.0, 1.0)                 # β, lr
+UNIT_HALF_OPEN = float_in(0.0, 1.0, lo_open=False)  # EMA decay
+POSITIVE_FLOAT = float_in(0.0, math.inf)
+NON_NEGATIVE_FLOAT = float_in(0.0, math.inf, lo_open=False)
+
+
+# ---- the parser -----------------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``diffusion-studio: error: ...``) instead of usage + error over two lines."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class Formatter(argparse.HelpFormatter):
+    """Wraps descriptions and epilogs line by line, so examples keep their own lines."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=30, width=min(110, max(60, _terminal_width())))
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            lead = line[: len(line) - len(line.lstrip())]
+            out.append(textwrap.fill(line.strip(), width, initial_indent=indent + lead,
+                                     subsequent_indent=indent + lead + "    ") if line.strip() else "")
+        return "\n".join(out)
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns - 2
+    except (OSError, ValueError, AttributeError):
+        return 100
+
+
+def common_options() -> argparse.ArgumentParser:
+    common = Parser(add_help=False)
+    # SUPPRESS: the subcommand's default must not overwrite a --debug given before the subcommand.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on errors, show the full traceback")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bar; print a progress line now and then instead (as when not on a terminal)")
+    return common
+
+
+def add_command(sub, common, name: str, help: str, description: str, epilog: str | None = None):
+    """A subcommand with the shared options (--debug, --quiet) and the line-keeping help formatter."""
+    return sub.add_parser(name, parents=[common], formatter_class=Formatter, help=help, description=description,
+                          epilog=epilog)
+
+
+# ---- messages -------------------------------------------------------------------------------------------------------
+def one_line(text: object, limit: int = 600) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def say(message: str) -> None:
+    """One line on stderr, prefixed with the program's name."""
+    print(f"{PROG}: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+def echo(message: str = "") -> None:
+    """One line of the command's report on stdout."""
+    print(message, flush=True)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def field_message(e: Exception, flags: dict[str, str]) -> str:
+    """Core's "field: reason" → "argument --flag: reason"."""
+    text = str(e)
+    name, sep, rest = text.partition(": ")
+    if sep and name in flags:
+        return f"argument {flags[name]}: {rest}"
+    return text
+
+
+# ---- progress -------------------------------------------------------------------------------------------------------
+def wants_bar(args) -> bool:
+    if getattr(args, "quiet", False):
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Lines:
+    """Progress lines for logs: the first, then at most one per LINE_INTERVAL_S, and any marked final.
+
+    With ``delay``, the first line waits until the work has taken LINE_INTERVAL_S (quick work stays silent).
+    """
+
+    def __init__(self, enabled: bool, delay: bool = False):
+        self.enabled = enabled
+        self.last = time.monotonic() if delay else None
+
+    def __call__(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.enabled and (force or self.last is None or now - self.last >= LINE_INTERVAL_S):
+            self.last = now
+            print(text, file=sys.stderr, flush=True)
+
+
+def make_bar(**kw):
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, dynamic_ncols=True, **kw)
+
+
+# ---- shared checks --------------------------------------------------------------------------------------------------
+def out_folder(text: str) -> Path:
+    """The --out folder (``~`` expanded); a usage error when a file stands there."""
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"argument --out: {out} is a file, not a folder")
+    return out
+
+
+def check_device(device: str, precision: str):
+    from ..core.device import resolve_device, resolve_precision
+
+    try:
+        dev = resolve_device(device)
+    except ValueError as e:
+        raise UsageError(field_message(e, TRAIN_FIELD_FLAGS)) from None
+    try:
+        return dev, resolve_precision(precision, dev)
+    except ValueError as e:
+        raise UsageError(field_message(e, TRAIN_FIELD_FLAGS)) from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    # Written beside the target and renamed over it: a run killed mid-write leaves the old file whole.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+

@@ -1,0 +1,55 @@
+"""`diffusion-studio info`: a checkpoint's summary (model, schedule, step, data), or its whole manifest as JSON."""
+from __future__ import annotations
+
+import json
+
+from .common import add_command, echo, fmt_duration, plural
+
+
+def add_info_parser(sub, common) -> None:
+    p = add_command(sub, common, "info", help="describe a checkpoint",
+                    description="Print a checkpoint's summary: model preset and size, schedule, step, data.")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="a checkpoint .json, a run folder, a .safetensors or builtin:NAME")
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args) -> int:
+    from ..core.checkpoint import load_checkpoint
+    from ..resources import resolve_model_spec
+
+    ckpt = load_checkpoint(resolve_model_spec(args.checkpoint))
+    meta = ckpt.meta
+    if args.json:
+        echo(json.dumps(meta, indent=2))
+        return 0
+    mc = ckpt.model_config
+    group = "ema" if "ema" in ckpt.tensors else "model"
+    params = sum(t.numel() for t in ckpt.tensors.get(group, {}).values())
+    train = meta.get("train", {}) or {}
+    data = meta.get("data", {}) or {}
+    classes = f", {mc.num_classes} classes" if mc.num_classes else ""
+    names = ckpt.class_names if mc.num_classes else None
+    if names:
+        classes += f" ({', '.join(map(str, names[:12]))}{', ...' if len(names) > 12 else ''})"
+    echo(f"checkpoint {ckpt.path}")
+    echo(f"model      {mc.preset or 'custom'}: {params:,} parameters, {mc.image_size}x{mc.image_size}x"
+         f"{mc.in_channels}{classes}")
+    echo(f"schedule   {ckpt.schedule.describe()}")
+    target = f" of {train['steps']}" if train.get("steps") else ""
+    loss = meta.get("last_loss")
+    loss_text = f", last loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+    echo(f"step       {ckpt.step}{target} (trained {fmt_duration(meta.get('elapsed_s'))}{loss_text})")
+    if data:
+        n = f", {plural(int(data['n']), 'image')}" if isinstance(data.get("n"), int) else ""
+        echo(f"data       {data.get('spec', '?')}{n}")
+    if train:
+        echo(f"training   batch {train.get('batch_size')}, lr {train.get('lr')}, EMA {train.get('ema_decay')}, "
+             f"precision {train.get('precision')}, seed {train.get('seed')}")
+    resumable = "optim" in ckpt.tensors and "rng" in ckpt.tensors
+    state = "with training state, resumable" if resumable else "weights only"
+    echo(f"weights    {meta.get('weights', ckpt.path.name)} ({state})")
+    echo(f"created    {meta.get('created', '?')}")
+    return 0
+

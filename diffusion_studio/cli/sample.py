@@ -1,0 +1,178 @@
+"""`diffusion-studio sample`: reverse diffusion from a checkpoint into PNG files, optionally a grid and a GIF."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import (NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, THREADS_HELP, Lines, UsageError, add_command,
+                     check_device, echo, fmt_duration, make_bar, out_folder, plural, set_threads, wants_bar)
+
+SAMPLE_DEFAULTS: dict[str, Any] = dict(n=16, sampler="ddim", ddim_steps=50, eta=0.0, variance="beta_tilde", seed=0,
+                                       batch=64, guidance=2.0, device="auto", precision="auto")
+GIF_MAX_FRAMES = 60      # frames of the reverse process kept in a GIF (plus the start and a held last frame)
+GIF_SAMPLES = 16         # samples tiled into each GIF frame
+GIF_TARGET_PX = 256      # GIF frames are upscaled (nearest neighbour) to about this width
+GRID_MAX = 256           # samples tiled into --grid at most
+
+
+def add_sample_parser(sub, common) -> None:
+    D = SAMPLE_DEFAULTS
+    p = add_command(
+        sub, common, "sample", help="generate images with a trained model",
+        description="Generate images by reverse diffusion (DDPM Algorithm 2, or DDIM) and write DIR/sample_00000.png "
+                    "..., optionally a grid and an animated GIF of the reverse process. The same seed and batch size "
+                    "give the same files.",
+    )
+    p.add_argument("--model", metavar="CKPT", required=True,
+                   help="a checkpoint .json, a run folder, a .safetensors file, or builtin:NAME (a shipped model)")
+    p.add_argument("--n", type=POSITIVE, metavar="N", default=D["n"], help=f"number of images (default: {D['n']})")
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files (created if needed)")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default=D["sampler"], help=f"(default: {D['sampler']})")
+    p.add_argument("--steps", type=POSITIVE, metavar="N",
+                   help=f"reverse steps (default: {D['ddim_steps']} for ddim or T if smaller, all T for ddpm; "
+                        "fewer ddpm steps respace the schedule)")
+    p.add_argument("--eta", type=NON_NEGATIVE_FLOAT, metavar="η",
+                   help="DDIM noise: 0 deterministic, 1 DDPM-like (ddim only; default: 0)")
+    p.add_argument("--variance", choices=("beta", "beta_tilde"),
+                   help=f"σ_t² = β_t or β̃_t (ddpm only; default: {D['variance']})")
+    p.add_argument("--clip-x0", action="store_true", help="clip the predicted x_0 to [-1, 1] at every step")
+    p.add_argument("--seed", type=NON_NEGATIVE, metavar="S", default=D["seed"],
+                   help=f"batch k uses seed S + k (default: {D['seed']})")
+    p.add_argument("--batch", type=POSITIVE, metavar="N", default=D["batch"],
+                   help=f"images generated at once (default: {D['batch']})")
+    p.add_argument("--grid", metavar="FILE", help=f"also write a grid PNG of the (first {GRID_MAX}) samples")
+    p.add_argument("--gif", metavar="FILE",
+                   help=f"also write an animated GIF of the reverse process of the first {GIF_SAMPLES} samples")
+    p.add_argument("--label", metavar="K",
+                   help="class index or name, for class-conditional models (default: unconditional)")
+    p.add_argument("--guidance", type=NON_NEGATIVE_FLOAT, metavar="W",
+                   help=f"classifier-free guidance weight w in ε_∅ + w(ε_y − ε_∅), with --label "
+                        f"(default: {D['guidance']:g})")
+    p.add_argument("--device", metavar="DEV", default=D["device"], help=f"(default: {D['device']})")
+    p.add_argument("--threads", type=POSITIVE, metavar="N", help=THREADS_HELP)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=D["precision"],
+                   help=f"(default: {D['precision']})")
+    p.set_defaults(func=cmd_sample)
+
+
+def _parse_label(text: str, num_classes: int | None, class_names: list[str] | None) -> int:
+    if num_classes is None:
+        raise UsageError("argument --label: this model is not class-conditional (train with --class-conditional)")
+    names = list(class_names or [])
+    if text in names:
+        return names.index(text)
+    try:
+        k = int(text)
+    except ValueError:
+        known = f" or one of {', '.join(names)}" if names else ""
+        raise UsageError(f"argument --label: expected a class index 0..{num_classes - 1}{known}, "
+                         f"got {text!r}") from None
+    if not 0 <= k < num_classes:
+        raise UsageError(f"argument --label: class {k} is out of range 0..{num_classes - 1}")
+    return k
+
+
+def cmd_sample(args) -> int:
+    from ..core.checkpoint import load_checkpoint
+    from ..resources import resolve_model_spec
+
+    set_threads(args.threads)
+    if args.eta is not None and args.sampler != "ddim":
+        raise UsageError("argument --eta: only used by --sampler ddim")
+    if args.variance is not None and args.sampler != "ddpm":
+        raise UsageError("argument --variance: only used by --sampler ddpm")
+    if args.guidance is not None and args.label is None:
+        raise UsageError("argument --guidance: needs --label")
+    out = out_folder(args.out)
+    device, precision = check_device(args.device, args.precision)
+
+    ckpt = load_checkpoint(resolve_model_spec(args.model), groups=("model", "ema"))
+    mc, schedule = ckpt.model_config, ckpt.schedule
+    T = schedule.T
+    if args.sampler == "ddim":
+        steps = args.steps if args.steps is not None else min(SAMPLE_DEFAULTS["ddim_steps"], T)
+        if not 1 <= steps <= T:
+            raise UsageError(f"argument --steps: ddim takes 1 to {T} steps (the model's T), got {steps}")
+    else:
+        steps = args.steps if args.steps is not None else T
+        if not 2 <= steps <= T:
+            raise UsageError(f"argument --steps: ddpm takes 2 to {T} steps (the model's T), got {steps}")
+    label = None if args.label is None else _parse_label(args.label, mc.num_classes, ckpt.class_names)
+    guidance = SAMPLE_DEFAULTS["guidance"] if args.guidance is None else args.guidance
+    for opt, value in (("--grid", args.grid), ("--gif", args.gif)):
+        if value is not None and Path(value).expanduser().is_dir():
+            raise UsageError(f"argument {opt}: {value} is a folder; give a file name")
+    out.mkdir(parents=True, exist_ok=True)
+    return _sample_loop(args, ckpt, device, precision, steps, label, guidance, out)
+
+
+def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Path) -> int:
+    import torch
+
+    from ..core.samplers import sample_frames, spaced_timesteps
+    from ..core.training import model_fn
+    from ..data.convert import make_grid, save_gif, save_grid, save_png
+
+    mc, schedule = ckpt.model_config, ckpt.schedule
+    model = ckpt.build_model(device)
+    n, batch = args.n, min(args.batch, args.n)
+    n_batches = math.ceil(n / batch)
+    n_steps = len(spaced_timesteps(schedule.T, steps))
+    gif_every = max(1, math.ceil(n_steps / GIF_MAX_FRAMES))
+    digits = max(5, len(str(n - 1)))
+    kw: dict[str, Any] = dict(steps=steps, clip_x0=args.clip_x0, device=device)
+    if args.sampler == "ddim":
+        kw["eta"] = SAMPLE_DEFAULTS["eta"] if args.eta is None else args.eta
+    else:
+        kw["variance"] = args.variance or SAMPLE_DEFAULTS["variance"]
+
+    use_bar = wants_bar(args)
+    bar = make_bar(total=n_batches * n_steps, unit="step", desc="sample") if use_bar else None
+    lines = Lines(not use_bar)
+    gif_frames: list[torch.Tensor] = []
+    grid_samples: list[torch.Tensor] = []
+    written = 0
+    t0 = time.perf_counter()
+    try:
+        for b in range(n_batches):
+            size = min(batch, n - b * batch)
+            labels = None if label is None else torch.full((size,), label, dtype=torch.long)
+            fn = model_fn(model, device, precision, labels=labels, guidance=guidance)
+            want_gif = args.gif is not None and b == 0
+            final = None
+            for frame in sample_frames(fn, schedule, (size, mc.in_channels, mc.image_size, mc.image_size),
+                                       args.sampler, seed=args.seed + b, every=1, include_start=want_gif, **kw):
+                if want_gif and (frame.step % gif_every == 0 or frame.is_final):
+                    gif_frames.append(make_grid(frame.x[:GIF_SAMPLES].clamp(-1, 1).cpu()))
+                if frame.step and bar is not None:
+                    bar.update(1)
+                if frame.is_final:
+                    final = frame.x.clamp(-1, 1).cpu()
+            assert final is not None
+            for i in range(size):
+                save_png(final[i], out / f"sample_{written:0{digits}d}.png")
+                written += 1
+            if args.grid is not None and len(grid_samples) * batch < GRID_MAX:
+                grid_samples.append(final[: GRID_MAX - sum(len(g) for g in grid_samples)])
+            lines(f"sample: {written}/{n} images written ({fmt_duration(time.perf_counter() - t0)})",
+                  force=b == n_batches - 1)
+    finally:
+        if bar is not None:
+            bar.close()
+    took = time.perf_counter() - t0
+    echo(f"wrote {plural(written, 'image')} ({mc.image_size}x{mc.image_size}, {args.sampler}, {n_steps} steps) "
+         f"to {out} in {fmt_duration(took)}")
+    if args.grid is not None:
+        shown = torch.cat(grid_samples)[:GRID_MAX]
+        save_grid(shown, Path(args.grid).expanduser())
+        echo(f"grid      {args.grid} ({plural(len(shown), 'image')})")
+    if args.gif is not None:
+        width = gif_frames[-1].shape[-1]
+        scale = max(1, min(8, GIF_TARGET_PX // width))
+        frames = gif_frames + [gif_frames[-1]] * 12  # hold the result ~1 s (Pillow merges repeated frames)
+        save_gif(frames, Path(args.gif).expanduser(), fps=12, scale=scale)
+        echo(f"gif       {args.gif} ({len(gif_frames)} frames of the reverse process, x{scale})")
+    return 0
+

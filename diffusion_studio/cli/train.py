@@ -1,0 +1,257 @@
+"""`diffusion-studio train`: its options, and the training loop with progress, metrics.jsonl and Ctrl+C saving."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shlex
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import __version__
+from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS_HELP,
+                     UNIT_HALF_OPEN, UNIT_OPEN, Lines, Stopped, add_command, echo, fmt_duration, int_at_least,
+                     make_bar, out_folder, plural, set_threads, wants_bar, write_text_atomic)
+from .train_setup import TRAIN_DEFAULTS, setup_fresh, setup_resume
+
+
+def add_train_parser(sub, common) -> None:
+    D = TRAIN_DEFAULTS
+    p = add_command(
+        sub, common, "train", help="train a model on a dataset",
+        description="Train ε_θ on a dataset (DDPM Algorithm 1). Writes RUN_DIR/checkpoint.json with its weights, "
+                    "RUN_DIR/metrics.jsonl (one JSON line per logged step) and RUN_DIR/run.json (the command line). "
+                    "Ctrl+C stops after the current step and saves a checkpoint; --resume continues it.",
+        epilog="every setting is checked before training starts; a batch larger than the dataset is a usage error "
+               "(exit 2), found right after the data loads.",
+    )
+    g = p.add_argument_group("data and output")
+    g.add_argument("--data", metavar="SPEC",
+                   help="a folder of images (subfolders = classes), an image file, builtin:digits|shapes|photos, "
+                        "mnist:PATH or cifar10:PATH (required unless --resume, which reloads the run's data)")
+    g.add_argument("--out", metavar="RUN_DIR", required=True, help="the run folder (created if needed)")
+    g.add_argument("--size", type=POSITIVE, metavar="PX",
+                   help=f"image side in pixels; must be divisible by the model's 2^(levels-1) (default: {D['size']})")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="1 (gray) or 3 (RGB) (default: the data's own)")
+    g.add_argument("--flip", action="store_true", default=None, help="random horizontal flips (not for digits)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN_DIR from its checkpoint, up to --steps in total")
+    g.add_argument("--overwrite", action="store_true", help="start afresh in a RUN_DIR that already holds a run")
+
+    g = p.add_argument_group("model and schedule")
+    g.add_argument("--model", metavar="PRESET", choices=PRESET_NAMES,
+                   help=f"UNet preset: {', '.join(PRESET_NAMES)} (default: {D['model']})")
+    g.add_argument("--class-conditional", action="store_true", default=None,
+                   help="condition on the data's labels (classifier-free guidance when sampling)")
+    g.add_argument("--schedule", choices=SCHEDULE_KINDS, metavar="KIND",
+                   help=f"β schedule: {', '.join(SCHEDULE_KINDS)} (default: {D['schedule']})")
+    g.add_argument("--T", type=int_at_least(2), metavar="T", help=f"diffusion steps, at least 2 (default: {D['T']})")
+    g.add_argument("--beta-start", type=UNIT_OPEN, metavar="B",
+                   help=f"β_1 for linear/quadratic/sigmoid, in (0, 1) (default: {D['beta_start']:g})")
+    g.add_argument("--beta-end", type=UNIT_OPEN, metavar="B",
+                   help=f"β_T for linear/quadratic/sigmoid, in (0, 1) (default: {D['beta_end']:g})")
+
+    g = p.add_argument_group("optimisation")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=POSITIVE, metavar="N",
+                        help=f"total optimisation steps of the run, counting earlier ones when resuming "
+                             f"(default: {D['steps']})")
+    length.add_argument("--minutes", type=POSITIVE_FLOAT, metavar="M",
+                        help="train for M minutes instead of a number of steps (with --resume: M more minutes)")
+    g.add_argument("--batch", type=POSITIVE, metavar="N", help=f"batch size (default: {D['batch']})")
+    g.add_argument("--lr", type=UNIT_OPEN, metavar="LR", help=f"AdamW learning rate (default: {D['lr']:g})")
+    g.add_argument("--warmup", type=NON_NEGATIVE, metavar="N",
+                   help=f"learning-rate warm-up steps (default: {D['warmup']})")
+    g.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                   help=f"after warm-up: constant, or cosine decay to lr/10 at the last step (needs --steps) "
+                        f"(default: {D['lr_schedule']})")
+    g.add_argument("--ema-decay", type=UNIT_HALF_OPEN, metavar="D",
+                   help=f"decay of the weights' moving average used for sampling (default: {D['ema_decay']})")
+    g.add_argument("--seed", type=NON_NEGATIVE, metavar="S", help=f"random seed (default: {D['seed']})")
+    g.add_argument("--device", metavar="DEV", help=f"auto, cpu, cuda, cuda:N or mps (default: {D['device']})")
+    g.add_argument("--threads", type=POSITIVE, metavar="N", help=THREADS_HELP)
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                   help=f"auto = bf16 on CUDA GPUs that support it, fp32 elsewhere (default: {D['precision']})")
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-every", type=POSITIVE, metavar="N",
+                   help=f"write a metrics.jsonl line every N steps (loss = mean since the last line) "
+                        f"(default: {D['log_every']})")
+    g.add_argument("--checkpoint-every", type=NON_NEGATIVE, metavar="N",
+                   help=f"save a checkpoint every N steps, 0 = only at the end (default: {D['checkpoint_every']})")
+    g.add_argument("--preview-every", type=NON_NEGATIVE, metavar="N",
+                   help="save a grid of EMA samples as RUN_DIR/previews/step-NNNNNNN.png every N steps, 0 = never "
+                        f"(default: {D['preview_every']})")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    set_threads(args.threads)
+    out = out_folder(args.out)
+    ckpt_path = out / "checkpoint.json"
+    if args.resume:
+        trainer, start = setup_resume(args, out, ckpt_path)
+    else:
+        trainer, start = setup_fresh(args, out, ckpt_path)
+    _write_run_json(out, args.argv, start if args.resume else None, trainer)
+    return _train_loop(args, trainer, out, ckpt_path, start)
+
+
+def _write_run_json(out: Path, argv: list[str], resumed_from: int | None, trainer) -> None:
+    import torch
+
+    from ..core.device import describe_device
+
+    path = out / "run.json"
+    entry = {
+        "command": shlex.join([PROG, *argv]),
+        "argv": list(argv),
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "resumed_from_step": resumed_from,
+        "version": __version__,
+        "torch": torch.__version__,
+        "device": describe_device(trainer.device),
+        "precision": trainer.precision,
+    }
+    history: list[dict] = []
+    if resumed_from is not None:
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            history = list(old.get("history", [])) + [{k: v for k, v in old.items() if k != "history"}]
+        except (OSError, ValueError, AttributeError):
+            history = []
+    write_text_atomic(path, json.dumps({**entry, "history": history}, indent=2) + "\n")
+
+
+class _StopRequest:
+    """The first Ctrl+C (or SIGTERM) asks training to stop after the current step; a second Ctrl+C stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.announce: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread; elsewhere there is nothing to catch
+        for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+            if sig is None or signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # an ignored signal (a background job's SIGINT) stays ignored
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):
+                pass
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError):
+                pass
+        self._old.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.announce("stopping after this step to save a checkpoint (Ctrl+C again to quit without saving)")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum or signal.SIGINT)
+
+
+
+def _describe_training(trainer, out: Path, start: int) -> None:
+    from ..core.device import describe_device
+    from ..core.unet import count_parameters
+
+    mc, cfg = trainer.model.config, trainer.config
+    classes = f", {mc.num_classes} classes" if mc.num_classes else ""
+    echo(f"model     {mc.preset or 'custom'}: {count_parameters(trainer.model):,} parameters, "
+         f"{mc.image_size}x{mc.image_size}x{mc.in_channels}{classes}")
+    echo(f"schedule  {trainer.schedule.describe()}")
+    echo(f"device    {describe_device(trainer.device)}, {trainer.precision}")
+    length = f"to step {cfg.steps}" if cfg.steps is not None else f"for {cfg.minutes:g} minutes"
+    what = f"resuming at step {start}, training {length}" if start else f"training {length}"
+    echo(f"run       {out}: {what}, batch {cfg.batch_size}, lr {cfg.lr:g} (Ctrl+C saves a checkpoint and stops)")
+
+
+def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
+    from ..data.convert import save_grid
+
+    _describe_training(trainer, out, start)
+    cfg = trainer.config
+    total = cfg.steps
+    use_bar = wants_bar(args)
+    lines = Lines(not use_bar)
+    bar = make_bar(total=total, initial=start, unit="step", desc="train") if use_bar else None
+    stop = _StopRequest()
+    if bar is not None:
+        stop.announce = bar.write
+    window: list[float] = []
+    last = None
+    t0 = time.perf_counter()
+    stop.install()
+    try:
+        with open(out / "metrics.jsonl", "a" if start else "w", encoding="utf-8") as metrics:
+            for ev in trainer.run():
+                last = ev
+                window.append(ev.loss)
+                record: dict[str, Any] = {}
+                if ev.preview is not None:
+                    rel = Path("previews") / f"step-{ev.step:07d}.png"
+                    save_grid(ev.preview, out / rel)
+                    record["preview"] = rel.as_posix()
+                if ev.checkpoint is not None:
+                    record["checkpoint"] = ev.checkpoint.name
+                stopping = stop.signum is not None
+                if ev.step % cfg.log_every == 0 or ev.done or stopping:
+                    loss = sum(window) / len(window)
+                    window.clear()
+                    line = {"step": ev.step, "loss": loss, "lr": ev.lr, "images_per_s": ev.images_per_s,
+                            "eta_s": ev.eta_s, "elapsed_s": ev.elapsed_s, "grad_norm": ev.grad_norm, **record}
+                    metrics.write(json.dumps(line) + "\n")
+                    metrics.flush()
+                    of = f"/{total}" if total else ""
+                    pct = f" ({100 * ev.step / total:.0f}%)" if total else ""
+                    lines(f"step {ev.step}{of}{pct}  loss {loss:.4f}  lr {ev.lr:.2e}  {ev.images_per_s:.0f} img/s  "
+                          f"elapsed {fmt_duration(ev.elapsed_s)}  eta {fmt_duration(ev.eta_s)}",
+                          force=ev.done or stopping)
+                if ev.checkpoint is not None:
+                    lines(f"checkpoint saved at step {ev.step}", force=True)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{ev.loss:.4f}", img_s=f"{ev.images_per_s:.0f}", refresh=False)
+                if stopping:
+                    break
+    except KeyboardInterrupt:
+        stop.uninstall()
+        if bar is not None:
+            bar.close()
+        kept = f"the last checkpoint ({ckpt_path}) is kept" if ckpt_path.exists() else "nothing was saved"
+        raise Stopped(130, f"interrupted at step {trainer.step}; not saved, {kept}") from None
+    finally:
+        stop.uninstall()
+        if bar is not None:
+            bar.close()
+
+    if stop.signum is not None:
+        assert last is not None
+        path = trainer.save()
+        resume = shlex.join([PROG, "train", "--out", str(out), "--resume"])
+        of = f"/{total}" if total else ""
+        raise Stopped(stop.exit_code, f"interrupted at step {trainer.step}{of}; checkpoint saved to {path}; "
+                                      f"continue with: {resume}")
+    path = trainer.save()
+    took = time.perf_counter() - t0
+    steps = trainer.step - start
+    rate = steps * cfg.batch_size / took if took > 0 else float("nan")
+    last_loss = f", last loss {last.loss:.4f}" if last is not None else ""
+    echo(f"done      {plural(steps, 'step')} in {fmt_duration(took)} ({rate:.0f} img/s){last_loss}; "
+         f"checkpoint {path}")
+    echo(f"next      {shlex.join([PROG, 'sample', '--model', str(out), '--n', '16', '--out', str(out / 'samples')])}")
+    return 0

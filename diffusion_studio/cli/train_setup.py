@@ -1,0 +1,278 @@
+"""Sets up a `train` run: checks the command line against the data and the checkpoint, then builds the Trainer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import (BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo,
+                     field_message, make_bar, one_line, plural, wants_bar, write_text_atomic)
+
+TRAIN_DEFAULTS: dict[str, Any] = dict(
+    size=32, model="tiny", steps=1000, batch=64, lr=2e-4, warmup=100, lr_schedule="constant", ema_decay=0.999,
+    schedule="linear", T=1000, beta_start=1e-4, beta_end=0.02, device="auto", precision="auto", seed=0, log_every=10,
+    checkpoint_every=500, preview_every=0,
+)
+MAX_LISTED_FAILURES = 50
+
+
+# ---- data -----------------------------------------------------------------------------------------------------------
+def _load_data(spec: str, size: int, channels: int | None, bar: bool):
+    from ..data import load_dataset
+
+    state: dict[str, Any] = {"bar": None}
+    lines = Lines(not bar, delay=True)
+
+    def progress(p) -> None:
+        if bar:
+            if state["bar"] is None:
+                state["bar"] = make_bar(total=p.total, desc="loading images", unit="file", leave=False)
+            b = state["bar"]
+            if p.total is not None and b.total != p.total:
+                b.total = p.total
+            b.update(p.done - b.n)
+        else:
+            lines(f"loading images: {p.done}/{p.total if p.total is not None else '?'} files "
+                  f"({p.ok} loaded, {p.failed} failed)")
+
+    try:
+        return load_dataset(spec, size, channels, progress=progress)
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+
+def _describe_data(ds) -> None:
+    classes = f", {ds.num_classes} classes" if ds.labels is not None else ""
+    echo(f"data      {ds.spec}: {plural(len(ds), 'image')}, {ds.size}x{ds.size}, "
+         f"{plural(ds.channels, 'channel')}{classes}")
+    report = getattr(ds, "report", None)
+    if report is not None and (report.failed or report.skipped_non_images):
+        echo(f"          {report.summary()}")
+        for err in report.failed[:MAX_LISTED_FAILURES]:
+            echo(f"          skipped {one_line(err)}")
+        if len(report.failed) > MAX_LISTED_FAILURES:
+            echo(f"          ... and {len(report.failed) - MAX_LISTED_FAILURES} more")
+
+
+def _absolute_spec(spec: str) -> str:
+    """A folder/file spec made absolute, so that a resume from another working directory finds the data again."""
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme.lower() in ("mnist", "cifar10") and rest.strip():
+        return f"{scheme}:{Path(rest.strip()).expanduser().resolve()}"
+    if sep and len(scheme) > 1 and not Path(spec).exists():  # builtin:NAME and other schemes
+        return spec
+    return str(Path(spec).expanduser().resolve())
+
+
+def _data_info(ds, spec: str) -> dict[str, Any]:
+    info = dict(ds.to_dict())
+    info["spec"] = _absolute_spec(spec)
+    if ds.class_names:
+        info["class_names"] = list(ds.class_names)
+    return info
+
+
+# ---- checks ----------------------------------------------------------------------------------------------------------
+def _pick(value, key: str):
+    return TRAIN_DEFAULTS[key] if value is None else value
+
+
+def _size_error(preset: str, size: int, e: Exception) -> UsageError:
+    from ..core.unet import PRESETS
+
+    levels = len(PRESETS[preset]["channel_mults"])
+    div = 2 ** (levels - 1)
+    if size % div:
+        lo, hi = size // div * div, (size // div + 1) * div
+        suggestion = f"{lo} or {hi}" if lo >= div else f"{hi}"
+        return UsageError(f"argument --size: {size} is not divisible by {div}, which the {preset} model needs "
+                          f"(it halves the image {levels - 1} times); try {suggestion}")
+    return UsageError(f"argument --size: {field_message(e, {})}")
+
+
+def _build_schedule(kind: str, T: int, beta_start: float | None, beta_end: float | None, base: dict | None = None):
+    from ..core.schedule import NoiseSchedule
+
+    params: dict[str, float] = dict(base or {})
+    if beta_start is not None or beta_end is not None:
+        if kind not in BETA_RANGE_KINDS:
+            raise UsageError(f"argument --beta-start/--beta-end: the {kind} schedule has no β range "
+                             f"(they apply to {', '.join(BETA_RANGE_KINDS)})")
+        if beta_start is not None:
+            params["beta_start"] = beta_start
+        if beta_end is not None:
+            params["beta_end"] = beta_end
+    try:
+        return NoiseSchedule.create(kind, T, **params)
+    except ValueError as e:
+        raise UsageError(f"invalid schedule: {one_line(e)}") from None
+
+
+def _check_batch(batch: int, ds) -> None:
+    if batch > len(ds):
+        raise UsageError(f"argument --batch: {batch} is larger than the dataset ({plural(len(ds), 'image')} in "
+                         f"{ds.name or ds.spec}); use --batch {len(ds)} or fewer")
+
+
+def _validate_config(cfg) -> None:
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise UsageError(field_message(e, TRAIN_FIELD_FLAGS)) from None
+
+
+def _clear_run(out: Path) -> None:
+    for name in ("checkpoint.json", "metrics.jsonl", "run.json"):
+        (out / name).unlink(missing_ok=True)
+    for p in out.glob("checkpoint-*.safetensors"):
+        p.unlink(missing_ok=True)
+    for p in (out / "previews").glob("step-*.png"):
+        p.unlink(missing_ok=True)
+
+
+def setup_fresh(args, out: Path, ckpt_path: Path):
+    if args.data is None:
+        raise UsageError("the following arguments are required: --data (or --resume to continue a run)")
+    if ckpt_path.exists() and not args.overwrite:
+        raise UsageError(f"argument --out: {out} already holds a run (checkpoint.json); add --resume to continue "
+                         f"it, --overwrite to start again, or choose another folder")
+    from ..core.training import TrainConfig, Trainer
+    from ..core.unet import preset_config
+
+    preset, size = _pick(args.model, "model"), _pick(args.size, "size")
+    try:
+        preset_config(preset, size, args.channels or 3)
+    except ValueError as e:
+        raise _size_error(preset, size, e) from None
+    schedule = _build_schedule(_pick(args.schedule, "schedule"), _pick(args.T, "T"), args.beta_start, args.beta_end)
+    steps = None if args.minutes is not None else _pick(args.steps, "steps")
+    cfg = TrainConfig(
+        steps=steps, minutes=args.minutes, batch_size=_pick(args.batch, "batch"), lr=_pick(args.lr, "lr"),
+        warmup_steps=_pick(args.warmup, "warmup"), ema_decay=_pick(args.ema_decay, "ema_decay"),
+        lr_schedule=_pick(args.lr_schedule, "lr_schedule"),
+        seed=_pick(args.seed, "seed"), device=_pick(args.device, "device"),
+        precision=_pick(args.precision, "precision"), flip=bool(args.flip),
+        class_conditional=bool(args.class_conditional), log_every=_pick(args.log_every, "log_every"),
+        checkpoint_every=_pick(args.checkpoint_every, "checkpoint_every"),
+        preview_every=_pick(args.preview_every, "preview_every"),
+    )
+    _validate_config(cfg)
+    check_device(cfg.device, cfg.precision)
+
+    ds = _load_data(args.data, size, args.channels, wants_bar(args))
+    _describe_data(ds)
+    _check_batch(cfg.batch_size, ds)
+    num_classes = None
+    if cfg.class_conditional:
+        if ds.labels is None:
+            raise UsageError(f"argument --class-conditional: {ds.name or ds.spec} has no labels (a folder gives "
+                             f"labels when its images sit in one subfolder per class)")
+        num_classes = ds.num_classes
+    model_config = preset_config(preset, size, ds.channels, num_classes)
+
+    if args.overwrite and out.is_dir():
+        _clear_run(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(model_config, schedule, ds, cfg, out=ckpt_path, data_info=_data_info(ds, args.data))
+    return trainer, 0
+
+
+def _same(flag: str, given, stored, shown=None) -> None:
+    if given is not None and given != stored:
+        raise UsageError(f"argument {flag}: the run was trained with {shown if shown is not None else stored}, "
+                         f"which a resumed run keeps (drop {flag}, or train a new run in another --out)")
+
+
+def setup_resume(args, out: Path, ckpt_path: Path):
+    from ..core.checkpoint import load_checkpoint
+    from ..core.training import TrainConfig, Trainer
+
+    if args.overwrite:
+        raise UsageError("argument --overwrite: not allowed with --resume")
+    if not ckpt_path.is_file():
+        raise CliError(f"{out}: no checkpoint.json to resume (train without --resume to start a run there)")
+    ckpt = load_checkpoint(ckpt_path)
+    if "optim" not in ckpt.tensors or "rng" not in ckpt.tensors:
+        raise CliError(f"{ckpt_path}: holds no training state (an exported model), so it cannot be resumed")
+    mc, sched, stored = ckpt.model_config, ckpt.schedule, dict(ckpt.meta.get("train", {}))
+
+    _same("--model", args.model, mc.preset)
+    _same("--size", args.size, mc.image_size)
+    _same("--channels", args.channels, mc.in_channels)
+    _same("--class-conditional", args.class_conditional, bool(stored.get("class_conditional")),
+          "class conditioning" if stored.get("class_conditional") else "no class conditioning")
+    _same("--seed", args.seed, stored.get("seed"))
+    if any(v is not None for v in (args.schedule, args.T, args.beta_start, args.beta_end)):
+        kind = args.schedule or sched.kind
+        wanted = _build_schedule(kind, args.T or sched.T, args.beta_start, args.beta_end,
+                                 base=sched.params if kind == sched.kind else None)
+        if wanted != sched:
+            raise UsageError(f"argument --schedule/--T/--beta-start/--beta-end: the run was trained with the "
+                             f"{sched.describe()} schedule, which a resumed run keeps")
+
+    overrides: dict[str, Any] = {}
+    if args.steps is not None:
+        overrides.update(steps=args.steps, minutes=None)
+    elif args.minutes is not None:
+        overrides.update(steps=None, minutes=args.minutes)
+    elif stored.get("steps") is None and stored.get("minutes"):
+        left = float(stored["minutes"]) - float(ckpt.meta.get("elapsed_s") or 0.0) / 60
+        if left <= 0:
+            raise UsageError(f"the run has used its {stored['minutes']:g} minutes; give --minutes M (more) or "
+                             f"--steps N (total) to train on")
+        overrides.update(steps=None, minutes=left)
+    for key, value in (("batch_size", args.batch), ("lr", args.lr), ("warmup_steps", args.warmup),
+                       ("lr_schedule", args.lr_schedule),
+                       ("ema_decay", args.ema_decay), ("flip", args.flip), ("device", args.device),
+                       ("precision", args.precision), ("log_every", args.log_every),
+                       ("checkpoint_every", args.checkpoint_every), ("preview_every", args.preview_every)):
+        if value is not None:
+            overrides[key] = value
+    cfg = TrainConfig.from_dict({**stored, **overrides})
+    _validate_config(cfg)
+    if cfg.steps is not None and cfg.steps <= ckpt.step:
+        if args.steps is not None:
+            raise UsageError(f"argument --steps: the run is already at step {ckpt.step} and --steps is the total; "
+                             f"give more than {ckpt.step}")
+        raise UsageError(f"the run already finished its {cfg.steps} steps; give --steps N (the new total, more than "
+                         f"{ckpt.step}) to train on")
+    check_device(cfg.device, cfg.precision)
+
+    spec = args.data or ckpt.meta.get("data", {}).get("spec")
+    if not spec:
+        raise UsageError("the checkpoint does not record its data; give --data")
+    try:
+        ds = _load_data(spec, mc.image_size, mc.in_channels, wants_bar(args))
+    except Exception as e:
+        if args.data is None and type(e).__name__ in ("DataError", "LoadCancelled"):
+            raise CliError(f"{e} (reloading the run's data {spec}; give --data to load it from elsewhere)") from None
+        raise
+    _describe_data(ds)
+    _check_batch(cfg.batch_size, ds)
+    if cfg.class_conditional and ds.labels is None:
+        raise UsageError(f"argument --data: the run is class-conditional but {ds.name or ds.spec} has no labels")
+    _truncate_metrics(out / "metrics.jsonl", ckpt.step)
+    trainer = Trainer.resume(ckpt, ds, out=ckpt_path, **overrides)
+    if args.data is not None:
+        trainer.data_info = _data_info(ds, args.data)
+    return trainer, ckpt.step
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past the checkpoint's step (a run killed after its last save logged steps it will redo)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    keep = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) > step:
+                continue
+        except (ValueError, KeyError, TypeError):
+            continue  # blank, or half a line from a killed process
+        keep.append(line if line.endswith("\n") else line + "\n")
+    if keep != lines:
+        write_text_atomic(path, "".join(keep))
+
