@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,7 @@ def save_checkpoint(
 
     Returns the manifest's path. ``meta`` must hold at least model (a UNetConfig dict), schedule and step.
     """
+    started = time.time()
     mpath = manifest_path(path)
     mpath.parent.mkdir(parents=True, exist_ok=True)
     flat = {f"{g}.{k}": v.detach().to("cpu").contiguous() for g, d in tensors.items() for k, v in d.items()}
@@ -139,6 +141,14 @@ def save_checkpoint(
         if old.name != weights_name and rest[:7].isdigit() and rest[7:8] == "-":
             with contextlib.suppress(OSError):
                 old.unlink()
+    # Temporary files of this checkpoint's earlier saves that were killed mid-write (SIGKILL, power loss): untouched
+    # since before this save began, so no save is still writing them. Without this they pile up, one per crash.
+    for tmp in (*mpath.parent.glob(f".{mpath.name}.*.tmp"), *mpath.parent.glob(f".{prefix}*.safetensors.*.tmp")):
+        rest = tmp.name[len(prefix) + 1:]
+        if tmp.name.startswith(f".{mpath.name}.") or (rest[:7].isdigit() and rest[7:8] == "-"):
+            with contextlib.suppress(OSError):
+                if tmp.stat().st_mtime < started:
+                    tmp.unlink()
     return mpath
 
 
@@ -237,7 +247,8 @@ def load_checkpoint(path: str | os.PathLike, groups: tuple[str, ...] | None = No
         if not isinstance(header_meta, dict):
             raise CheckpointError(wpath, "the embedded manifest is not a JSON object")
         meta = header_meta
-    _validate_meta(meta, wpath)
+    # A bad setting in the manifest is the manifest's fault: name that file, not the weights it points to.
+    _validate_meta(meta, wpath if embedded_only else mpath)
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in flat.items():
         g, _, name = key.partition(".")

@@ -80,6 +80,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"           # auto: bf16 on CUDA, fp32 on CPU; "bf16" opts in on CPUs with bf16 support
     flip: bool = False                # random horizontal flips (not for digits: a flipped 2 is not a 2)
+    channels_last: bool = False       # NHWC memory format (may help on CUDA tensor cores; nothing on CPU in bench/)
+    compile: bool = False             # torch.compile the training forward pass (GPU fast path; slow first steps)
     class_conditional: bool = False   # feed labels, dropped to the null class with probability p_uncond
     p_uncond: float = 0.1
     log_every: int = 10
@@ -174,8 +176,17 @@ class Trainer:
             raise ValueError(f"batch_size: {config.batch_size} is larger than the dataset ({n} images)")
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
-        self.model = UNet(model_config).to(self.device)
+        # The initial weights follow the run's seed (same seed, same run: a run stopped and resumed can then match
+        # one trained straight through), drawn from a forked global RNG so the caller's random state is untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = UNet(model_config)
+        self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        # The compiled module shares the model's parameters; EMA, checkpoints and previews use the plain module.
+        self._forward = torch.compile(self.model) if config.compile else self.model
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                            fused=fused or None)
@@ -215,9 +226,11 @@ class Trainer:
         x_t = self.schedule.at("sqrt_alpha_bars", t_dev, x0) * x0 + self.schedule.at("sqrt_one_minus_alpha_bars", t_dev, x0) * eps
         for g in self.optimizer.param_groups:
             g["lr"] = self._lr_at(self.step)
+        if cfg.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
         self.model.train()
         with autocast(dev, self.precision):
-            eps_pred = self.model(x_t, t_dev, y)
+            eps_pred = self._forward(x_t, t_dev, y)
         per_sample = F.mse_loss(eps_pred.float(), eps, reduction="none").mean(dim=(1, 2, 3))
         loss = per_sample.mean()
         if not torch.isfinite(loss):

@@ -295,6 +295,14 @@ class ImagesPanel(Panel):
             text += " — cancelled"
         self.status_label.setText(text)
         self._update_use_button()
+        spec = self._collection_spec
+        if self._loaded == 0 and not cancelled and spec and not spec.startswith("builtin:") and Path(spec).is_dir():
+            # Say why the list is empty (as the CLI does), and do not offer a folder with no images for training.
+            n = self._failed
+            self._set_error(f"{self._collection_name}: no loadable images ({n} file{'' if n == 1 else 's'} failed; "
+                            f"see Problems)" if n else
+                            f"{self._collection_name}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            self.use_button.setEnabled(False)
         self.load_finished.emit(None if cancelled else result)
 
     # ---- list contents --------------------------------------------------------------------------------------------
