@@ -202,6 +202,34 @@ def test_info_summarises_the_checkpoint(trained):
         assert text in proc.stdout, text
 
 
+def test_export_keeps_only_the_sampling_weights(trained, tmp_path):
+    from diffusion_studio.core.checkpoint import load_checkpoint
+
+    proc = ds("export", trained, "--out", "shipped", "--note", "a test", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    full, slim = load_checkpoint(trained), load_checkpoint(tmp_path / "shipped")
+    assert set(slim.tensors) == {"ema"} and {"optim", "rng"} <= set(full.tensors)
+    for k, v in full.tensors["ema"].items():
+        assert torch_equal(slim.tensors["ema"][k], v), k
+    assert slim.step == 6 and slim.meta["exported"]["note"] == "a test"
+    weights = lambda run: sum(f.stat().st_size for f in run.glob("*.safetensors"))  # noqa: E731
+    assert weights(tmp_path / "shipped") < weights(trained) / 2
+    # It samples exactly like the run it came from, but cannot be resumed.
+    a = ds("sample", "--model", tmp_path / "shipped", "--n", 2, "--steps", 3, "--out", "a", "--quiet", cwd=tmp_path)
+    b = ds("sample", "--model", trained, "--n", 2, "--steps", 3, "--out", "b", "--quiet", cwd=tmp_path)
+    assert a.returncode == b.returncode == 0
+    assert (tmp_path / "a" / "sample_00001.png").read_bytes() == (tmp_path / "b" / "sample_00001.png").read_bytes()
+    shutil.copytree(tmp_path / "shipped", tmp_path / "r")
+    resumed = ds("train", "--out", "r", "--resume", "--steps", 8, cwd=tmp_path)
+    assert resumed.returncode != 0 and len(stderr_lines(resumed)) == 1
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
 def test_resume_continues_the_step_count(tmp_path):
     from diffusion_studio.core.checkpoint import load_checkpoint
 

@@ -1,9 +1,9 @@
-"""`diffusion-studio info`: a checkpoint's summary (model, schedule, step, data), or its whole manifest as JSON."""
+"""`diffusion-studio info` and `export`: a checkpoint's summary, and a weights-only copy of it for sharing or shipping."""
 from __future__ import annotations
 
 import json
 
-from .common import add_command, echo, fmt_duration, plural
+from .common import CliError, add_command, echo, fmt_duration, plural
 
 
 def add_info_parser(sub, common) -> None:
@@ -13,6 +13,18 @@ def add_info_parser(sub, common) -> None:
                    help="a checkpoint .json, a run folder, a .safetensors or builtin:NAME")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=cmd_info)
+
+
+def add_export_parser(sub, common) -> None:
+    p = add_command(sub, common, "export", help="write a weights-only copy of a checkpoint",
+                    description="Write the sampling weights (the EMA by default) of a checkpoint with its manifest, "
+                                "without optimizer and random-number state: what a shared or shipped model needs.")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint .json, a run folder or a .safetensors")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for checkpoint.json and its weights")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema",
+                   help="which weights to keep (default: ema, the ones sampling uses)")
+    p.add_argument("--note", default="", help="a line of text kept in the manifest (e.g. how it was trained)")
+    p.set_defaults(func=cmd_export)
 
 
 def cmd_info(args) -> int:
@@ -53,3 +65,27 @@ def cmd_info(args) -> int:
     echo(f"created    {meta.get('created', '?')}")
     return 0
 
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from ..core.checkpoint import load_checkpoint, save_checkpoint
+    from ..resources import resolve_model_spec
+
+    ckpt = load_checkpoint(resolve_model_spec(args.checkpoint))
+    group = args.weights if args.weights in ckpt.tensors else "model"
+    if group not in ckpt.tensors:
+        raise CliError(f"{ckpt.path.name}: holds no {args.weights} weights")
+    keep = ("step", "model", "schedule", "data", "train", "elapsed_s", "last_loss")
+    meta = {k: ckpt.meta[k] for k in keep if k in ckpt.meta}
+    meta["exported"] = {"from_weights": group, "note": args.note}
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    # Saved as the "ema" group: loaders sample from it whichever weights it came from.
+    path = save_checkpoint(out / "checkpoint.json", {"ema": ckpt.tensors[group]}, meta)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    echo(f"exported {group} weights of step {ckpt.step} to {path} ({size / 1e6:.1f} MB)")
+    return 0
