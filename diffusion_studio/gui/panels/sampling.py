@@ -204,7 +204,13 @@ class SamplingPanel(Panel):
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
-            self.chooser.select_default()
+            # First look at the tab: load the shipped model and, unless turned off, start animating it at once, so a
+            # newcomer sees noise become digits before training anything.
+            if self.chooser.select_default() and self.setting("autostart", True, bool) and not self.running:
+                if self.loaded is not None:
+                    self.start()
+                else:
+                    self._start_after_load = True
 
     def open_checkpoint(self, path: str | Path) -> GeneratorWorker | None:
         """Load a checkpoint file in the background; errors appear in the errorLabel and change nothing loaded."""
