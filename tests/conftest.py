@@ -42,6 +42,18 @@ def pytest_configure(config):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny models gain nothing from a second, and on a shared, oversubscribed CPU
+    OpenMP's spinning can make each step 10-50x slower. Modules opt in with pytest.mark.usefixtures."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def settings(tmp_path, monkeypatch):
     """A QSettings in a temporary .ini file, so tests never read or write the user's settings."""
     from PySide6.QtCore import QSettings

@@ -15,16 +15,10 @@ from diffusion_studio.core.schedule import NoiseSchedule
 from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer
 from diffusion_studio.core.unet import UNet, UNetConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MICRO = UNetConfig(image_size=8, in_channels=1, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                    attn_resolutions=(4,), groups=8, num_heads=2, preset=None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def random_model(seed: int, config: UNetConfig = MICRO) -> UNet:

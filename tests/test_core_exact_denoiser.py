@@ -22,17 +22,11 @@ import torch
 from diffusion_studio.core.samplers import sample, spaced_timesteps
 from diffusion_studio.core.schedule import NoiseSchedule
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MU, S = 0.3, 0.5
 S2 = S * S
 SHAPE = (4000, 8)  # 32 000 numbers per run: under torch's parallel grain, so one thread does it without contention
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def np_betas(kind: str, T: int) -> np.ndarray:

@@ -16,18 +16,11 @@ from diffusion_studio.core.training import (
 )
 from diffusion_studio.core.unet import UNet, UNetConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # A micro UNet (≈ 0.18M parameters): every code path of the real presets, a fraction of the cost.
 MICRO = UNetConfig(image_size=16, in_channels=1, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                    attn_resolutions=(8,), groups=8, num_heads=2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on a busy 2-core machine can be 10-50x slower than one; these models are tiny anyway.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def blobs(n: int, size: int, seed: int = 0) -> torch.Tensor:

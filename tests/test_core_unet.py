@@ -13,14 +13,7 @@ from diffusion_studio.core.unet import (
     PRESETS, AttnBlock, UNet, UNetConfig, build_model, count_parameters, preset_config, timestep_embedding,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on a busy 2-core machine can be 10-50x slower than one; these models are tiny anyway.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:

@@ -21,6 +21,8 @@ from diffusion_studio.data.convert import make_grid, to_uint8
 from diffusion_studio.gui.panels import sampling_frames
 from diffusion_studio.gui.state import LoadedModel
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 T = 50
 SIZE = 16
 WAIT_MS = 60_000
@@ -50,15 +52,6 @@ def no_builtin_models(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setattr(resources, "models_dir", lambda: root)
     return root
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two OpenMP threads on a shared 2-core machine can be 50× slower than one; the results are the same."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

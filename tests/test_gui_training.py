@@ -16,17 +16,9 @@ from diffusion_studio.core.training import TrainConfig, Trainer, TrainingDiverge
 from diffusion_studio.gui.panels.training_worker import (LossHistory, RunRequest, bucket_edges, check_request,
                                                          format_duration, new_run_dir, progress_text, runs_dir)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SLOW = 120_000  # ms; generous: the CPU is shared with other test runs
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, oversubscribed CPU OpenMP's waiting makes
-    each step up to 30× slower; one thread keeps these runs at a fraction of a second per step."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

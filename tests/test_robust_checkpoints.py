@@ -18,15 +18,9 @@ from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
 from diffusion_studio.core.schedule import NoiseSchedule
 from diffusion_studio.core.unet import UNet, preset_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 WAIT_MS = 60_000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Payload:

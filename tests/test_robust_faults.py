@@ -18,16 +18,10 @@ import torch
 
 from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 POSIX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, fork and RLIMIT_AS")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _env() -> dict[str, str]:

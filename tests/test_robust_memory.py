@@ -20,18 +20,11 @@ from diffusion_studio.core.checkpoint import save_checkpoint
 from diffusion_studio.core.schedule import NoiseSchedule
 from diffusion_studio.core.unet import UNet, preset_config
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS from /proc")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS from /proc"),
+              pytest.mark.usefixtures("one_torch_thread")]
 WAIT_MS = 60_000
 SLIDER_BOUND_MB = 60
 SAMPLING_BOUND_MB = 80
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rss_mb() -> float:

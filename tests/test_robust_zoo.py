@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import zoo
@@ -14,15 +13,9 @@ from diffusion_studio.core.checkpoint import load_checkpoint
 from diffusion_studio.core.schedule import NoiseSchedule
 from diffusion_studio.data import to_array
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SLOW = 120_000  # ms; the CPU is shared
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

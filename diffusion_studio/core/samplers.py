@@ -86,13 +86,9 @@ def ddpm_sample(
     ts = list(range(schedule.T - 1, -1, -1)) if full else spaced_timesteps(schedule.T, steps)
     if len(ts) == 1:
         # One step, x_T → x_0: the respaced β' = 1 − ᾱ_T with ᾱ'_prev = 1 makes the mean x̂_0 and adds no noise, which
-        # is DDIM's final jump. A one-step NoiseSchedule cannot be built (T ≥ 2), so take that jump directly.
-        gen, x = _start(shape, device, seed, x_T)
-        if include_start:
-            yield Frame(0, 1, ts[0], None, _clone(x), None, None)
-        eps = model_fn(x, torch.full((shape[0],), ts[0], device=device, dtype=torch.long)).float()
-        res = ddim_step(schedule, x, ts[0], -1, eps, clip_x0=clip_x0)
-        yield Frame(1, 1, -1, ts[0], _clone(res.x_prev), _clone(res.x0_pred), _clone(eps))
+        # is exactly DDIM's one-step jump (a one-step NoiseSchedule cannot be built: T ≥ 2).
+        yield from ddim_sample(model_fn, schedule, shape, steps=1, clip_x0=clip_x0, seed=seed, device=device,
+                               every=every, include_start=include_start, x_T=x_T)
         return
     sched = schedule if full else schedule.respace(ts)
     tmap = sched.timestep_map.tolist()

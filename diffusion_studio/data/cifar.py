@@ -14,7 +14,7 @@ import torch
 
 from .convert import resize_batch, to_channels
 from .errors import DataError
-from .images import _check_channels, _check_size
+from .images import check_archive_args
 
 if TYPE_CHECKING:
     from .dataset import ImageDataset
@@ -185,15 +185,7 @@ def load_cifar10(
     """A local CIFAR-10 folder (binary or python version) as an ImageDataset resized to size×size."""
     from .dataset import ImageDataset
 
-    _check_size(size)
-    _check_channels(channels)
-    if split not in _SPLITS:
-        raise DataError(None, f"must be one of {', '.join(_SPLITS)}, not {split!r}", name="split")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise DataError(None, f"must be a whole number ≥ 1, not {limit!r}", name="limit")
-    folder = Path(path)
-    if not folder.is_dir():
-        raise DataError(folder, "folder not found" if not folder.exists() else "not a folder")
+    folder = check_archive_args(path, size, channels, split, _SPLITS, limit)
     base, version = _locate(folder)
     suffix, reader = (".bin", _read_binary_batch) if version == "bin" else ("", _read_python_batch)
 

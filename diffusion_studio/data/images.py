@@ -200,6 +200,22 @@ def _check_size(size: int, field: str = "size") -> None:
         raise DataError(None, f"must be a positive whole number of pixels, not {size!r}", name=field)
 
 
+def check_archive_args(path, size: int, channels: int, split: str, splits, limit: int | None) -> "Path":
+    """The checks every local dataset folder loader (MNIST, CIFAR-10) makes first; returns the folder."""
+    from pathlib import Path
+
+    _check_size(size)
+    _check_channels(channels)
+    if split not in splits:
+        raise DataError(None, f"must be one of {', '.join(splits)}, not {split!r}", name="split")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(None, f"must be a whole number ≥ 1, not {limit!r}", name="limit")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(folder, "folder not found" if not folder.exists() else "not a folder")
+    return folder
+
+
 def _resize(img: Image.Image, w: int, h: int) -> Image.Image:
     if img.size == (w, h):
         return img
