@@ -37,10 +37,11 @@ def parse_sampler(text: str) -> tuple[str, int]:
     return name, int(steps)
 
 
-def draw(ckpt, sampler: str, steps: int, n: int, seed: int, batch: int, clip: bool) -> tuple[torch.Tensor, float]:
+def draw(ckpt, sampler: str, steps: int, n: int, seed: int, batch: int, clip: bool,
+         precision: str = "fp32") -> tuple[torch.Tensor, float]:
     model = ckpt.build_model("cpu")
     cfg = model.config
-    fn = model_fn(model, "cpu", "fp32")
+    fn = model_fn(model, "cpu", precision)
     out, t0 = [], time.perf_counter()
     for k, start in enumerate(range(0, n, batch)):
         b = min(batch, n - start)
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--no-clip", action="store_true", help="sample without clipping x̂₀ to [−1, 1]")
     p.add_argument("--threads", type=int)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="of the sampling network")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.threads:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.samplers.split(","):
         name, steps = parse_sampler(spec.strip())
         steps = min(steps, ckpt.schedule.T)
-        x, wall = draw(ckpt, name, steps, args.n, args.seed, args.batch, not args.no_clip)
+        x, wall = draw(ckpt, name, steps, args.n, args.seed, args.batch, not args.no_clip, args.precision)
         fid = float(compute_fid(real_x, x, features))
         sc = classifier_score(features, x)
         ratio = sc["max_min_ratio"]

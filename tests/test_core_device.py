@@ -6,6 +6,7 @@ import contextlib
 import pytest
 import torch
 
+from diffusion_studio.core import device as device_mod
 from diffusion_studio.core.device import autocast, describe_device, resolve_device, resolve_precision
 
 HAS_CUDA = torch.cuda.is_available()
@@ -47,9 +48,14 @@ def test_unknown_device_names(name):
         resolve_device(name)
 
 
-def test_precision_rules():
+def test_precision_rules(monkeypatch):
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == "fp32"  # never bf16 by default on a CPU
+    # auto: bf16 only on a CPU that computes in bf16 natively (AVX512-BF16 / AMX), fp32 on any other
+    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"  # never on MPS, whatever the CPU
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"  # an explicit opt-in is honoured
     with pytest.raises(ValueError, match="precision"):

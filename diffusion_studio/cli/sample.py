@@ -53,7 +53,8 @@ def add_sample_parser(sub, common) -> None:
     p.add_argument("--device", metavar="DEV", default=D["device"], help=f"(default: {D['device']})")
     p.add_argument("--threads", type=POSITIVE, metavar="N", help=THREADS_HELP)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=D["precision"],
-                   help=f"(default: {D['precision']})")
+                   help="auto = bf16 autocast on CUDA GPUs and CPUs with bf16 instructions, fp32 elsewhere "
+                        f"(default: {D['precision']})")
     p.set_defaults(func=cmd_sample)
 
 

@@ -74,7 +74,8 @@ def add_train_parser(sub, common) -> None:
     g.add_argument("--device", metavar="DEV", help=f"auto, cpu, cuda, cuda:N or mps (default: {D['device']})")
     g.add_argument("--threads", type=POSITIVE, metavar="N", help=THREADS_HELP)
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"),
-                   help=f"auto = bf16 on CUDA GPUs that support it, fp32 elsewhere (default: {D['precision']})")
+                   help="auto = bf16 autocast on CUDA GPUs and CPUs with bf16 instructions (AVX512-BF16/AMX), "
+                        f"fp32 elsewhere (default: {D['precision']})")
 
     g = p.add_argument_group("logging")
     g.add_argument("--log-every", type=POSITIVE, metavar="N",

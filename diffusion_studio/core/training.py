@@ -78,9 +78,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"           # auto: bf16 on CUDA, fp32 on CPU; "bf16" opts in on CPUs with bf16 support
+    precision: str = "auto"           # auto: bf16 where the hardware has it (CUDA, CPUs with AVX512-BF16/AMX), else fp32
     flip: bool = False                # random horizontal flips (not for digits: a flipped 2 is not a 2)
-    channels_last: bool = False       # NHWC memory format (may help on CUDA tensor cores; nothing on CPU in bench/)
+    channels_last: bool | None = None  # NHWC memory format; None: on for fp32 on a CPU only (see Trainer.channels_last)
     compile: bool = False             # torch.compile the training forward pass (GPU fast path; slow first steps)
     class_conditional: bool = False   # feed labels, dropped to the null class with probability p_uncond
     p_uncond: float = 0.1
@@ -182,7 +182,11 @@ class Trainer:
             torch.manual_seed(config.seed)
             model = UNet(model_config)
         self.model = model.to(self.device)
-        if config.channels_last:
+        # NHWC: oneDNN's fp32 convolutions trained the tiny preset 1.1–1.25× faster in it on a CPU, its bf16 ones
+        # 0.85× (bench/RESULTS.md); on a GPU it is the user's choice (bench/bench_gpu.py measures it).
+        self.channels_last = (config.channels_last if config.channels_last is not None
+                              else self.device.type == "cpu" and self.precision == "fp32")
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         # The compiled module shares the model's parameters; EMA, checkpoints and previews use the plain module.
@@ -226,7 +230,7 @@ class Trainer:
         x_t = self.schedule.at("sqrt_alpha_bars", t_dev, x0) * x0 + self.schedule.at("sqrt_one_minus_alpha_bars", t_dev, x0) * eps
         for g in self.optimizer.param_groups:
             g["lr"] = self._lr_at(self.step)
-        if cfg.channels_last:
+        if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         self.model.train()
         with autocast(dev, self.precision):
@@ -423,21 +427,34 @@ def _data_info(data: ImageSource) -> dict[str, Any]:
 
 
 def model_fn(model: UNet, device: torch.device | str = "cpu", precision: str = "fp32",
-             labels: torch.Tensor | None = None, guidance: float = 1.0):
+             labels: torch.Tensor | None = None, guidance: float = 1.0, channels_last: bool | None = None):
     """ε_θ as the samplers want it: (x_t, t) → ε, in eval mode, optionally class-conditioned with classifier-free
-    guidance ε = ε_∅ + w (ε_y − ε_∅)."""
+    guidance ε = ε_∅ + w (ε_y − ε_∅).
+
+    ``channels_last`` (default: on CPUs) keeps the network's weights (converted in place, once; a layout change only)
+    and its input in NHWC layout, so oneDNN's convolutions run without layout conversions: 1.2–2× faster sampling on
+    a CPU (bench/bench_sample.py). ε comes back in the usual contiguous NCHW layout either way.
+    """
     device = torch.device(device)
     model.eval()
+    nhwc = device.type == "cpu" if channels_last is None else channels_last
+    if nhwc and any(not p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4):
+        model.to(memory_format=torch.channels_last)
+
+    def net(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if nhwc:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model(x, t, y).float().contiguous()
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with autocast(device, precision):
             if labels is None or model.config.num_classes is None:
-                return model(x, t).float()
+                return net(x, t)
             y = labels.to(device)
             if guidance == 1.0:
-                return model(x, t, y).float()
+                return net(x, t, y)
             null = torch.full_like(y, model.config.num_classes)
-            both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).float()
+            both = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
             cond, uncond = both.chunk(2)
             return uncond + guidance * (cond - uncond)
 

@@ -6,6 +6,7 @@ import contextlib
 import datetime as _dt
 import math
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,23 @@ def weights_finite(trainer: Trainer) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in (trainer.model, trainer.ema) for p in m.parameters())
 
 
+def leave_a_core_to_the_gui() -> int | None:
+    """Called in the training thread: one torch thread fewer than the cores, and the GIL back to the GUI within 1 ms.
+    Returns the thread count to restore when the run ends (None: unchanged).
+
+    On a 2-core CPU a 2-thread OpenMP team that has to share the cores with the GUI thread trained no faster than one
+    thread (its threads wait for each other whenever the GUI takes a core) and held the window up: slider → pixels
+    p99 and timer lateness both fell with one thread and a 1 ms switch interval (bench/bench_gui.py, bench_scrub.py).
+    A thread count already set lower (tests, the user) is kept.
+    """
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+    cores, before = os.cpu_count() or 1, torch.get_num_threads()
+    if cores > 1 and before >= cores:
+        torch.set_num_threads(cores - 1)
+        return before
+    return None
+
+
 def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
     """Yield RunStarted, then one TrainEvent per step (and FIDPoints when asked). Runs in the worker thread.
 
@@ -217,6 +235,7 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
     from ...data import load_dataset
 
     trainer = None
+    threads_before = leave_a_core_to_the_gui()
     try:
         channels = req.resume.model_config.in_channels if req.resume is not None else None
         size = req.resume.model_config.image_size if req.resume is not None else req.image_size
@@ -256,6 +275,8 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
         if handle.saved_path is None and handle.created_dir is not None:
             with contextlib.suppress(OSError):
                 handle.created_dir.rmdir()  # only succeeds when empty
+        if threads_before is not None:
+            torch.set_num_threads(threads_before)  # sampling, started later, gets the cores back
 
 
 def _final_save(req: RunRequest, handle: RunHandle, trainer: Trainer) -> None:
