@@ -274,12 +274,12 @@ def main() -> int:
                 if "img_s" in runs.get(ours_name, {}):
                     r = runs[ours_name]["img_s"] / p32["img_s"]
                     results["ratios"][f"{ours_name} / {peer} fp32"] = r
-                    print(f"   {label:60s} {peer:50s} {r:5.2f}×  {'met' if r >= GOAL_RATIO else 'NOT met'}")
+                    print(f"   {label:66s} {peer:50s} {r:5.2f}×  {'met' if r >= GOAL_RATIO else 'NOT met'}")
             p16 = runs.get(f"{peer} bf16", {})
             if bf16_ok and "img_s" in p16 and "img_s" in runs.get(f"ours {preset} bf16", {}):
                 r = runs[f"ours {preset} bf16"]["img_s"] / p16["img_s"]
                 results["ratios"][f"ours {preset} bf16 / {peer} bf16"] = r
-                print(f"   {'like for like: bf16 vs bf16':60s} {peer:50s} {r:5.2f}×")
+                print(f"   {'like for like: bf16 vs bf16':66s} {peer:50s} {r:5.2f}×")
 
     print("\n-- FLOP utilisation (FlopCounterMode: matmul/conv/attention FLOPs of one step, forward + backward)")
     peak32 = matmul_peak(torch.float32)
