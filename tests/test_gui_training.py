@@ -13,8 +13,7 @@ import torch
 from diffusion_studio.core.checkpoint import load_checkpoint
 from diffusion_studio.core.schedule import NoiseSchedule
 from diffusion_studio.core.training import TrainConfig, Trainer, TrainingDiverged
-from diffusion_studio.gui.panels.training_worker import (LossHistory, RunRequest, bucket_edges, check_request,
-                                                         format_duration, new_run_dir, progress_text, runs_dir)
+from diffusion_studio.gui.panels.training_worker import RunRequest, bucket_edges, check_request
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -419,73 +418,3 @@ def test_fid_is_computed_in_the_worker_and_plotted(qtbot, make_panel, monkeypatc
     assert panel.view.fid_plot.isVisible() and panel.view.fid_plot.steps == [2, 4]
     assert all(math.isfinite(v) and v >= 0 for v in panel.view.fid_plot.values)
     assert len(calls) == 2 and threading.main_thread().ident not in calls
-
-
-# ---- Qt-free helpers ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("T, nb", [(50, 10), (1000, 10), (7, 3), (5, 10)])
-def test_bucket_edges_match_the_trainers_bucketing(T, nb):
-    edges = bucket_edges(T, nb)
-    assert edges[0] == 0 and edges[-1] == T and len(edges) == nb + 1
-    for i in range(T):  # schedule index i is the paper's t = i + 1, in bucket (i * nb) // T
-        b = (i * nb) // T
-        assert edges[b] < i + 1 <= edges[b + 1]
-
-
-def test_loss_history_grows_and_smooths():
-    h = LossHistory(weight=0.5)
-    for k in range(1, 3000):
-        h.append(k, 1.0)
-    assert len(h) == 2999 and h.steps[-1] == 2999 and np.allclose(h.smooth, 1.0)
-    h2 = LossHistory(weight=0.5)
-    h2.append(1, 4.0)
-    h2.append(2, 2.0)
-    assert h2.smooth[0] == 4.0 and h2.smooth[1] == pytest.approx((0.25 * 4 + 0.5 * 2) / 0.75)
-
-
-def test_runs_dir_and_new_run_dirs(tmp_path, monkeypatch):
-    monkeypatch.delenv("DIFFUSION_STUDIO_RUNS", raising=False)
-    assert runs_dir(str(tmp_path / "s")) == tmp_path / "s"
-    assert runs_dir("") == Path.home() / "DiffusionStudio" / "runs"
-    monkeypatch.setenv("DIFFUSION_STUDIO_RUNS", str(tmp_path / "e"))
-    assert runs_dir(str(tmp_path / "s")) == tmp_path / "e"
-    import datetime as dt
-
-    now = dt.datetime(2024, 5, 6, 7, 8, 9)
-    a, b = new_run_dir(tmp_path / "r", now), new_run_dir(tmp_path / "r", now)
-    assert a.name == "20240506-070809" and b.name == "20240506-070809-2" and a.is_dir() and b.is_dir()
-    assert format_duration(75) == "01:15" and format_duration(3725) == "1:02:05" and format_duration(None) == "—"
-    assert progress_text(5, 10, 123.4, 61) == "step 5 / 10 · 123 img/s · ETA 01:01"
-
-
-QT_FREE_RUN = r"""
-import sys
-for blocked in ("PySide6", "shiboken6", "pyqtgraph"):
-    sys.modules[blocked] = None  # any import of these now raises ImportError
-import torch
-torch.set_num_threads(1)
-from pathlib import Path
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TrainConfig, TrainEvent
-from diffusion_studio.gui.panels.training_worker import RunHandle, RunRequest, RunStarted, training_run
-
-out = Path(sys.argv[1]) / "checkpoint.json"
-req = RunRequest("builtin:digits", 8, "tiny", NoiseSchedule.create("linear", 20),
-                 TrainConfig(steps=2, batch_size=4, device="cpu"), out=out)
-handle = RunHandle()
-items = list(training_run(req, handle))
-assert isinstance(items[0], RunStarted) and [e.step for e in items[1:]] == [1, 2]
-assert all(isinstance(e, TrainEvent) for e in items[1:])
-assert handle.saved_path == out and handle.saved_step == 2 and handle.model is not None
-print("ok")
-"""
-
-
-def test_the_training_generator_runs_without_qt(tmp_path):
-    """The worker's logic is Qt-free: it imports and trains with PySide6/pyqtgraph unavailable."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", QT_FREE_RUN, str(tmp_path)], capture_output=True, text=True,
-                         timeout=300, cwd=Path(__file__).resolve().parents[1])
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
-    assert load_checkpoint(tmp_path / "checkpoint.json").step == 2

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_precision
+from .eps import model_fn  # the samplers' ε_θ; callers may import it from here too
 from .samplers import ddim_sample
 from .schedule import NoiseSchedule
 from .unet import UNet, UNetConfig
@@ -424,38 +425,3 @@ def _data_info(data: ImageSource) -> dict[str, Any]:
     if names:
         info["class_names"] = list(names)
     return info
-
-
-def model_fn(model: UNet, device: torch.device | str = "cpu", precision: str = "fp32",
-             labels: torch.Tensor | None = None, guidance: float = 1.0, channels_last: bool | None = None):
-    """ε_θ as the samplers want it: (x_t, t) → ε, in eval mode, optionally class-conditioned with classifier-free
-    guidance ε = ε_∅ + w (ε_y − ε_∅).
-
-    ``channels_last`` (default: on CPUs) keeps the network's weights (converted in place, once; a layout change only)
-    and its input in NHWC layout, so oneDNN's convolutions run without layout conversions: 1.2–2× faster sampling on
-    a CPU (bench/bench_sample.py). ε comes back in the usual contiguous NCHW layout either way.
-    """
-    device = torch.device(device)
-    model.eval()
-    nhwc = device.type == "cpu" if channels_last is None else channels_last
-    if nhwc and any(not p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4):
-        model.to(memory_format=torch.channels_last)
-
-    def net(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if nhwc:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return model(x, t, y).float().contiguous()
-
-    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with autocast(device, precision):
-            if labels is None or model.config.num_classes is None:
-                return net(x, t)
-            y = labels.to(device)
-            if guidance == 1.0:
-                return net(x, t, y)
-            null = torch.full_like(y, model.config.num_classes)
-            both = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-            cond, uncond = both.chunk(2)
-            return uncond + guidance * (cond - uncond)
-
-    return fn
