@@ -123,3 +123,25 @@ def no_leftover_threads_or_timers(request):
         t.join(timeout=5)
     alive = [t.name for t in leftover if t.is_alive()]
     assert not alive, f"test left Python threads running: {alive}"
+
+
+# ---- the digits and their shipped feature network (test_features, test_fid) -------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    import torch
+
+    from diffusion_studio.data import load_dataset
+    ds = load_dataset("builtin:digits", 16)
+    return ds, ds.batch(torch.arange(len(ds)))
+
+
+@pytest.fixture(scope="module")
+def digits_net(digits):
+    from diffusion_studio.core.features import load_feature_extractor, train_feature_net
+
+    try:
+        return load_feature_extractor("builtin:digits")
+    except ValueError:  # the shipped resource is missing in this checkout: a quick one on a subset stands in
+        ds, x = digits
+        net, _ = train_feature_net(x[:900], ds.labels[:900], epochs=6, seed=0, input_size=16)
+        return net

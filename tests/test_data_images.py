@@ -1,7 +1,5 @@
 """Tests for data.images: exact loading, centre crop, odd formats, and the zoo of broken files."""
 
-import builtins
-import errno
 import io
 import os
 import struct
@@ -16,6 +14,7 @@ from PIL import Image, ImageFile
 from diffusion_studio.data import images as images_mod
 from diffusion_studio.data.errors import DataError
 from diffusion_studio.data.images import load_image, load_image_full, open_image, to_array
+from zoo import deny_reads
 
 
 def expect(tensor_u8_hwc):
@@ -296,28 +295,9 @@ def test_broken_symlink(tmp_path):
     check_error(e, "link.png", "broken symbolic link")
 
 
-def _make_unreadable(path, monkeypatch):
-    """chmod 000; when running as root (chmod does not stop reads) make open() refuse this path instead."""
-    os.chmod(path, 0)
-    try:
-        with open(path, "rb"):
-            pass
-    except PermissionError:
-        return "chmod"
-    real_open = builtins.open
-
-    def refusing_open(file, *args, **kwargs):
-        if os.fspath(file) == os.fspath(path):
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(images_mod, "open", refusing_open, raising=False)
-    return "patched"
-
-
 def test_permission_denied(tmp_path, monkeypatch):
     Image.new("RGB", (4, 4)).save(tmp_path / "secret.png")
-    how = _make_unreadable(tmp_path / "secret.png", monkeypatch)
+    how = deny_reads(tmp_path / "secret.png", monkeypatch)
     try:
         with pytest.raises(DataError) as e:
             load_image(tmp_path / "secret.png", 4)

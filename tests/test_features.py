@@ -24,21 +24,6 @@ from diffusion_studio.core.inception import FIDInceptionV3, load_inception
 FID_INCEPTION_PARAMS = 23_850_960
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from diffusion_studio.data import load_dataset
-    ds = load_dataset("builtin:digits", 16)
-    return ds, ds.batch(torch.arange(len(ds)))
-
-
-@pytest.fixture(scope="module")
-def digits_net(digits):
-    try:
-        return load_feature_extractor("builtin:digits")
-    except ValueError:  # the shipped resource is missing in this checkout: a quick one on a subset stands in
-        ds, x = digits
-        net, _ = train_feature_net(x[:900], ds.labels[:900], epochs=6, seed=0, input_size=16)
-        return net
 
 
 # ---- FeatureNet -----------------------------------------------------------------------------------------------------

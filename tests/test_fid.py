@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion_studio.core.features import load_feature_extractor, train_feature_net
 from diffusion_studio.core.fid import (FIDScore, FIDStats, FIDWarning, cached_stats, clear_stats_cache, compute_fid,
                                        extract_features, fid_against, frechet_distance, gaussian_stats, image_stats)
 from diffusion_studio.data import ImageDataset
@@ -131,21 +130,6 @@ def test_mismatched_extractors_are_refused():
 
 
 # ---- with the digits feature network --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def digits():
-    from diffusion_studio.data import load_dataset
-    ds = load_dataset("builtin:digits", 16)
-    return ds, ds.batch(torch.arange(len(ds)))
-
-
-@pytest.fixture(scope="module")
-def digits_net(digits):
-    try:
-        return load_feature_extractor("builtin:digits")
-    except ValueError:  # the shipped resource is missing in this checkout: a quick one on a subset stands in
-        ds, x = digits
-        net, _ = train_feature_net(x[:900], ds.labels[:900], epochs=6, seed=0, input_size=16)
-        return net
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
