@@ -49,6 +49,15 @@ def _out(model, seed=0):
         return model(x, torch.tensor([3, 40]))
 
 
+FUNCTION_ATOL = 1e-5
+
+
+def assert_same_function(a, b):
+    """Two networks compute the same outputs within float rounding (kernels may differ between memory layouts)."""
+    torch.testing.assert_close(_out(a), _out(b), rtol=1e-4, atol=FUNCTION_ATOL)
+    torch.testing.assert_close(_out(a, seed=1), _out(b, seed=1), rtol=1e-4, atol=FUNCTION_ATOL)
+
+
 def _weights(path):
     return path.parent / str(json.loads(path.read_text()).get("weights"))
 
@@ -124,7 +133,15 @@ def test_trainer_checkpoint_round_trip(tmp_path):
     ck = load_checkpoint(tr.save(tmp_path / "t"))
     assert set(ck.tensors) == {"model", "ema", "optim", "rng"}
     assert ck.step == 2
-    assert torch.equal(_out(ck.build_model()), _out(tr.ema))
+    # The contract: the stored weights are bit-exact; the rebuilt network computes the same function. Its outputs may
+    # differ from the trainer's in the last bits, since the trainer may keep its weights in another memory layout
+    # (chosen by measuring the CPU) and so run other kernels; a wrong weight is far outside this tolerance.
+    built = ck.build_model()
+    for group, live in (("ema", tr.ema), ("model", tr.model)):
+        for k, v in live.state_dict().items():
+            assert torch.equal(ck.tensors[group][k], v), (group, k)
+    assert_same_function(built, tr.ema)
+    assert (_out(built) - _out(tr.model)).abs().max() > 10 * FUNCTION_ATOL  # the EMA, not the raw weights
 
 
 # ---- refusals ------------------------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Tests for data.builtin: scikit-learn digits and photos (no download), generated shapes."""
 
-import time
 
 import numpy as np
 import pytest
@@ -47,11 +46,9 @@ def test_digits_three_channels():
     assert torch.equal(ds.images[:, 0], ds.images[:, 2])
 
 
-def test_shapes_deterministic_rgb_all_classes_and_fast():
-    start = time.perf_counter()
+def test_shapes_deterministic_rgb_all_classes():
+    # How fast it draws is a benchmark's business (bench/), not a test's: a timed assertion fails on a busy CPU.
     a = shapes(32, seed=0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, elapsed
     b = shapes(32, seed=0)
     c = shapes(32, seed=1)
     assert len(a) == 2000 and a.images.shape == (2000, 3, 32, 32) and a.channels == 3

