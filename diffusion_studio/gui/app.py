@@ -52,6 +52,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run_app(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if QApplication.instance() is None:
+        from .display import display_problem
+
+        problem = display_problem()  # Qt would abort the process (exit 134) without a display
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setOrganizationName(ORG)
     app.setApplicationName(APP)

@@ -24,13 +24,33 @@ CURVES: dict[str, tuple[str, str, str, int, str]] = {
                 "log SNR_t = log(ᾱ_t/(1−ᾱ_t)): signal over noise; 0 where they match."),
 }
 PLOT_TITLES = ("noise added per step", "signal kept", "")
+NOISE_SHARE = ("sqrt_one_minus_alpha_bar",)  # drawn with the signal curves, but it is the noise's share, not signal
 
 
 def _title(row: int) -> str:
     """The plot's title with each curve's name in its colour, so the exported PNG carries its own key."""
-    names = [f"<span style='color:{color}'>{name}</span>" for _a, name, color, r, _t in CURVES.values() if r == row]
+    def names(keys) -> str:
+        return ", ".join(f"<span style='color:{CURVES[k][2]}'>{CURVES[k][1]}</span>" for k in keys)
+
+    keys = [k for k, (_a, _n, _c, r, _t) in CURVES.items() if r == row]
+    signal = [k for k in keys if k not in NOISE_SHARE]
+    noise = [k for k in keys if k in NOISE_SHARE]
     lead = f"{PLOT_TITLES[row]}: " if PLOT_TITLES[row] else ""
-    return f"<span style='color:#bbbbbb'>{lead}</span>" + ", ".join(names)
+    text = f"<span style='color:#bbbbbb'>{lead}</span>" + names(signal)
+    if noise:
+        text += "<span style='color:#bbbbbb'> · noise's share: </span>" + names(noise)
+    return text
+
+
+def wrap_label(label: pg.LabelItem, width: float) -> None:
+    """Let a LabelItem wrap at ``width`` px when its text is wider, so it never makes the layout wider than the view
+    (pyqtgraph gives a label a minimum width of its whole text: a long key pushed the plots past the dock's edge)."""
+    item = label.item
+    item.setTextWidth(-1)
+    if item.boundingRect().width() > width > 20:
+        item.setTextWidth(width)
+    label.updateMin()
+    label.resizeEvent(None)
 
 
 def curve_icon(color: str, dashed: bool = False, size: int = 18) -> QIcon:
@@ -58,7 +78,7 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setMinimumSize(240, 300)
-        self.ci.layout.setContentsMargins(2, 2, 8, 2)
+        self.ci.layout.setContentsMargins(2, 2, 16, 2)  # room for half of the last tick's text ("1000") on the right
         self.ci.layout.setVerticalSpacing(2)
         self.plot_items: list[pg.PlotItem] = []
         for row in range(len(PLOT_TITLES)):
@@ -67,6 +87,8 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
             plot.showGrid(x=True, y=True, alpha=0.25)
             plot.setMenuEnabled(True)
             plot.getAxis("left").setWidth(42)
+            # the T end's label ("1000") reaches past the axis by half its width; the right margin has room for it
+            plot.getAxis("bottom").setStyle(hideOverlappingLabels=False)
             if row:
                 plot.setXLink(self.plot_items[0])
             self.plot_items.append(plot)
@@ -110,6 +132,24 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
         self._visible = {key: True for key in CURVES}
         self._compare_on = False
 
+    # ---- fitting the view --------------------------------------------------------------------------------------------
+    def labels(self) -> list[pg.LabelItem]:
+        return [self.key, *(plot.titleLabel for plot in self.plot_items)]
+
+    def fit_labels(self, width: float | None = None) -> None:
+        """Wrap the titles and the key to the view's width (margins of the layout taken off)."""
+        if not hasattr(self, "key"):
+            return  # pyqtgraph resizes once while it builds the view, before the labels exist
+        left, _top, right, _bottom = self.ci.layout.getContentsMargins()
+        width = (self.viewport().width() if width is None else width) - left - right - 4
+        wrap_label(self.key, width)
+        for plot in self.plot_items:  # a title sits over the view box only, right of the left axis
+            wrap_label(plot.titleLabel, width - plot.getAxis("left").width() - 6)
+
+    def resizeEvent(self, ev) -> None:
+        self.fit_labels(ev.size().width() if ev is not None else None)
+        super().resizeEvent(ev)
+
     # ---- data --------------------------------------------------------------------------------------------------------
     @staticmethod
     def x_for(schedule: NoiseSchedule, normalised: bool) -> np.ndarray:
@@ -141,6 +181,7 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
         if dashed is not None:
             text += f"<br>dashed: {dashed.describe()}"
         self.key.setText(text)
+        self.fit_labels()
 
     def set_curve_visible(self, key: str, visible: bool) -> None:
         self._visible[key] = visible

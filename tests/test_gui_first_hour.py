@@ -1,0 +1,62 @@
+"""Issue 10's newcomer bugs, each driven as the user met it: schedule plots that fit their dock, glyphs every font
+has, "Use as training data", the sampling tab's first look, and labels that fit the default window."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QRectF
+from PySide6.QtWidgets import QApplication
+
+from diffusion_studio.core.schedule import NoiseSchedule
+
+
+def _settle(qtbot, ms: int = 50) -> None:
+    QApplication.processEvents()
+    qtbot.wait(ms)
+
+
+def _plots_fit(plots) -> None:
+    """Every plot, title, tick label space and the key lie inside the visible viewport, and the x axis reaches T."""
+    view = QRectF(plots.mapToScene(plots.viewport().rect()).boundingRect())
+    inside = view.adjusted(-1, -1, 1, 1)
+    assert plots.ci.geometry().width() <= view.width() + 1, (plots.ci.geometry(), view)
+    for plot in plots.plot_items:
+        assert inside.contains(plot.sceneBoundingRect()), (plot.sceneBoundingRect(), view)
+        assert inside.contains(plot.titleLabel.sceneBoundingRect())
+    assert inside.contains(plots.key.sceneBoundingRect()), (plots.key.sceneBoundingRect(), view)
+
+
+# ---- bug 1: schedule plots cut off on the right -----------------------------------------------------------------
+@pytest.mark.parametrize("size", [(1280, 800), (1024, 700), (1600, 1000)])
+def test_schedule_plots_fit_their_dock_for_sigmoid_at_any_window_size(qtbot, window, tmp_path, size):
+    window.resize(*size)
+    _settle(qtbot)
+    form = window.schedule.form
+    form.kind.setCurrentIndex(form.kind.findData("sigmoid") if form.kind.findData("sigmoid") >= 0
+                              else form.kind.findText("sigmoid"))
+    _settle(qtbot)
+    assert window.state.schedule.kind == "sigmoid"
+    plots = window.schedule.plots
+    _plots_fit(plots)
+    # the x range reaches T and the T end is on screen
+    (x0, x1), _ = plots.plot_items[0].viewRange()
+    assert x1 >= window.state.schedule.T
+    # the key, once wrapped, still says every parameter
+    assert "sigmoid_range" in plots.key.text
+    # maximise-like growth after the resize: still fits
+    window.resize(size[0] + 300, size[1] + 100)
+    _settle(qtbot)
+    _plots_fit(plots)
+    # Export → Schedule plot as PNG: the exported picture is the whole (fitting) scene
+    from PySide6.QtGui import QImage
+
+    out = window.schedule.export_png(tmp_path / "s.png", scale=1.0)
+    img = QImage(str(out))
+    ratio = img.width() / max(1, plots.viewport().width())
+    assert img.width() >= 600 and abs(img.height() - plots.viewport().height() * ratio) <= 2 + ratio
+
+
+def test_signal_kept_title_does_not_call_the_noise_share_signal(window):
+    title = window.schedule.plots.plot_items[1].titleLabel.text
+    signal_part = title.split("noise's share")[0]
+    assert "signal kept" in signal_part and "√(1−ᾱ_t)" not in signal_part
+    assert "√(1−ᾱ_t)" in title.split("noise's share")[1]
