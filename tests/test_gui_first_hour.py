@@ -60,3 +60,50 @@ def test_signal_kept_title_does_not_call_the_noise_share_signal(window):
     signal_part = title.split("noise's share")[0]
     assert "signal kept" in signal_part and "√(1−ᾱ_t)" not in signal_part
     assert "√(1−ᾱ_t)" in title.split("noise's share")[1]
+
+
+# ---- bug 2: glyphs every installed font has ----------------------------------------------------------------------
+DEJAVU = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf",
+          "/usr/share/fonts/dejavu/DejaVuSans.ttf")
+
+
+def _dejavu():
+    from pathlib import Path
+
+    from PySide6.QtGui import QRawFont
+
+    path = next((p for p in DEJAVU if Path(p).is_file()), None)
+    assert path, "DejaVu Sans is missing: scripts/install.sh installs fonts-dejavu-core"
+    font = QRawFont(path, 12.0)
+    assert font.isValid()
+    return font
+
+
+def _window_texts(window) -> list[str]:
+    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel
+
+    texts = [b.text() for b in window.findChildren(QAbstractButton)]
+    texts += [lbl.text() for lbl in window.findChildren(QLabel)]
+    for combo in window.findChildren(QComboBox):
+        texts += [combo.itemText(i) for i in range(combo.count())]
+    texts += [window.tabs.tabText(i) for i in range(window.tabs.count())]
+    for menu_action in window.menuBar().actions():
+        texts.append(menu_action.text())
+        texts += [a.text() for a in menu_action.menu().actions()]
+    return texts
+
+
+def test_every_glyph_on_screen_is_in_dejavu_also_while_frames_play(qtbot, window):
+    font = _dejavu()
+    bar = window.sampling.player_bar
+    bar.set_count(5)
+    bar.play_button.click()  # the user presses Play: the button now offers Pause
+    try:
+        assert bar.player.playing and bar.play_button.text().endswith("Pause")
+        assert not bar.play_button.icon().isNull()  # Qt's standard pause icon stands in for the glyph
+        texts = _window_texts(window)
+    finally:
+        bar.player.pause()
+        bar.set_count(0)
+    missing = {ch: t for t in texts for ch in t if not ch.isspace() and not font.supportsCharacter(ord(ch))}
+    assert not missing, {f"U+{ord(c):04X}": t for c, t in missing.items()}

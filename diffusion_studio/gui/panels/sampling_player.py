@@ -5,8 +5,9 @@ import time
 from typing import Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox,
-                               QVBoxLayout, QWidget)
+                               QStyle, QVBoxLayout, QWidget)
 
 MAX_TICK_HZ = 60
 
@@ -218,7 +219,10 @@ class PlayerBar(QWidget):
 
     def _on_playing(self, playing: bool) -> None:
         self.play_button.setChecked(playing)
-        self.play_button.setText("⏸ Pause" if playing else "▶ Play")
+        # U+23F8 (⏸) is missing from the DejaVu fonts the install provides: Qt's own pause icon always draws
+        self.play_button.setText("Pause" if playing else "▶ Play")
+        self.play_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPause) if playing
+                                 else QIcon())
 
     def _update_label(self) -> None:
         self.frame_label.setText(f"frame {self.slider.value() + 1} / {self._n}" if self._n else "no frames")
