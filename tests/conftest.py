@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import weakref
 
@@ -10,6 +11,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# The CPU calibration cache (core/calibrate.py) of the test session, never the user's own (subprocesses inherit it).
+os.environ.setdefault("DIFFUSION_STUDIO_CACHE", tempfile.mkdtemp(prefix="diffusion-studio-test-cache-"))
 
 _started_timers: "weakref.WeakSet" = weakref.WeakSet()
 _qt_patched = False

@@ -50,7 +50,11 @@ def test_unknown_device_names(name):
 
 def test_precision_rules(monkeypatch):
     cpu = torch.device("cpu")
-    # auto: bf16 only on a CPU that computes in bf16 natively (AVX512-BF16 / AMX), fp32 on any other
+    # auto: bf16 only on a CPU that computes in bf16 natively (AVX512-BF16 / AMX) and was measured faster in it
+    # (test_core_calibrate.py checks the measured half), fp32 on any other
+    from diffusion_studio.core import calibrate
+
+    monkeypatch.setattr(calibrate, "bf16_pays", lambda: True)
     monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
     monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: True)

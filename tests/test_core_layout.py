@@ -34,10 +34,23 @@ def trainer(precision: str, channels_last: bool | None) -> Trainer:
     return Trainer(MICRO, NoiseSchedule.create("linear", 100), data, cfg)
 
 
-def test_channels_last_default_follows_precision_on_cpu():
-    fp32, bf16 = trainer("fp32", None), trainer("bf16", None)
-    assert fp32.channels_last and all_nhwc(fp32.model)
-    assert not bf16.channels_last and all(w.is_contiguous() for w in conv_weights(bf16.model))
+def test_default_layout_is_what_the_calibration_measured(monkeypatch, tmp_path):
+    """No rule about CPUs: the trainer takes the layout the calibration measured faster, whichever that is."""
+    from diffusion_studio.core import calibrate
+
+    for nhwc_faster in (True, False):
+        calibrate.forget()
+        monkeypatch.setenv("DIFFUSION_STUDIO_CACHE", str(tmp_path / str(nhwc_faster)))
+
+        def timer(model, x, t, precision, train, nhwc_faster=nhwc_faster):
+            return 1.0 if all_nhwc(model) == nhwc_faster else 2.0
+
+        monkeypatch.setattr(calibrate, "_time_step", timer)
+        tr = trainer("fp32", None)
+        assert tr.channels_last is nhwc_faster
+        assert all_nhwc(tr.model) if nhwc_faster else all(w.is_contiguous() for w in conv_weights(tr.model))
+    calibrate.forget()
+    # an explicit choice is kept, whatever was measured
     assert trainer("fp32", False).channels_last is False and trainer("bf16", True).channels_last is True
 
 

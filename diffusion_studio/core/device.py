@@ -55,8 +55,8 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' → bf16 autocast where the hardware computes in bf16 natively (CUDA GPUs that support it, CPUs with
-    AVX512-BF16 or AMX: 1.7–2× faster training and sampling here, with the same loss curve, bench/RESULTS.md), fp32
+    """'auto' → bf16 autocast on CUDA GPUs that support it, and on CPUs with native bf16 instructions (AVX512-BF16 or
+    AMX) where a short measurement shows it faster (core/calibrate.py; 1.7× on an AMX Xeon, bench/RESULTS.md); fp32
     elsewhere — the safe default, since bf16 emulated in software is slower. 'bf16' must be usable."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -64,7 +64,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return "bf16"
         if device.type == "cpu" and cpu_supports_bf16():
-            return "bf16"
+            from .calibrate import bf16_pays  # measured on this CPU (and cached): native bf16 is not always faster
+
+            return "bf16" if bf16_pays() else "fp32"
         return "fp32"
     if precision == "bf16" and device.type == "mps":
         raise ValueError("precision: bf16 autocast is not offered on MPS; use fp32")
