@@ -115,8 +115,9 @@ def test_slider_and_keys_show_the_closed_form(panel, qtbot):
 
 
 def test_noise_pane_shows_eps_of_the_seed(panel):
+    # ε is drawn on the colour mapping x_t uses ([−1, 1] → black…white by default), not as ε/3 (issue 10)
     eps = eps_for(panel.seed, panel.state.image.x0.shape)
-    want = torch.clamp(eps / 3 * 127.5 + 127.5, 0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    want = torch.clamp(eps * 127.5 + 127.5, 0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.abs(panel.noise_pane.current.astype(int) - want.astype(int)).max() <= 1
     assert np.array_equal(panel.x0_pane.current, panel.state.image.display)
 

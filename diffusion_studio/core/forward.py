@@ -1,6 +1,7 @@
 """The forward (noising) process: the closed form q(x_t | x_0) and the step-by-step chain q(x_t | x_{t−1})."""
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import numpy as np
@@ -112,16 +113,22 @@ class ForwardScrubber:
 
     CHUNK = 65536  # floats per chunk: x_0, ε and two scratch chunks (1 MB) stay in a core's L2 cache
 
-    def __init__(self, schedule: NoiseSchedule, x0: torch.Tensor, seed: int = 0, noise: torch.Tensor | None = None):
+    def __init__(self, schedule: NoiseSchedule, x0: torch.Tensor, seed: int = 0, noise: torch.Tensor | None = None,
+                 display_range: float = 1.0):
+        """``display_range`` L: frames map values in [−L, L] to black…white (clipped outside), the same for x_0, ε and
+        x_t, so panes drawn from one scrubber share one colour mapping."""
         if x0.ndim != 3:
             raise ValueError("x0 must be (C, H, W)")
+        if not (math.isfinite(display_range) and display_range > 0):
+            raise ValueError(f"display_range must be a positive number, got {display_range!r}")
+        self.display_range = float(display_range)
         self.schedule = schedule
         self.x0 = x0.detach().float()
         if noise is None:
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
         self.noise = noise.detach().float()
-        self._x0_hwc = (self.x0.permute(1, 2, 0) * 127.5).cpu().contiguous()
-        self._eps_hwc = (self.noise.permute(1, 2, 0) * 127.5).cpu().contiguous()
+        self._x0_hwc = (self.x0.permute(1, 2, 0) * (127.5 / self.display_range)).cpu().contiguous()
+        self._eps_hwc = (self.noise.permute(1, 2, 0) * (127.5 / self.display_range)).cpu().contiguous()
         ab = schedule.alpha_bar_at(torch.arange(-1, schedule.T))  # index −1 (the clean image) included
         self._a = ab.sqrt().tolist()
         self._b = (1.0 - ab).sqrt().tolist()
@@ -145,7 +152,13 @@ class ForwardScrubber:
 
     def frame_u8(self, t: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """x_t as uint8 (H, W, C); reuses one buffer, so copy the result if you keep it past the next call."""
-        a, b = self.coefficients(t)
+        return self._affine_u8(*self.coefficients(t), out)
+
+    def eps_u8(self) -> torch.Tensor:
+        """ε on the frames' colour mapping (a fresh tensor): at t = T, where x_T ≈ ε, the two look alike."""
+        return self._affine_u8(0.0, 1.0, None).clone()
+
+    def _affine_u8(self, a: float, b: float, out: torch.Tensor | None) -> torch.Tensor:
         for x0, eps, buf, tmp, u8 in self._chunks:
             np.multiply(x0, a, out=buf)
             np.multiply(eps, b, out=tmp)
@@ -159,5 +172,5 @@ class ForwardScrubber:
         return out
 
     def noise_u8(self) -> torch.Tensor:
-        """ε shown the way the app shows it: ε/3 mapped to [0, 255] so ±3σ fills the range."""
-        return ((self._eps_hwc / 3.0) + 127.5).clamp(0, 255).round().to(torch.uint8)
+        """ε/3 mapped to [0, 255] so ±3σ fills the range (for display_range 1; ``eps_u8`` follows the frames' mapping)."""
+        return ((self._eps_hwc * self.display_range / 3.0) + 127.5).clamp(0, 255).round().to(torch.uint8)

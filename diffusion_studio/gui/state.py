@@ -63,6 +63,7 @@ class AppState(QObject):
     dataset_changed = Signal(object)    # the Images panel's dataset selection: a spec string, or None
     busy_changed = Signal(str)          # what runs in the background, "" when idle (for the status bar)
     message = Signal(str)               # a transient line for the status bar
+    reverse_t_changed = Signal(object)  # (paper t, T) of the sampling frame shown, or None: the Schedule dock follows
 
     def __init__(self, device: str = "auto", parent: QObject | None = None):
         super().__init__(parent)
@@ -73,6 +74,7 @@ class AppState(QObject):
         self.dataset_spec: str | None = None
         self.device: torch.device = resolve_device(device)
         self._busy: dict[str, str] = {}
+        self.reverse_t: tuple[int, int] | None = None
 
     @property
     def device_description(self) -> str:
@@ -111,6 +113,13 @@ class AppState(QObject):
         if spec != self.dataset_spec:
             self.dataset_spec = spec
             self.dataset_changed.emit(spec)
+
+    def set_reverse_t(self, paper_t: int | None, T: int | None = None) -> None:
+        """The paper's t (0..T, of a schedule with T steps) of the reverse-sampling frame on screen; None: none."""
+        value = None if paper_t is None else (int(paper_t), int(T if T is not None else self.schedule.T))
+        if value != self.reverse_t:
+            self.reverse_t = value
+            self.reverse_t_changed.emit(value)
 
     def set_busy(self, key: str, text: str | None) -> None:
         """Register (text) or clear (None) one background activity; the status bar shows them all."""

@@ -16,6 +16,7 @@ from ...data import save_png, to_uint8
 from ..workers import GeneratorWorker
 from .base import Panel
 from .forward_chain import BuiltChain, ChainProgress, build_chain
+from .forward_extras import attach_extras
 from .forward_ui import MAX_SEED, setup_ui
 
 FILM_FRAMES = 8
@@ -47,7 +48,9 @@ class ForwardPanel(Panel):
         self._x_t: torch.Tensor | None = None
         self._film: np.ndarray | None = None
         self._syncing = False
+        self.display_range = 1.0   # x_0, ε and x_t share one colour mapping: [−L, L] → black…white
         setup_ui(self)
+        attach_extras(self)  # colour scale and bar, pixel histogram, clickable filmstrip, x_T warning
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.seed_spin.setValue(self.setting("seed", 0, int))
         self.speed_spin.setValue(self.setting("speed", 5, int))
@@ -96,16 +99,34 @@ class ForwardPanel(Panel):
             self._render()
             return
         self.hint_label.hide()
-        self._scrubber = ForwardScrubber(self.state.schedule, image.x0, seed=self.seed)
-        self.x0_pane.show_u8(np.ascontiguousarray(image.display))
-        name = image.name if len(image.name) <= 22 else image.name[:20] + "…"  # a long title would widen the pane
-        self.x0_pane.set_title(f"x<sub>0</sub> — {name}")
-        self.noise_pane.show_u8(self._scrubber.noise_u8().numpy())
-        self.noise_pane.set_title(f"ε ~ N(0, I) — seed {self.seed}")
+        self._scrubber = ForwardScrubber(self.state.schedule, image.x0, seed=self.seed,
+                                         display_range=self.display_range)
+        self._show_x0_eps()
         if self.chain_check.isChecked():
             self._start_chain()
         self._render()
         self._render_film()
+
+    def set_display_range(self, value: float) -> None:
+        """Show x_0, ε and x_t with [−value, value] mapped to black…white (same ε, chain kept)."""
+        self.display_range = float(value)
+        if self._scrubber is not None:
+            sc = self._scrubber
+            self._scrubber = ForwardScrubber(sc.schedule, sc.x0, noise=sc.noise, display_range=self.display_range)
+            self._show_x0_eps()
+            self._render()
+            self._render_film()
+
+    def _show_x0_eps(self) -> None:
+        image = self.state.image
+        if self.display_range == 1.0:
+            self.x0_pane.show_u8(np.ascontiguousarray(image.display))  # the image's own pixels, not a round trip
+        else:
+            self.x0_pane.show_u8(self._scrubber.frame_u8(-1).numpy().copy())
+        name = image.name if len(image.name) <= 22 else image.name[:20] + "…"  # a long title would widen the pane
+        self.x0_pane.set_title(f"x<sub>0</sub> — {name}")
+        self.noise_pane.show_u8(self._scrubber.eps_u8().numpy())
+        self.noise_pane.set_title(f"ε ~ N(0, I) — seed {self.seed}")
 
     def _on_t_changed(self, _t: int) -> None:
         self._syncing = True
@@ -146,7 +167,7 @@ class ForwardPanel(Panel):
         elif self.using_chain and t >= 0:
             x = self._chain.cache.get(t)
             self._x_t = x
-            self.xt_pane.show_u8(to_uint8(x))
+            self.xt_pane.show_u8(to_uint8(x / self.display_range))
             self.xt_pane.set_title(f"x<sub>t</sub>, t = {paper} (chain)")
         else:
             self._x_t = None
@@ -171,7 +192,8 @@ class ForwardPanel(Panel):
             return None
         if self._x_t is not None:
             return self._x_t
-        return self._scrubber.x_t(self.state.t)
+        # a new, shorter schedule is announced before the state clamps t (as in _render)
+        return self._scrubber.x_t(min(self.state.t, self._scrubber.schedule.T - 1))
 
     def _render_film(self) -> None:
         sc = self._scrubber
@@ -181,8 +203,10 @@ class ForwardPanel(Panel):
         ts = film_paper_ts(self.state.schedule.T)
         frames = []
         for p in ts:
-            if self.using_chain and p in self._chain.film:
+            if self.using_chain and p in self._chain.film and self.display_range == 1.0:
                 frames.append(_hwc(self._chain.film[p]))
+            elif self.using_chain and p >= 1:
+                frames.append(_hwc(to_uint8(self._chain.cache.get(p - 1) / self.display_range)))
             else:
                 frames.append(_hwc(sc.frame_u8(p - 1).numpy().copy()))
         h, _w, c = frames[0].shape

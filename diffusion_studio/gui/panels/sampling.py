@@ -19,6 +19,7 @@ from .sampling_frames import (EPS_SCALE, RecordedFrame, SamplingJob, StepTick, g
                               sampling_factory)
 from .sampling_models import ModelChooser
 from .sampling_player import PaneGrid, PlayerBar
+from .sampling_tabs import SamplingTabs
 
 HINT = "Train a model in the Training tab or open a checkpoint (File ▸ Open Checkpoint…)"
 DISPLAY_HZ = 25
@@ -137,7 +138,8 @@ class SamplingPanel(Panel):
         self.eps_pane = ImagePane(f"predicted ε (÷{EPS_SCALE:g})", min_size=100)
         self.eps_pane.setToolTip(f"The noise ε_θ(x_t, t) the network predicts, divided by {EPS_SCALE:g} before display "
                                  "so ±3σ spans black to white")
-        self.panes = PaneGrid([self.x_pane, self.x0_pane, self.eps_pane])
+        self.tabs = SamplingTabs()  # the 4th quadrant; other views add a tab with self.tabs.add_tab(widget, title)
+        self.panes = PaneGrid([self.x_pane, self.x0_pane, self.eps_pane, self.tabs])
         right.addWidget(self.panes, 1)
         self.player_bar = PlayerBar()
         self.player_bar.frame_selected.connect(self.show_frame)
@@ -248,6 +250,7 @@ class SamplingPanel(Panel):
         self.error_label.hide()
         self.player_bar.pause()
         self.frames = []
+        self.tabs.run_curves.reset()
         self.player_bar.set_count(0)
         self._live = True
         self._outcome = ""
@@ -284,6 +287,8 @@ class SamplingPanel(Panel):
         rate = frame.step / frame.elapsed_s if frame.elapsed_s > 0 else 0.0
         self.progress.setValue(frame.step)
         self.progress.setFormat(f"step {frame.step} / {frame.n_steps} · {rate:.1f} it/s")
+        if frame.stats is not None:
+            self.tabs.run_curves.add(frame.stats)
         if isinstance(frame, StepTick):
             return
         self.frames.append(frame)
@@ -352,6 +357,8 @@ class SamplingPanel(Panel):
         self.x0_pane.set_title(f"predicted x₀ ({at})")
         self.eps_pane.set_title(f"predicted ε ÷ {EPS_SCALE:g} ({at})")
         self.t_label.setText(f"t = {f.paper_t} / {self._run_T}   ·   step {f.step} / {f.n_steps}")
+        self.tabs.run_curves.set_cursor(f.paper_t if f.t_model is None else f.t_model + 1)
+        self.state.set_reverse_t(f.paper_t, self._run_T)  # the Schedule dock's sampling cursor follows
 
     @property
     def shown_index(self) -> int:

@@ -18,6 +18,7 @@ import torch
 
 from ...core.checkpoint import load_checkpoint
 from ...core.device import resolve_precision
+from ...core.run_stats import RunStats, StepStats
 from ...core.samplers import Frame, sample_frames
 from ...core.training import model_fn
 from ...data.convert import make_grid, to_uint8
@@ -39,6 +40,7 @@ class RecordedFrame:
     x0: np.ndarray | None
     eps: np.ndarray | None
     elapsed_s: float          # seconds since sampling started, when this frame was made
+    stats: StepStats | None = None   # the step's numbers for the run curves (None for the starting noise)
 
     @property
     def paper_t(self) -> int:
@@ -97,24 +99,27 @@ class StepTick:
     step: int
     n_steps: int
     elapsed_s: float
+    stats: StepStats | None = None
 
 
-def record(frames: Iterator[Frame], every: int = 1, nrow: int | None = None) -> Iterator[RecordedFrame | StepTick]:
+def record(frames: Iterator[Frame], every: int = 1, nrow: int | None = None,
+           run_stats: RunStats | None = None) -> Iterator[RecordedFrame | StepTick]:
     """Turn the sampler's per-step Frames into RecordedFrames at the start, every ``every``-th step and the last step,
     and StepTicks in between (in the worker thread). The sampler runs with every=1 so the worker can stop after any
     step, not only after a recorded one; closing this closes the sampler."""
     t0 = time.perf_counter()
     try:
         for f in frames:
+            stats = run_stats.update(f) if run_stats is not None else None
             if not (f.step == 0 or f.step == f.n_steps or f.step % every == 0):
-                yield StepTick(f.step, f.n_steps, time.perf_counter() - t0)
+                yield StepTick(f.step, f.n_steps, time.perf_counter() - t0, stats)
                 continue
             yield RecordedFrame(
                 step=f.step, n_steps=f.n_steps, t=f.t, t_model=f.t_model,
                 x=grid_u8(f.x, nrow),
                 x0=None if f.x0_pred is None else grid_u8(f.x0_pred, nrow),
                 eps=None if f.eps_pred is None else grid_u8(f.eps_pred / EPS_SCALE, nrow),
-                elapsed_s=time.perf_counter() - t0)
+                elapsed_s=time.perf_counter() - t0, stats=stats)
     finally:
         close = getattr(frames, "close", None)
         if close is not None:
@@ -141,7 +146,8 @@ def sampling_factory(loaded: LoadedModel, job: SamplingJob, precision: str = "au
         frames = sample_frames(fn, loaded.schedule, shape, job.sampler, steps=job.steps, variance=job.variance,
                                eta=job.eta, clip_x0=job.clip_x0, seed=job.seed, device=device,
                                every=1, include_start=True)
-        return record(frames, every=job.effective_every())
+        return record(frames, every=job.effective_every(),
+                      run_stats=RunStats(loaded.schedule, job.sampler, job.variance, job.eta))
 
     return factory
 

@@ -116,11 +116,17 @@ class PlayerBar(QWidget):
             lay.addWidget(b)
             return b
 
+        self.first_button = button("", "firstFrameButton", "Show the first recorded frame, the pure noise x_T")
+        self.first_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaSkipBackward))
         self.back_button = button("◀", "stepBackButton", "Show the previous recorded frame (one step less denoised)")
         self.play_button = button("▶ Play", "playButton", "Play the recorded frames from noise x_T to the sample x₀")
         self.play_button.setCheckable(True)
         self.forward_button = button("▶|", "stepForwardButton", "Show the next recorded frame (one step more denoised)")
         self.back_button.setText("|◀")
+        self.last_button = button("", "lastFrameButton", "Show the last recorded frame, the sample x₀")
+        self.last_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaSkipForward))
+        for b in (self.first_button, self.last_button):
+            b.setFixedWidth(30)
         for b in (self.back_button, self.forward_button):
             b.setFixedWidth(34)
         self.play_button.setMinimumWidth(84)
@@ -152,6 +158,8 @@ class PlayerBar(QWidget):
 
         self.back_button.clicked.connect(lambda: self._user(lambda: self.player.step(-1)))
         self.forward_button.clicked.connect(lambda: self._user(lambda: self.player.step(+1)))
+        self.first_button.clicked.connect(lambda: self._user(lambda: self.player.step(-self._n)))
+        self.last_button.clicked.connect(lambda: self._user(lambda: self.player.step(+self._n)))
         self.play_button.clicked.connect(lambda: self._user(self.toggle_play))
         self.slider.actionTriggered.connect(lambda _a: self.user_interacted.emit())
         self.slider.sliderPressed.connect(self.user_interacted.emit)
@@ -192,7 +200,7 @@ class PlayerBar(QWidget):
         """The number of recorded frames changed (grew while sampling, or 0 for a new run)."""
         self._n = n
         self.slider.setMaximum(max(0, n - 1))
-        for w in (self.back_button, self.forward_button, self.slider):
+        for w in (self.first_button, self.back_button, self.forward_button, self.last_button, self.slider):
             w.setEnabled(n > 0)
         self.play_button.setEnabled(n > 1)
         if n == 0:

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFrame, QGridLayout, QHBo
 
 from ...core.schedule import KINDS, NoiseSchedule
 from .base import Panel
+from .schedule_extras import attach_extras
 from .schedule_form import ScheduleForm
 from .schedule_plots import CURVES, SchedulePlots, curve_icon
 
@@ -114,6 +115,7 @@ class SchedulePanel(Panel):
         self._restore()
         self.form.set_schedule(state.schedule)
         self._replot()
+        attach_extras(self)  # sampling cursor, x_T warning, comparison images (schedule_extras.py)
 
     def sizeHint(self) -> QSize:
         return QSize(400, 760)
