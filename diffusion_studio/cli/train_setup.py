@@ -109,10 +109,16 @@ def _build_schedule(kind: str, T: int, beta_start: float | None, beta_end: float
         raise UsageError(f"invalid schedule: {one_line(e)}") from None
 
 
-def _check_batch(batch: int, ds) -> None:
+def _check_batch(batch: int, ds, explicit: bool = True) -> int:
+    """The batch to train with: one the user asked for must fit the data; a default is cut to the dataset's size."""
     if batch > len(ds):
-        raise UsageError(f"argument --batch: {batch} is larger than the dataset ({plural(len(ds), 'image')} in "
-                         f"{ds.name or ds.spec}); use --batch {len(ds)} or fewer")
+        if explicit:
+            raise UsageError(f"argument --batch: {batch} is larger than the dataset ({plural(len(ds), 'image')} in "
+                             f"{ds.name or ds.spec}); use --batch {len(ds)} or fewer")
+        echo(f"batch     {len(ds)}: the whole dataset ({plural(len(ds), 'image')}), as the default batch {batch} "
+             f"is larger (--batch N to choose)")
+        return len(ds)
+    return batch
 
 
 def _validate_config(cfg) -> None:
@@ -162,7 +168,7 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
 
     ds = _load_data(args.data, size, args.channels, wants_bar(args))
     _describe_data(ds)
-    _check_batch(cfg.batch_size, ds)
+    cfg.batch_size = _check_batch(cfg.batch_size, ds, explicit=args.batch is not None)
     num_classes = None
     if cfg.class_conditional:
         if ds.labels is None:
@@ -249,7 +255,9 @@ def setup_resume(args, out: Path, ckpt_path: Path):
             raise CliError(f"{e} (reloading the run's data {spec}; give --data to load it from elsewhere)") from None
         raise
     _describe_data(ds)
-    _check_batch(cfg.batch_size, ds)
+    batch = _check_batch(cfg.batch_size, ds, explicit=args.batch is not None)
+    if batch != cfg.batch_size:
+        cfg.batch_size = overrides["batch_size"] = batch
     if cfg.class_conditional and ds.labels is None:
         raise UsageError(f"argument --data: the run is class-conditional but {ds.name or ds.spec} has no labels")
     _truncate_metrics(out / "metrics.jsonl", ckpt.step)

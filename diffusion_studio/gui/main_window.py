@@ -38,6 +38,7 @@ class MainWindow(QMainWindow):
         self.training = TrainingPanel(*args)
         self.sampling = SamplingPanel(*args)
         self.panels = [self.images, self.forward, self.schedule, self.training, self.sampling]
+        self.images.training_data_chosen.connect(self.training.form.set_dataset_spec)
 
         self.tabs = QTabWidget()
         self.tabs.setObjectName("tabs")
@@ -52,6 +53,8 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._closing = False
         self._restore()
+        if not self.training.extras.offer.isHidden():  # an interrupted run: the offer to continue it is in view
+            self.show_panel(self.training)
 
     # ---- layout ---------------------------------------------------------------------------------------------------
     def _dock(self, panel, area) -> QDockWidget:
@@ -187,6 +190,9 @@ class MainWindow(QMainWindow):
     # ---- closing --------------------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
         """Stop background work (training saves its checkpoint as it stops), join the workers, remember the layout."""
+        if not self._closing and not self.training.extras.may_close(self):  # training runs: asked first
+            event.ignore()
+            return
         if not self._closing:
             self._closing = True
             self.save_settings()

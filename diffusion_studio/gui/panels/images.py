@@ -27,6 +27,7 @@ class ImagesPanel(Panel):
     title = "Images"
     settings_group = "images"
     load_finished = Signal(object)   # LoadResult, or None when the load failed or was cancelled
+    training_data_chosen = Signal(str)  # "Use as training data": the Training tab selects this spec
 
     def __init__(self, state, pool, settings, parent=None):
         super().__init__(state, pool, settings, parent)
@@ -394,7 +395,8 @@ class ImagesPanel(Panel):
             self._set_error("open a folder or a built-in dataset to train on")
             return
         self.state.set_dataset(self._collection_spec)
-        self.state.message.emit(f"Training data: {self._collection_spec}")
+        self.training_data_chosen.emit(self._collection_spec)
+        self.state.message.emit(f"Training data: {self._collection_spec} (selected in the Training tab)")
 
     def _show_dataset(self, spec) -> None:
         self.dataset_label.setText(f"Training data: {spec}" if spec else "Training data: not chosen yet")

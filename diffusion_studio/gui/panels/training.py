@@ -14,8 +14,10 @@ from ..workers import GeneratorWorker
 from .base import Panel
 from .training_form import TrainingForm
 from .training_plots import TrainingView
+from .training_extras import TrainingExtras
+from .training_session import RunNote, StepPreview, new_named_run_dir, run_label
 from .training_worker import (MANIFEST, FIDPoint, RunHandle, RunOutcome, RunRequest, RunStarted, check_request,
-                              fid_extractor_for, load_job, new_run_dir, runs_dir, save_job, training_run)
+                              fid_extractor_for, load_job, runs_dir, save_job, training_run)
 
 
 class TrainingPanel(Panel):
@@ -121,6 +123,7 @@ class TrainingPanel(Panel):
         lay = QHBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.splitter)
+        self.extras = TrainingExtras(self, box_lay)
         self._restore_settings()
         self._update_buttons()
 
@@ -138,8 +141,7 @@ class TrainingPanel(Panel):
 
     def _update_buttons(self) -> None:
         running = self.running
-        self.start_button.setEnabled((not running or self.paused) and self._loader is None)
-        self.start_button.setText("Resume" if self.paused else "Start")
+        self.start_button.setEnabled(not running and self._loader is None)  # Pause (→ Resume) toggles a paused run
         self.pause_button.setEnabled(running and not self._stopping)
         self.pause_button.setText("Resume" if self.paused else "Pause")
         self.stop_button.setEnabled(running and not self._stopping)
@@ -152,10 +154,13 @@ class TrainingPanel(Panel):
         self.error_label.setText(message)
         self.error_label.show()
         self.state.message.emit(f"Training: {message}")
+        self.extras.status_line = f"Training: {message}"
 
     def clear_error(self) -> None:
         self.error_label.clear()
         self.error_label.hide()
+        if getattr(self, "extras", None) is not None:
+            self.extras.clear_status_line()
 
     # ---- settings ------------------------------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -176,7 +181,7 @@ class TrainingPanel(Panel):
             raise ValueError(f"Learning rate (lr): {text!r} is not a number (write e.g. 2e-4)") from None
         spec = f.spec()
         fid_every = f.fid_spin.value() if f.fid_check.isChecked() and f.fid_check.isEnabled() else 0
-        config = TrainConfig(steps=f.steps_spin.value(), batch_size=f.batch_spin.value(), lr=lr,
+        config = TrainConfig(steps=f.steps_spin.value(), batch_size=f.batch_spin.value() or self.extras.default_batch, lr=lr,
                              ema_decay=f.ema_spin.value(), device=f.device_combo.currentData(),
                              precision=f.precision_combo.currentData(), preview_every=f.preview_spin.value(),
                              checkpoint_every=f.save_every_spin.value())
@@ -184,7 +189,7 @@ class TrainingPanel(Panel):
                          schedule=self.state.schedule, config=config, out=Path("."),
                          resume=self.resume_checkpoint, model_device=self.state.device,
                          fid_every=fid_every, fid_extractor=fid_extractor_for(spec) if fid_every else None,
-                         fid_samples=self.fid_samples)
+                         fid_samples=self.fid_samples, auto_batch=f.batch_spin.value() == 0)
         check_request(req)
         return req
 
@@ -199,7 +204,8 @@ class TrainingPanel(Panel):
                                  f"or clear the field for a new run folder")
             return folder / MANIFEST
         try:
-            folder = new_run_dir(runs_dir(self.setting("runs_dir", "", str)))
+            folder = new_named_run_dir(runs_dir(self.setting("runs_dir", "", str)),
+                                       run_label(req.dataset_spec, req.preset, req.image_size))
         except OSError as e:
             raise ValueError(f"checkpoint folder: cannot create a run folder ({e.strerror or e})") from None
         handle.created_dir = folder
@@ -232,6 +238,7 @@ class TrainingPanel(Panel):
         schedule = req.resume.schedule if req.resume is not None else req.schedule
         start_step = req.resume.step if req.resume is not None else 0
         self.view.reset(schedule.T, req.config.buckets, req.config.steps, start_step, fid=req.fid_every > 0)
+        self.extras.run_starting(req)
         worker = GeneratorWorker(lambda: training_run(req, handle), "training")
         worker.yielded.connect(self._on_item)
         worker.errored.connect(self._on_error)
@@ -303,6 +310,8 @@ class TrainingPanel(Panel):
             self.run_started.emit(item)
         elif isinstance(item, FIDPoint):
             self.view.fid_plot.add(item)
+        elif isinstance(item, (RunNote, StepPreview)):
+            self.extras.on_item(item)
 
     def _on_error(self, message: str) -> None:
         self._run_error = message
@@ -319,6 +328,8 @@ class TrainingPanel(Panel):
         if self.running and not self.paused and not self._stopping:
             total = f"/{ev.total_steps}" if ev.total_steps else ""
             self.state.set_busy("training", f"training step {ev.step}{total}")
+        elif self.paused and not self._stopping:  # the step under way when Pause came: header and status agree
+            self.state.set_busy("training", f"training paused at step {ev.step}")
 
     def _on_finished(self) -> None:
         handle, error = self.handle, self._run_error
@@ -351,6 +362,7 @@ class TrainingPanel(Panel):
             name = f"{path.parent.name} · step {handle.checkpoint.step}"
             self.state.set_model(LoadedModel(name=name, checkpoint=handle.checkpoint, model=handle.model,
                                              device=self.state.device))
+        self.extras.run_finished(reason, handle, step, path)
         self._update_buttons()
         self.run_finished.emit(RunOutcome(reason, step, path, error or ""))
 
@@ -431,6 +443,7 @@ class TrainingPanel(Panel):
         self.form.show_resume(ckpt, ckpt.path.parent.name)
         self._show_schedule()
         self.info_label.setText(f"Loaded {ckpt.path} at step {ckpt.step:,}; Start continues it")
+        self.extras.checkpoint_loaded(ckpt)
         self._update_buttons()
         self.checkpoint_loaded.emit(ckpt)
 

@@ -20,6 +20,7 @@ from ...core.device import resolve_device, resolve_precision
 from ...core.schedule import NoiseSchedule
 from ...core.training import TrainConfig, Trainer
 from ...core.unet import UNet, count_parameters, preset_config
+from .training_session import MetricsLog, RunNote, first_preview, fit_batch
 
 RUNS_ENV = "DIFFUSION_STUDIO_RUNS"
 MANIFEST = "checkpoint.json"
@@ -48,6 +49,7 @@ class RunRequest:
     fid_every: int = 0                         # 0: no FID
     fid_extractor: str | None = None           # e.g. "builtin:digits"
     fid_samples: int = 256
+    auto_batch: bool = False                   # the batch was not chosen by the user: cut it to a small dataset
 
 
 @dataclass
@@ -235,11 +237,15 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
     from ...data import load_dataset
 
     trainer = None
+    metrics = None
     threads_before = leave_a_core_to_the_gui()
     try:
         channels = req.resume.model_config.in_channels if req.resume is not None else None
         size = req.resume.model_config.image_size if req.resume is not None else req.image_size
         data = load_dataset(req.dataset_spec, size, channels, cancel=handle.cancel.is_set)
+        note = fit_batch(req.config, len(data), explicit=not req.auto_batch or req.resume is not None)
+        if note:
+            yield RunNote(note)
         if req.resume is not None:
             c = req.config
             trainer = Trainer.resume(req.resume, data, out=req.out, steps=c.steps, batch_size=c.batch_size, lr=c.lr,
@@ -255,6 +261,8 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
                          total_steps=trainer.config.steps, parameters=count_parameters(trainer.model),
                          device=str(trainer.device), precision=trainer.precision, out=req.out,
                          resumed=req.resume is not None)
+        metrics = MetricsLog(Path(req.out).parent, trainer.step)
+        yield from first_preview(trainer, handle)
         extractor = _fid_extractor(req, trainer) if req.fid_every else None
         events = trainer.run()
         while True:
@@ -262,12 +270,15 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
                 ev = next(events, None)
             if ev is None:
                 return
+            metrics.add(ev)
             if ev.checkpoint is not None:
                 handle.saved_path, handle.saved_step = Path(ev.checkpoint), ev.step
             yield ev
             if extractor is not None and (ev.step % req.fid_every == 0 or ev.done):
                 yield from _fid_point(req, handle, trainer, data, extractor, ev.step)
     finally:
+        if metrics is not None:
+            metrics.close()
         if trainer is not None:
             _final_save(req, handle, trainer)
             if not handle.closing and handle.saved_path is not None:
