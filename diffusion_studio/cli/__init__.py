@@ -12,6 +12,7 @@ from .common import (PRESET_NAMES, PROG, SCHEDULE_KINDS, CliError, Formatter, Pa
 from .info import add_export_parser, add_info_parser
 from .sample import add_sample_parser
 from .train import add_train_parser
+from .train_autoencoder import add_train_autoencoder_parser
 
 __all__ = ["main", "build_parser", "PROG", "PRESET_NAMES", "SCHEDULE_KINDS", "UsageError", "CliError", "Stopped"]
 
@@ -45,6 +46,7 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, d
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     common = common_options()
     add_train_parser(sub, common)
+    add_train_autoencoder_parser(sub, common)
     add_sample_parser(sub, common)
     add_info_parser(sub, common)
     add_export_parser(sub, common)

@@ -39,8 +39,8 @@ class UNetConfig:
         def bad(field_name: str, why: str) -> ValueError:
             return ValueError(f"{field_name}: {why}")
 
-        if self.in_channels not in (1, 3):
-            raise bad("in_channels", f"must be 1 or 3, got {self.in_channels}")
+        if not 1 <= self.in_channels <= 64:  # 1 or 3 for images; a latent model has its autoencoder's channels
+            raise bad("in_channels", f"must be in 1..64, got {self.in_channels}")
         if self.image_size < 2 or self.image_size % self.divisor:
             raise bad("image_size", f"{self.image_size} is not divisible by {self.divisor} "
                       f"(2^{self.levels - 1}, one halving per level of {self.levels})")
