@@ -21,31 +21,17 @@ import torch
 
 from diffusion_studio.core.samplers import sample, spaced_timesteps
 from diffusion_studio.core.schedule import NoiseSchedule
+from gaussian_oracle import MU, S, np_betas
+from gaussian_oracle import exact_eps as _exact_eps
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-MU, S = 0.3, 0.5
 S2 = S * S
 SHAPE = (4000, 8)  # 32 000 numbers per run: under torch's parallel grain, so one thread does it without contention
 
 
-def np_betas(kind: str, T: int) -> np.ndarray:
-    if kind == "linear":
-        return np.linspace(1e-4, 0.02, T)
-    s = 0.008
-    f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * np.pi / 2) ** 2
-    return np.minimum(1 - f[1:] / f[:-1], 0.999)
-
-
 def exact_eps(alpha_bars: np.ndarray):
-    ab_t = torch.tensor(alpha_bars, dtype=torch.float64)
-
-    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = ab_t[t[:1]].to(x.dtype)  # the samplers give the whole batch one t
-        assert bool((t == t[0]).all())
-        return (1 - ab).sqrt() * (x - ab.sqrt() * MU) / (ab * S2 + 1 - ab)
-
-    return fn
+    return _exact_eps(alpha_bars, MU, S, same_t=True)  # the samplers give the whole batch one t
 
 
 def reference(alpha_bars: np.ndarray, ts: list[int], method: str, variance: str = "beta_tilde", eta: float = 0.0):
