@@ -107,3 +107,48 @@ def test_every_glyph_on_screen_is_in_dejavu_also_while_frames_play(qtbot, window
         bar.set_count(0)
     missing = {ch: t for t in texts for ch in t if not ch.isspace() and not font.supportsCharacter(ord(ch))}
     assert not missing, {f"U+{ord(c):04X}": t for c, t in missing.items()}
+
+
+# ---- bug 8: the Sampling tab's first look ---------------------------------------------------------------------------
+def _trained_model(tmp_path):
+    import torch
+
+    from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
+    from diffusion_studio.core.unet import UNet, preset_config
+    from diffusion_studio.gui.state import LoadedModel
+
+    torch.manual_seed(0)
+    cfg = preset_config("tiny", 8, 1)
+    model = UNet(cfg)
+    meta = {"step": 3, "model": cfg.to_dict(), "schedule": NoiseSchedule.create("linear", 30).to_dict(),
+            "data": {"spec": "test"}}
+    path = save_checkpoint(tmp_path / "trained" / "checkpoint.json", {"ema": dict(model.state_dict())}, meta)
+    ckpt = load_checkpoint(path)
+    return LoadedModel(name="trained · step 3", checkpoint=ckpt, model=ckpt.build_model("cpu"), device="cpu")
+
+
+def test_sampling_first_look_is_a_quick_ddim_run_on_the_shipped_model_with_a_caption(qtbot, settings, tmp_path):
+    from diffusion_studio.gui.main_window import MainWindow
+    from diffusion_studio.gui.panels.sampling_models import TRAINED
+
+    settings.setValue("sampling/sampler", 0)  # remembered from an earlier session: DDPM with all T steps
+    settings.setValue("sampling/n_images", 4)
+    win = MainWindow(settings, device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    panel = win.sampling
+    win.state.set_model(_trained_model(tmp_path))  # a training run just finished: its model is still noise
+    with qtbot.waitSignal(panel.run_finished, timeout=120_000):
+        win.show_panel(panel)  # the newcomer opens the Sampling tab
+    assert panel.loaded.name == "builtin:digits"
+    assert panel.job.sampler == "ddim" and panel.job.steps <= 20
+    assert panel.controls.sampler == ("ddpm", "beta_tilde")  # the user's own choice is kept for ▶ Sample
+    caption = panel.t_label.text()
+    assert "builtin:digits" in caption and "DDIM, 20 steps" in caption and "seed 0" in caption
+    assert panel.x_pane.current is not None and panel.frames
+
+    # Switching to the trained model: the digits model's frames leave the screen.
+    panel.chooser.select(TRAINED)
+    assert panel.loaded.name.startswith("trained")
+    assert panel.frames == [] and panel.x_pane.current is None and "builtin:digits" not in panel.t_label.text()
+    win.close()

@@ -17,6 +17,7 @@ from .base import Panel
 from .sampling_controls import SamplerControls
 from .sampling_frames import (EPS_SCALE, RecordedFrame, SamplingJob, StepTick, gif_frames, gif_scale,
                               sampling_factory)
+from .sampling_first_look import describe_job, quick_job
 from .sampling_models import ModelChooser
 from .sampling_player import PaneGrid, PlayerBar
 from .sampling_tabs import SamplingTabs
@@ -175,6 +176,8 @@ class SamplingPanel(Panel):
         return self.chooser.loaded
 
     def _on_model(self, model: LoadedModel) -> None:
+        if self.frames and getattr(self, "_made_with", None) is not model and not self.running:
+            self._clear_frames()  # the other model's frames must not stay on screen under this one's name
         self.controls.set_model(model)
         self._idle_hint()
         self.error_label.hide()
@@ -208,7 +211,9 @@ class SamplingPanel(Panel):
             self._shown_once = True
             # First look at the tab: load the shipped model and, unless turned off, start animating it at once, so a
             # newcomer sees noise become digits before training anything.
-            if self.chooser.select_default() and self.setting("autostart", True, bool) and not self.running:
+            # The shipped model, unless the user picked another (a just-trained model is still noisy); DDIM, few steps.
+            if self.chooser.select_first_look() and self.setting("autostart", True, bool) and not self.running:
+                self._quick_next = True
                 if self.loaded is not None:
                     self.start()
                 else:
@@ -245,7 +250,13 @@ class SamplingPanel(Panel):
                 self._start_after_load = True
                 self.state.message.emit("Sampling will start when the model has loaded")
                 return
-        self.job = job = self.controls.job()
+        job = self.controls.job()
+        if getattr(self, "_quick_next", False):
+            self._quick_next = False
+            job = quick_job(job, self.loaded.schedule.T)
+        self.job = job
+        self.made_by = describe_job(self.loaded.name, job)  # every frame of this run is captioned with it
+        self._made_with = self.loaded
         self._run_T = self.loaded.schedule.T
         self.error_label.hide()
         self.player_bar.pause()
@@ -356,9 +367,20 @@ class SamplingPanel(Panel):
         at = "none yet" if f.t_model is None else f"at t = {f.t_model + 1}"  # where ε_θ ran to make this x
         self.x0_pane.set_title(f"predicted x₀ ({at})")
         self.eps_pane.set_title(f"predicted ε ÷ {EPS_SCALE:g} ({at})")
-        self.t_label.setText(f"t = {f.paper_t} / {self._run_T}   ·   step {f.step} / {f.n_steps}")
+        self.t_label.setText(f"t = {f.paper_t} / {self._run_T}   ·   step {f.step} / {f.n_steps}"
+                             f"<br><span style='font-size:small; font-weight:normal'>{self.made_by}</span>")
         self.tabs.run_curves.set_cursor(f.paper_t if f.t_model is None else f.t_model + 1)
         self.state.set_reverse_t(f.paper_t, self._run_T)  # the Schedule dock's sampling cursor follows
+
+    def _clear_frames(self) -> None:
+        self.frames = []
+        self.player_bar.set_count(0)
+        for pane in (self.x_pane, self.x0_pane, self.eps_pane):
+            pane.clear_image()
+        self.t_label.setText("t = –")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
 
     @property
     def shown_index(self) -> int:

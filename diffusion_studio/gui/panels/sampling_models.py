@@ -43,6 +43,7 @@ class ModelChooser(QWidget):
         self._worker: GeneratorWorker | None = None
         self._pending: str | None = None
         self.last_dir = ""
+        self.user_picked = False  # the user chose a model (combo or file): the first look then samples that one
         self.builtins = builtin_models()
 
         lay = QVBoxLayout(self)
@@ -87,6 +88,16 @@ class ModelChooser(QWidget):
         self.select(f"builtin:{name}")
         return True
 
+    def select_first_look(self) -> bool:
+        """The model the Sampling tab first animates: the user's pick, else the shipped one (not a just-trained,
+        still noisy model); True when one is loading or in use."""
+        if self.user_picked or not self.builtins:
+            return self.select_default()
+        name = DEFAULT_BUILTIN if DEFAULT_BUILTIN in self.builtins else next(iter(self.builtins))
+        if self.current_key != f"builtin:{name}" and self._pending != f"builtin:{name}":
+            self.select(f"builtin:{name}")
+        return True
+
     def select(self, key: str) -> None:
         """Make the model named by a combo key the one in use (loading it if needed)."""
         if key == TRAINED:
@@ -107,6 +118,7 @@ class ModelChooser(QWidget):
         """Load a checkpoint file (manifest .json, its folder, or a .safetensors) in the background."""
         p = Path(path).expanduser()
         self.last_dir = str(p.parent)
+        self.user_picked = True
         return self._load(f"file:{p.resolve()}", p, short_name(p))
 
     def open_dialog(self) -> None:
@@ -122,6 +134,7 @@ class ModelChooser(QWidget):
     # ---- internals ------------------------------------------------------------------------------------------------
     def _on_activated(self, index: int) -> None:
         key = self.combo.itemData(index)
+        self.user_picked = self.user_picked or key != OPEN
         if key == OPEN:
             self._show_current()
             self.open_dialog()
