@@ -31,6 +31,10 @@ def cmd_info(args) -> int:
     from ..core.checkpoint import load_checkpoint
     from ..resources import resolve_model_spec
 
+    from .latent_setup import autoencoder_info
+
+    if autoencoder_info(args.checkpoint, args.json):  # an autoencoder (AE_DIR, its autoencoder.json, builtin:NAME)
+        return 0
     ckpt = load_checkpoint(resolve_model_spec(args.checkpoint))
     meta = ckpt.meta
     if args.json:
@@ -49,6 +53,9 @@ def cmd_info(args) -> int:
     echo(f"model      {mc.preset or 'custom'}: {params:,} parameters, {mc.image_size}x{mc.image_size}x"
          f"{mc.in_channels}{classes}")
     echo(f"schedule   {ckpt.schedule.describe()}")
+    from ..core.latent import space_label
+
+    echo(f"space      {space_label(meta)}")
     target = f" of {train['steps']}" if train.get("steps") else ""
     loss = meta.get("last_loss")
     loss_text = f", last loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
@@ -77,7 +84,7 @@ def cmd_export(args) -> int:
     group = args.weights if args.weights in ckpt.tensors else "model"
     if group not in ckpt.tensors:
         raise CliError(f"{ckpt.path.name}: holds no {args.weights} weights")
-    keep = ("step", "model", "schedule", "data", "train", "elapsed_s", "last_loss")
+    keep = ("step", "model", "schedule", "data", "train", "elapsed_s", "last_loss", "latent")
     meta = {k: ckpt.meta[k] for k in keep if k in ckpt.meta}
     meta["exported"] = {"from_weights": group, "note": args.note}
     out = Path(args.out)
@@ -85,7 +92,10 @@ def cmd_export(args) -> int:
         raise CliError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     # Saved as the "ema" group: loaders sample from it whichever weights it came from.
-    path = save_checkpoint(out / "checkpoint.json", {"ema": ckpt.tensors[group]}, meta)
+    kept = {"ema": ckpt.tensors[group]}
+    if "autoencoder" in ckpt.tensors:  # a latent model keeps the decoder it was trained with
+        kept["autoencoder"] = ckpt.tensors["autoencoder"]
+    path = save_checkpoint(out / "checkpoint.json", kept, meta)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     echo(f"exported {group} weights of step {ckpt.step} to {path} ({size / 1e6:.1f} MB)")
     return 0

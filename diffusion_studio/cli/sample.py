@@ -89,7 +89,10 @@ def cmd_sample(args) -> int:
     out = out_folder(args.out)
     device, precision = check_device(args.device, args.precision)
 
-    ckpt = load_checkpoint(resolve_model_spec(args.model), groups=("model", "ema"))
+    ckpt = load_checkpoint(resolve_model_spec(args.model), groups=("model", "ema", "autoencoder"))
+    from .latent_setup import sample_space
+
+    args.space = sample_space(ckpt, device)  # a latent model decodes with its own embedded autoencoder
     mc, schedule = ckpt.model_config, ckpt.schedule
     T = schedule.T
     if args.sampler == "ddim":
@@ -115,6 +118,7 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
     from ..core.samplers import sample_frames, spaced_timesteps
     from ..core.training import model_fn
     from ..data.convert import make_grid, save_gif, save_grid, save_png
+    from .latent_setup import gif_picture
 
     mc, schedule = ckpt.model_config, ckpt.schedule
     model = ckpt.build_model(device)
@@ -146,11 +150,11 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
             for frame in sample_frames(fn, schedule, (size, mc.in_channels, mc.image_size, mc.image_size),
                                        args.sampler, seed=args.seed + b, every=1, include_start=want_gif, **kw):
                 if want_gif and (frame.step % gif_every == 0 or frame.is_final):
-                    gif_frames.append(make_grid(frame.x[:GIF_SAMPLES].clamp(-1, 1).cpu()))
+                    gif_frames.append(make_grid(gif_picture(args.space, frame, GIF_SAMPLES)))
                 if frame.step and bar is not None:
                     bar.update(1)
                 if frame.is_final:
-                    final = frame.x.clamp(-1, 1).cpu()
+                    final = args.space.decode(frame.x).clamp(-1, 1).cpu()
             assert final is not None
             for i in range(size):
                 save_png(final[i], out / f"sample_{written:0{digits}d}.png")
@@ -163,7 +167,8 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
         if bar is not None:
             bar.close()
     took = time.perf_counter() - t0
-    echo(f"wrote {plural(written, 'image')} ({mc.image_size}x{mc.image_size}, {args.sampler}, {n_steps} steps) "
+    side = getattr(args.space, "config", mc).image_size
+    echo(f"wrote {plural(written, 'image')} ({side}x{side}, {args.sampler}, {n_steps} steps) "
          f"to {out} in {fmt_duration(took)}")
     if args.grid is not None:
         shown = torch.cat(grid_samples)[:GRID_MAX]

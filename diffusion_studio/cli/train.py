@@ -15,6 +15,7 @@ from .. import __version__
 from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS_HELP,
                      UNIT_HALF_OPEN, UNIT_OPEN, Lines, Stopped, add_command, echo, fmt_duration, int_at_least,
                      make_bar, out_folder, plural, set_threads, wants_bar, write_text_atomic)
+from .latent_setup import add_latent_option
 from .train_setup import TRAIN_DEFAULTS, setup_fresh, setup_resume
 
 
@@ -40,6 +41,7 @@ def add_train_parser(sub, common) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue the run in RUN_DIR from its checkpoint, up to --steps in total")
     g.add_argument("--overwrite", action="store_true", help="start afresh in a RUN_DIR that already holds a run")
+    add_latent_option(g)
 
     g = p.add_argument_group("model and schedule")
     g.add_argument("--model", metavar="PRESET", choices=PRESET_NAMES,

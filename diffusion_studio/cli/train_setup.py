@@ -146,11 +146,16 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     from ..core.training import TrainConfig, Trainer
     from ..core.unet import preset_config
 
-    preset, size = _pick(args.model, "model"), _pick(args.size, "size")
+    from . import latent_setup
+
+    space = latent_setup.load_space(args)
+    preset = _pick(args.model, "model")
+    size = latent_setup.image_size(space, args.size, TRAIN_DEFAULTS["size"])
+    unet_size, _ = latent_setup.unet_shape(space, size, args.channels or 3)
     try:
-        preset_config(preset, size, args.channels or 3)
+        preset_config(preset, unet_size, args.channels or 3)
     except ValueError as e:
-        raise _size_error(preset, size, e) from None
+        raise _size_error(preset, unet_size, e) from None
     schedule = _build_schedule(_pick(args.schedule, "schedule"), _pick(args.T, "T"), args.beta_start, args.beta_end)
     steps = None if args.minutes is not None else _pick(args.steps, "steps")
     cfg = TrainConfig(
@@ -175,12 +180,15 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
             raise UsageError(f"argument --class-conditional: {ds.name or ds.spec} has no labels (a folder gives "
                              f"labels when its images sit in one subfolder per class)")
         num_classes = ds.num_classes
-    model_config = preset_config(preset, size, ds.channels, num_classes)
+    latent_setup.check_channels(space, ds)
+    model_config = preset_config(preset, *latent_setup.unet_shape(space, size, ds.channels), num_classes)
 
     if args.overwrite and out.is_dir():
         _clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(model_config, schedule, ds, cfg, out=ckpt_path, data_info=_data_info(ds, args.data))
+    info = _data_info(ds, args.data)
+    data = latent_setup.encode(space, ds, cfg.flip, info)
+    trainer = latent_setup.make_trainer(space, model_config, schedule, data, cfg, out=ckpt_path, data_info=info)
     return trainer, 0
 
 
@@ -202,10 +210,15 @@ def setup_resume(args, out: Path, ckpt_path: Path):
     if "optim" not in ckpt.tensors or "rng" not in ckpt.tensors:
         raise CliError(f"{ckpt_path}: holds no training state (an exported model), so it cannot be resumed")
     mc, sched, stored = ckpt.model_config, ckpt.schedule, dict(ckpt.meta.get("train", {}))
+    from . import latent_setup
+
+    space = latent_setup.resume_space(args, ckpt)  # a latent run keeps its embedded autoencoder
+    img_size, img_channels = ((space.config.image_size, space.config.image_channels) if space is not None
+                              else (mc.image_size, mc.in_channels))
 
     _same("--model", args.model, mc.preset)
-    _same("--size", args.size, mc.image_size)
-    _same("--channels", args.channels, mc.in_channels)
+    _same("--size", args.size, img_size)
+    _same("--channels", args.channels, img_channels)
     _same("--class-conditional", args.class_conditional, bool(stored.get("class_conditional")),
           "class conditioning" if stored.get("class_conditional") else "no class conditioning")
     _same("--seed", args.seed, stored.get("seed"))
@@ -249,7 +262,7 @@ def setup_resume(args, out: Path, ckpt_path: Path):
     if not spec:
         raise UsageError("the checkpoint does not record its data; give --data")
     try:
-        ds = _load_data(spec, mc.image_size, mc.in_channels, wants_bar(args))
+        ds = _load_data(spec, img_size, img_channels, wants_bar(args))
     except Exception as e:
         if args.data is None and type(e).__name__ in ("DataError", "LoadCancelled"):
             raise CliError(f"{e} (reloading the run's data {spec}; give --data to load it from elsewhere)") from None
@@ -261,7 +274,8 @@ def setup_resume(args, out: Path, ckpt_path: Path):
     if cfg.class_conditional and ds.labels is None:
         raise UsageError(f"argument --data: the run is class-conditional but {ds.name or ds.spec} has no labels")
     _truncate_metrics(out / "metrics.jsonl", ckpt.step)
-    trainer = Trainer.resume(ckpt, ds, out=ckpt_path, **overrides)
+    data = latent_setup.encode(space, ds, cfg.flip, ckpt.meta.get("data") or _data_info(ds, spec))
+    trainer = latent_setup.resume_trainer(space, ckpt, data, ckpt_path, **overrides)
     if args.data is not None:
         trainer.data_info = _data_info(ds, args.data)
     return trainer, ckpt.step
