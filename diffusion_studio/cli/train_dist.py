@@ -47,7 +47,14 @@ def launch_if_asked(args) -> int | None:
         raise UsageError("argument --nproc: this process was already started by torchrun; drop --nproc")
     if n == 1:
         return None
+    _check_batch(getattr(args, "batch", None), n, "--nproc")
     return _launch(n, _without_nproc(args.argv))
+
+
+def _check_batch(batch: int | None, n: int, what: str) -> None:
+    if batch is not None and batch % n:
+        raise UsageError(f"argument --batch: the global batch {batch} does not split evenly over the {n} processes "
+                         f"of {what}; use a multiple of {n}")
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -115,6 +122,8 @@ def distributed_run(args) -> Iterator:
         ctx = distributed.init(getattr(args, "device", None) or "auto", getattr(args, "dist_timeout", None))
     except distributed.DistributedError as e:
         raise CliError(str(e)) from None
+    if ctx.active:
+        _check_batch(getattr(args, "batch", None), ctx.world_size, "this run")
     saved_stdout = sys.stdout
     if not ctx.is_main:
         args.quiet = True  # no progress bar
