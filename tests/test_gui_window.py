@@ -17,7 +17,7 @@ MENUS = {
     "File": ["Open Images…", "Open Folder…", "Open Checkpoint…", "Save Checkpoint…", "Export", "Quit"],
     "View": ["Forward process", "Training", "Sampling", "Images", "Schedule", "Reset Layout"],
     "Run": ["Start/Resume Training", "Pause Training", "Stop Training", "Sample", "Stop Sampling"],
-    "Help": ["About Diffusion Studio"],
+    "Help": ["About Diffusion Studio", "Tour"],
 }
 EXPORTS = ["Schedule Curves as CSV…", "Schedule Plot as PNG…", "Forward Filmstrip as PNG…", "Samples Grid as PNG…",
            "Sampling Animation as GIF…"]

@@ -329,8 +329,9 @@ def attach_tour(window) -> None:
     dock.hide()
     help_menu = next((a.menu() for a in window.menuBar().actions() if a.menu() and "Help" in a.text()), None)
     if help_menu is not None:
-        act = help_menu.addAction("&Tour: the equations, step by step")
+        act = help_menu.addAction("&Tour")
         act.setObjectName("tourAction")
+        act.setStatusTip("A guided tour through the seeds' equations, each with a Show me button")
         act.triggered.connect(lambda _c=False: start_tour(window))
         window.tour_action = act
     window.tour_offer = None
