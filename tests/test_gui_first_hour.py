@@ -152,3 +152,73 @@ def test_sampling_first_look_is_a_quick_ddim_run_on_the_shipped_model_with_a_cap
     assert panel.loaded.name.startswith("trained")
     assert panel.frames == [] and panel.x_pane.current is None and "builtin:digits" not in panel.t_label.text()
     win.close()
+
+
+# ---- the default window truncates no label; bug 6: Continue's labels --------------------------------------------
+def _truncated(window) -> list:
+    """Every visible text that does not fit: a label or button narrower than its text, a combo whose field is
+    narrower than its current item, a wrapped label lower than its text needs at its width."""
+    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel, QStyle, QStyleOptionComboBox
+
+    out = []
+    for w in window.findChildren(QLabel):
+        if not w.isVisible() or not w.text():
+            continue
+        if w.wordWrap():
+            need = w.heightForWidth(w.contentsRect().width())
+            if w.height() + 1 < need:
+                out.append(("wrapped label", w.objectName(), w.text()[:50], w.height(), need))
+        elif w.sizeHint().width() > w.width() + 1:
+            out.append(("label", w.objectName(), w.text()[:50], w.width(), w.sizeHint().width()))
+    for w in window.findChildren(QAbstractButton):
+        if not w.isVisible() or not w.text():
+            continue
+        icon = w.iconSize().width() + 4 if not w.icon().isNull() else 0
+        box = 22 if w.metaObject().className() in ("QCheckBox", "QRadioButton") else 8
+        need = w.fontMetrics().horizontalAdvance(w.text().replace("&", "")) + icon + box
+        if need > w.width() + 1:
+            out.append(("button", w.objectName(), w.text()[:50], w.width(), need))
+    for w in window.findChildren(QComboBox):
+        if not w.isVisible() or not w.currentText():
+            continue
+        opt = QStyleOptionComboBox()
+        w.initStyleOption(opt)
+        field = w.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
+                                         QStyle.SubControl.SC_ComboBoxEditField, w)
+        need = w.fontMetrics().horizontalAdvance(w.currentText())
+        if need > field.width() + 1:
+            out.append(("combo", w.objectName(), w.currentText()[:50], field.width(), need))
+    return out
+
+
+def test_the_default_window_truncates_no_label_also_after_continue(qtbot, settings, tmp_path):
+    from diffusion_studio.cli import main as cli_main
+    from diffusion_studio.gui.main_window import MainWindow
+
+    settings.setValue("sampling/autostart", False)
+    win = MainWindow(settings, device="cpu")
+    qtbot.addWidget(win)
+    win.resize(1280, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    assert win.width() <= 1280 and win.height() <= 800  # the window fits the size it is given
+    for i in range(win.tabs.count()):
+        win.tabs.setCurrentIndex(i)
+        _settle(qtbot)
+        assert not _truncated(win), (win.tabs.tabText(i), _truncated(win))
+
+    # Continue… a run: the Schedule label and "Start continues … (same weights, EMA, …)" are whole
+    run = tmp_path / "run"
+    assert cli_main(["train", "--data", "builtin:digits", "--size", "8", "--model", "tiny", "--T", "20", "--steps",
+                     "2", "--batch", "4", "--device", "cpu", "--out", str(run), "--quiet"]) == 0
+    win.show_panel(win.training)
+    with qtbot.waitSignal(win.training.checkpoint_loaded, timeout=60_000):
+        win.training.load_checkpoint(run / "checkpoint.json")
+    _settle(qtbot, 200)
+    form = win.training.form
+    assert form.resume_label.isVisible() and "streams" in form.resume_label.text()
+    assert not _truncated(win), _truncated(win)
+    win.resize(1600, 1000)
+    _settle(qtbot, 200)
+    assert not _truncated(win), _truncated(win)
+    win.close()

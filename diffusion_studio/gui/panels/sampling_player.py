@@ -248,6 +248,10 @@ class PaneGrid(QWidget):
         self._grid.setSpacing(4)
         self.columns = 0
         self._arrange(len(panes))
+        # It re-arranges into fewer columns when narrow, so its minimum is two columns' (not all panes in a row:
+        # that made the window wider than a 1280-px screen).
+        side = max(max(p.minimumWidth(), p.minimumSizeHint().width()) for p in panes)
+        self.setMinimumWidth(2 * side + self._grid.spacing())
 
     def best_columns(self, width: int, height: int) -> int:
         n = len(self.panes)

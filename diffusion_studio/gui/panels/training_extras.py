@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QEvent, QObject
 from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
                                QPushButton, QVBoxLayout)
 
@@ -70,8 +70,20 @@ class TrainingExtras(QObject):
         self.offer_continue.clicked.connect(self.continue_interrupted)
         self.offer_dismiss.clicked.connect(self.dismiss_interrupted)
         panel.run_started.connect(self._on_started)
+        # Wrapped labels in the form and the run box got one line's height (the scroll area lays its widget out by
+        # size hint, not height-for-width): "Start continues …" and the schedule were cut off, even at 1600 px.
+        self._wrapped = [form.schedule_label, form.resume_label, panel.info_label, panel.error_label, self.offer_label]
+        for label in self._wrapped:
+            label.installEventFilter(self)
         self._offered: Path | None = None
         self.offer_interrupted()
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj in self._wrapped and event.type() in (QEvent.Type.Resize, QEvent.Type.Show):
+            need = obj.heightForWidth(max(1, obj.width())) if obj.text() else 0
+            if need > 0 and obj.minimumHeight() != need:
+                obj.setMinimumHeight(need)
+        return False
 
     # ---- status line ------------------------------------------------------------------------------------------------
     def clear_status_line(self) -> None:
