@@ -101,14 +101,14 @@ def test_atomic_layout_and_old_weights_removed(tmp_path):
     man = json.loads(p1.read_text())
     assert man["format"] == "diffusion-studio-checkpoint" and man["step"] == 1
     assert man["sha256"] == hashlib.sha256(w1.read_bytes()).hexdigest()
-    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(["run.json", w1.name])
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([".lock", "run.json", w1.name])  # .lock: runlock
     # a second checkpoint in the same folder must survive the first one's saves
     other = save_checkpoint(tmp_path / "run-b", {"model": m.state_dict()}, meta(step=5))
     p2 = save_checkpoint(tmp_path / "run", {"model": random_model(4).state_dict()}, meta(step=2))
     w2 = _weights(p2)
     assert p2 == p1 and w2 != w1 and not w1.exists() and w2.exists()
     names = sorted(f.name for f in tmp_path.iterdir())
-    assert names == sorted(["run.json", w2.name, "run-b.json", _weights(other).name])  # no temp files left over
+    assert names == sorted([".lock", "run.json", w2.name, "run-b.json", _weights(other).name])  # no temp files left over
     assert load_checkpoint(p2).step == 2 and load_checkpoint(other).step == 5
     assert torch.equal(_out(load_checkpoint(p2).build_model()), _out(random_model(4)))
 

@@ -230,9 +230,10 @@ def test_cli_fid_on_a_folder_of_pngs(tmp_path, digits, digits_net):
 def test_cli_errors_are_value_errors(tmp_path):
     from diffusion_studio.data import save_png
     save_png(torch.zeros(1, 8, 8), tmp_path / "a" / "0.png")
-    with pytest.raises(ValueError, match="--features"):
+    from diffusion_studio.cli.common import UsageError  # a missing or wrong option is a usage error (exit 2)
+    with pytest.raises(UsageError, match="--features"):
         _run([str(tmp_path / "a"), str(tmp_path / "a")])
-    with pytest.raises(ValueError, match="FAKE"):
+    with pytest.raises(UsageError, match="FAKE"):
         _run(["builtin:digits"])
     with pytest.raises(ValueError):  # DataError is a ValueError
         _run(["builtin:digits", str(tmp_path / "absent"), "--features", "builtin:digits"])

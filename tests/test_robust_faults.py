@@ -138,7 +138,7 @@ def test_sigkill_mid_save_always_leaves_a_loadable_checkpoint(tmp_path):
     last = load_checkpoint(manifest)
     save_checkpoint(manifest, {"ema": last.tensors["ema"]},
                     {"step": 1, "model": last.meta["model"], "schedule": last.meta["schedule"]})
-    assert sorted(p.name for p in folder.iterdir() if p.suffix != ".safetensors") == ["checkpoint.json"]
+    assert sorted(p.name for p in folder.iterdir() if p.suffix != ".safetensors") == [".lock", "checkpoint.json"]
     assert len(list(folder.glob("*.safetensors"))) == 1
     assert load_checkpoint(manifest).step == 1
 

@@ -75,7 +75,23 @@ def float_in(lo: float, hi: float, lo_open: bool = True, hi_open: bool = True) -
     return parse
 
 
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    at_least = int_at_least(lo)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
 POSITIVE = int_at_least(1)
+# torch's thread pool crashes far below 65536 threads; more threads than 4× the cores only slow a run down.
+MAX_THREADS = max(256, 4 * (os.cpu_count() or 1))
+THREADS = int_in(1, MAX_THREADS)
 NON_NEGATIVE = int_at_least(0)
 UNIT_OPEN = float_in(0.0, 1.0)                 # β, lr
 UNIT_HALF_OPEN = float_in(0.0, 1.0, lo_open=False)  # EMA decay

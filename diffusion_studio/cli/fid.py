@@ -15,6 +15,7 @@ from ..core.device import resolve_device
 from ..core.features import (BUILD_COMMANDS, FeatureNet, classifier_score, default_features_for, goal_met,
                              load_feature_extractor, save_feature_net, train_feature_net)
 from ..core.fid import FIDStats, FIDWarning, extractor_name, fid_from_stats, image_stats
+from .common import NON_NEGATIVE, POSITIVE, UsageError, int_at_least
 
 DIGITS_COMMAND = BUILD_COMMANDS["digits"]
 _STATS_SUFFIXES = (".npz",)
@@ -57,15 +58,15 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", metavar="SPEC", default=None,
                    help="builtin:digits | PATH of a saved feature net | inception:PATH of Inception weights "
                         "(default: builtin:digits when REAL is builtin:digits, or the net --train-features makes)")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=POSITIVE, default=None,
                    help="side the images are loaded at (default: the feature net's input size; 64 for Inception, "
                         "32 for --train-features, whose network looks at ≤ 32×32)")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=POSITIVE, default=None,
                    help="images per forward pass (default 256; 32 for Inception, whose activations are large)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--n-max", type=int, default=None, metavar="N",
+    p.add_argument("--n-max", type=int_at_least(2), default=None, metavar="N",
                    help="use at most N images of each set, a seeded random subset (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed for --n-max subsets and --train-features (default 0)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed for --n-max subsets and --train-features (default 0)")
     p.add_argument("--threshold", type=float, default=0.8,
                    help="confidence above which a sample counts as recognised in the classifier score (default 0.8)")
     p.add_argument("--save-stats", metavar="PATH", default=None,
@@ -75,7 +76,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--train-features", metavar="OUT", default=None,
                    help="train a feature net on REAL and save it to the folder OUT (a classifier when REAL has "
                         "labels, e.g. class sub-folders; otherwise self-supervised rotation prediction)")
-    t.add_argument("--epochs", type=int, default=30, help="training epochs for --train-features (default 30)")
+    t.add_argument("--epochs", type=POSITIVE, default=30, help="training epochs for --train-features (default 30)")
     t.add_argument("--self-supervised", action="store_true",
                    help="with --train-features: ignore labels and train the rotation-prediction task")
 
@@ -164,8 +165,9 @@ def _default_features(args) -> str:
     spec = args.features or default_features_for(args.real)
     if spec:
         return spec
-    raise ValueError("--features: no feature network is known for this data; pass --features builtin:digits, the "
-                     "folder of a feature net, or inception:PATH, or make one with --train-features OUT")
+    raise UsageError("argument --features: no feature network is known for this data; pass --features "
+                     "builtin:digits, the folder of a feature net, or inception:PATH, or make one with "
+                     "--train-features OUT")
 
 
 def _jsonable(o: Any) -> Any:
@@ -199,19 +201,20 @@ def run_fid(args: argparse.Namespace, out=None, err=None) -> int:
     """Handle `diffusion-studio fid`; raises ValueError (DataError, CheckpointError) with a one-line message."""
     out, err = out or sys.stdout, err or sys.stderr
     log = (lambda s: print(s, file=err)) if args.json else (lambda s: print(s, file=out))
-    for name in ("batch", "epochs"):
+    # Usage errors (exit 2), also for callers that built ``args`` without this module's parser types.
+    for name in ("batch", "epochs", "size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name}: must be ≥ 1, got {getattr(args, name)}")
+            raise UsageError(f"argument --{name}: must be at least 1, got {getattr(args, name)}")
     if args.n_max is not None and args.n_max < 2:
-        raise ValueError(f"--n-max: must be ≥ 2, got {args.n_max}")
+        raise UsageError(f"argument --n-max: must be at least 2, got {args.n_max}")
     if not 0 < args.threshold < 1:
-        raise ValueError(f"--threshold: must lie between 0 and 1, got {args.threshold}")
+        raise UsageError(f"argument --threshold: must lie between 0 and 1, got {args.threshold}")
     device = resolve_device(args.device)
     result: dict[str, Any] = {}
     extractor = None
     if args.train_features:
         if _is_stats(args.real):
-            raise ValueError("--train-features: REAL must be images, not saved statistics")
+            raise UsageError("argument --train-features: REAL must be images, not saved statistics")
         size = args.size or 32
         log(f"training a feature network on {args.real} at {size}×{size} for {args.epochs} epochs …")
         extractor, metrics = train_features_on(args.real, args.train_features, size=size, epochs=args.epochs,
@@ -227,7 +230,7 @@ def run_fid(args: argparse.Namespace, out=None, err=None) -> int:
                 print(json.dumps(_jsonable(result)), file=out)
             return 0
     if args.fake is None and not args.save_stats:
-        raise ValueError("FAKE: give the generated images to compare with (or --train-features / --save-stats)")
+        raise UsageError("FAKE: give the generated images to compare with (or --train-features / --save-stats)")
     if extractor is None:
         spec = _default_features(args)
         extractor = load_feature_extractor(spec, device)
@@ -285,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_fid(args)
+    except UsageError as e:
+        print(f"diffusion-studio fid: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:
         print(f"diffusion-studio fid: error: {e}", file=sys.stderr)
         return 1

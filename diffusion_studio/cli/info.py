@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 
-from .common import CliError, add_command, echo, fmt_duration, plural
+from .common import CliError, UsageError, add_command, echo, fmt_duration, plural
 
 
 def add_info_parser(sub, common) -> None:
@@ -24,6 +25,9 @@ def add_export_parser(sub, common) -> None:
     p.add_argument("--weights", choices=("ema", "model"), default="ema",
                    help="which weights to keep (default: ema, the ones sampling uses)")
     p.add_argument("--note", default="", help="a line of text kept in the manifest (e.g. how it was trained)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a resumable run checkpoint already in DIR (without it, export refuses: that "
+                        "run could no longer be resumed)")
     p.set_defaults(func=cmd_export)
 
 
@@ -40,6 +44,8 @@ def cmd_info(args) -> int:
     if args.json:
         echo(json.dumps(meta, indent=2))
         return 0
+    # Every line is composed before the first is printed: a bad field never leaves half a summary on screen.
+    lines: list[str] = []
     mc = ckpt.model_config
     group = "ema" if "ema" in ckpt.tensors else "model"
     params = sum(t.numel() for t in ckpt.tensors.get(group, {}).values())
@@ -49,29 +55,46 @@ def cmd_info(args) -> int:
     names = ckpt.class_names if mc.num_classes else None
     if names:
         classes += f" ({', '.join(map(str, names[:12]))}{', ...' if len(names) > 12 else ''})"
-    echo(f"checkpoint {ckpt.path}")
-    echo(f"model      {mc.preset or 'custom'}: {params:,} parameters, {mc.image_size}x{mc.image_size}x"
-         f"{mc.in_channels}{classes}")
-    echo(f"schedule   {ckpt.schedule.describe()}")
+    lines.append(f"checkpoint {ckpt.path}")
+    lines.append(f"model      {mc.preset or 'custom'}: {params:,} parameters, {mc.image_size}x{mc.image_size}x"
+                 f"{mc.in_channels}{classes}")
+    lines.append(f"schedule   {ckpt.schedule.describe()}")
     from ..core.latent import space_label
 
-    echo(f"space      {space_label(meta)}")
+    lines.append(f"space      {space_label(meta)}")
     target = f" of {train['steps']}" if train.get("steps") else ""
     loss = meta.get("last_loss")
     loss_text = f", last loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
-    echo(f"step       {ckpt.step}{target} (trained {fmt_duration(meta.get('elapsed_s'))}{loss_text})")
+    lines.append(f"step       {ckpt.step}{target} (trained {fmt_duration(meta.get('elapsed_s'))}{loss_text})")
     if data:
         n = f", {plural(int(data['n']), 'image')}" if isinstance(data.get("n"), int) else ""
-        echo(f"data       {data.get('spec', '?')}{n}")
+        lines.append(f"data       {data.get('spec', '?')}{n}")
     if train:
-        echo(f"training   batch {train.get('batch_size')}, lr {train.get('lr')}, EMA {train.get('ema_decay')}, "
-             f"precision {train.get('precision')}, seed {train.get('seed')}")
+        lines.append(f"training   batch {train.get('batch_size')}, lr {train.get('lr')}, "
+                     f"EMA {train.get('ema_decay')}, precision {train.get('precision')}, seed {train.get('seed')}")
     resumable = "optim" in ckpt.tensors and "rng" in ckpt.tensors
     state = "with training state, resumable" if resumable else "weights only"
-    echo(f"weights    {meta.get('weights', ckpt.path.name)} ({state})")
-    echo(f"created    {meta.get('created', '?')}")
+    lines.append(f"weights    {meta.get('weights', ckpt.path.name)} ({state})")
+    lines.append(f"created    {meta.get('created', '?')}")
+    for line in lines:
+        echo(line)
     return 0
 
+
+
+def _resumable(manifest) -> bool:
+    """Whether ``manifest`` is (or might be: unreadable, not ours to judge) a checkpoint holding training state."""
+    from ..core.checkpoint import MAX_MANIFEST_BYTES, CheckpointError
+    from ..core.safeio import read_regular
+
+    if not os.path.lexists(manifest):
+        return False
+    try:
+        meta = json.loads(read_regular(manifest, MAX_MANIFEST_BYTES))
+    except (CheckpointError, ValueError, RecursionError):
+        return True  # something is there that export cannot vouch for: do not write over it unasked
+    groups = meta.get("groups") if isinstance(meta, dict) else None
+    return not isinstance(groups, list) or "optim" in groups
 
 
 def cmd_export(args) -> int:
@@ -90,6 +113,10 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"{out}: exists and is not a folder")
+    target = out / "checkpoint.json"
+    if not args.overwrite and _resumable(target):
+        raise UsageError(f"argument --out: {target} is a run's resumable checkpoint (weights, optimizer and random "
+                         f"state); exporting over it would end that run; choose another --out, or add --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     # Saved as the "ema" group: loaders sample from it whichever weights it came from.
     kept = {"ema": ckpt.tensors[group]}

@@ -1,6 +1,7 @@
 """`diffusion-studio train`: its options, and the training loop with progress, metrics.jsonl and Ctrl+C saving."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import shlex
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
-from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS_HELP,
-                     UNIT_HALF_OPEN, UNIT_OPEN, Lines, Stopped, add_command, echo, fmt_duration, int_at_least,
-                     make_bar, out_folder, plural, set_threads, wants_bar, write_text_atomic)
+from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS,
+                     THREADS_HELP, UNIT_HALF_OPEN, UNIT_OPEN, CliError, Lines, Stopped, add_command, echo,
+                     fmt_duration, int_at_least, make_bar, out_folder, plural, set_threads, wants_bar,
+                     write_text_atomic)
 from .latent_setup import add_latent_option
-from .train_setup import TRAIN_DEFAULTS, setup_fresh, setup_resume
+from .runstate import run_history
+from .train_setup import TRAIN_DEFAULTS, check_out_outside_data, setup_fresh, setup_resume
 
 
 def add_train_parser(sub, common) -> None:
@@ -74,7 +77,7 @@ def add_train_parser(sub, common) -> None:
                    help=f"decay of the weights' moving average used for sampling (default: {D['ema_decay']})")
     g.add_argument("--seed", type=NON_NEGATIVE, metavar="S", help=f"random seed (default: {D['seed']})")
     g.add_argument("--device", metavar="DEV", help=f"auto, cpu, cuda, cuda:N or mps (default: {D['device']})")
-    g.add_argument("--threads", type=POSITIVE, metavar="N", help=THREADS_HELP)
+    g.add_argument("--threads", type=THREADS, metavar="N", help=THREADS_HELP)
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                    help="auto = bf16 autocast on CUDA GPUs and CPUs with bf16 instructions (AVX512-BF16/AMX), "
                         f"fp32 elsewhere (default: {D['precision']})")
@@ -92,15 +95,35 @@ def add_train_parser(sub, common) -> None:
 
 
 def cmd_train(args) -> int:
+    from ..core import runlock
+    from ..core.checkpoint import CheckpointError
+
     set_threads(args.threads)
     out = out_folder(args.out)
+    if args.data is not None:
+        check_out_outside_data(out, args.data)
     ckpt_path = out / "checkpoint.json"
-    if args.resume:
-        trainer, start = setup_resume(args, out, ckpt_path)
-    else:
-        trainer, start = setup_fresh(args, out, ckpt_path)
-    _write_run_json(out, args.argv, start if args.resume else None, trainer)
-    return _train_loop(args, trainer, out, ckpt_path, start)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    # One writer per run folder, for the whole run (setup included: --overwrite clears files): a second `train`, the
+    # GUI or an `export` into this folder is refused with the pid and command of this one.
+    try:
+        runlock.acquire(out, "train")
+    except CheckpointError as e:
+        raise CliError(f"{out}: {e.reason}") from None
+    try:
+        if args.resume:
+            trainer, start = setup_resume(args, out, ckpt_path)
+        else:
+            trainer, start = setup_fresh(args, out, ckpt_path)
+        _write_run_json(out, args.argv, start if args.resume else None, trainer)
+        return _train_loop(args, trainer, out, ckpt_path, start)
+    finally:
+        runlock.release(out)
+        if created and not ckpt_path.exists():
+            (out / runlock.LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()  # a run that never saved leaves no empty folder behind
 
 
 def _write_run_json(out: Path, argv: list[str], resumed_from: int | None, trainer) -> None:
@@ -119,13 +142,7 @@ def _write_run_json(out: Path, argv: list[str], resumed_from: int | None, traine
         "device": describe_device(trainer.device),
         "precision": trainer.precision,
     }
-    history: list[dict] = []
-    if resumed_from is not None:
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-            history = list(old.get("history", [])) + [{k: v for k, v in old.items() if k != "history"}]
-        except (OSError, ValueError, AttributeError):
-            history = []
+    history = run_history(path) if resumed_from is not None else []
     write_text_atomic(path, json.dumps({**entry, "history": history}, indent=2) + "\n")
 
 
@@ -140,7 +157,8 @@ class _StopRequest:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signals reach only the main thread; elsewhere there is nothing to catch
-        for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        # SIGHUP: the terminal or SSH session closed; the run saves as for SIGTERM instead of dying silently.
+        for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)):
             if sig is None or signal.getsignal(sig) is signal.SIG_IGN:
                 continue  # an ignored signal (a background job's SIGINT) stays ignored
             try:

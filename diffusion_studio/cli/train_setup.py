@@ -1,12 +1,12 @@
 """Sets up a `train` run: checks the command line against the data and the checkpoint, then builds the Trainer."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .common import (BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo,
-                     field_message, make_bar, one_line, plural, wants_bar, write_text_atomic)
+                     field_message, make_bar, one_line, plural, wants_bar)
+from .runstate import clean_metrics
 
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     size=32, model="tiny", steps=1000, batch=64, lr=2e-4, warmup=100, lr_schedule="constant", ema_decay=0.999,
@@ -107,6 +107,29 @@ def _build_schedule(kind: str, T: int, beta_start: float | None, beta_end: float
         return NoiseSchedule.create(kind, T, **params)
     except ValueError as e:
         raise UsageError(f"invalid schedule: {one_line(e)}") from None
+
+
+def _local_data_path(spec: str) -> Path | None:
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme.lower() in ("mnist", "cifar10"):
+        return Path(rest.strip()).expanduser()
+    if sep and len(scheme) > 1 and not Path(spec).exists():
+        return None  # builtin:NAME and other schemes
+    return Path(spec).expanduser()
+
+
+def check_out_outside_data(out: Path, spec: str) -> None:
+    """A run folder inside the data folder would feed its own preview PNGs back in as training data on resume."""
+    data = _local_data_path(str(spec))
+    if data is None:
+        return
+    try:
+        data, run = data.resolve(), out.expanduser().resolve()
+    except (OSError, RuntimeError):
+        return
+    if data.is_dir() and (run == data or data in run.parents):
+        raise UsageError(f"argument --out: {out} is inside the data folder {data}; its previews and checkpoints "
+                         f"would be read back as training images; choose an --out outside it")
 
 
 def _check_batch(batch: int, ds, explicit: bool = True) -> int:
@@ -261,6 +284,7 @@ def setup_resume(args, out: Path, ckpt_path: Path):
     spec = args.data or ckpt.meta.get("data", {}).get("spec")
     if not spec:
         raise UsageError("the checkpoint does not record its data; give --data")
+    check_out_outside_data(out, spec)
     try:
         ds = _load_data(spec, img_size, img_channels, wants_bar(args))
     except Exception as e:
@@ -273,28 +297,10 @@ def setup_resume(args, out: Path, ckpt_path: Path):
         cfg.batch_size = overrides["batch_size"] = batch
     if cfg.class_conditional and ds.labels is None:
         raise UsageError(f"argument --data: the run is class-conditional but {ds.name or ds.spec} has no labels")
-    _truncate_metrics(out / "metrics.jsonl", ckpt.step)
+    clean_metrics(out / "metrics.jsonl", ckpt.step)
     data = latent_setup.encode(space, ds, cfg.flip, ckpt.meta.get("data") or _data_info(ds, spec))
     trainer = latent_setup.resume_trainer(space, ckpt, data, ckpt_path, **overrides)
     if args.data is not None:
         trainer.data_info = _data_info(ds, args.data)
     return trainer, ckpt.step
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past the checkpoint's step (a run killed after its last save logged steps it will redo)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    except FileNotFoundError:
-        return
-    keep = []
-    for line in lines:
-        try:
-            if int(json.loads(line)["step"]) > step:
-                continue
-        except (ValueError, KeyError, TypeError):
-            continue  # blank, or half a line from a killed process
-        keep.append(line if line.endswith("\n") else line + "\n")
-    if keep != lines:
-        write_text_atomic(path, "".join(keep))
 

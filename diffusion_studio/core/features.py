@@ -339,35 +339,62 @@ def load_feature_net(path: str | os.PathLike, device: str | torch.device = "cpu"
         p = p / WEIGHTS_NAME
     elif p.suffix == ".json":
         p = p.with_name(WEIGHTS_NAME)
-    try:
-        blob = p.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(p, "no such feature network file") from None
-    except OSError as e:
-        raise CheckpointError(p, f"cannot read ({e.strerror or e})") from None
+    from .safeio import read_regular
+
+    if not os.path.lexists(p):
+        raise CheckpointError(p, "no such feature network file")
+    blob = read_regular(p, MAX_FEATURE_BYTES, CheckpointError, "feature network")
     try:
         if len(blob) < 10 or blob[8:9] != b"{":
             raise ValueError("not a safetensors file")
-        tensors = st_load(blob)
+        tensors = st_load(blob)  # checks the header's offsets against the bytes present
         header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
-        manifest = json.loads(header.get("__metadata__", {}).get(FORMAT, "null"))
+        extra = header.get("__metadata__") if isinstance(header, dict) else None
+        raw = extra.get(FORMAT) if isinstance(extra, dict) else None
+        manifest = json.loads(raw) if isinstance(raw, str) else None
+    except RecursionError:
+        raise CheckpointError(p, "not a readable safetensors file (its header is nested too deeply)") from None
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(p, f"not a readable safetensors file ({str(e).splitlines()[0][:100]})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(p, "not a Diffusion Studio feature network (no manifest in its header)")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    version = manifest.get("format_version", 0)
+    if isinstance(version, int) and version > FORMAT_VERSION:
         raise CheckpointError(p, f"written by a newer Diffusion Studio (format {manifest.get('format_version')})")
+    from .manifest import Int, ListOf, Obj, Optional, PlainJSON, Str, check
+
+    fail = lambda reason: CheckpointError(p, reason)  # noqa: E731
+    check(manifest.get("config"), Obj(FEATURE_FIELDS), "config", fail)
+    check(manifest.get("class_names"), Optional(ListOf(Str(1024), 100_000)), "class_names", fail)
+    check(manifest.get("metrics"), Optional(PlainJSON()), "metrics", fail)
+    check(manifest.get("format_version", 0), Int(0, 1 << 20), "format_version", fail)
     try:
-        net = FeatureNet(FeatureNetConfig.from_dict(manifest["config"]), manifest.get("class_names"))
+        config = FeatureNetConfig.from_dict(manifest["config"])
+        with torch.device("meta"):  # shapes first: a config that asks for gigabytes allocates nothing
+            expected = FeatureNet(config, manifest.get("class_names")).state_dict()
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(p, f"config: {e}") from None
-    expected = net.state_dict()
     if set(expected) != set(tensors) or any(tensors[k].shape != expected[k].shape for k in expected):
         bad = sorted(set(expected) ^ set(tensors)) or [k for k in expected if tensors[k].shape != expected[k].shape]
         raise CheckpointError(p, f"weights do not match the config (first: {bad[0]})")
+    net = FeatureNet(config, manifest.get("class_names"))
     net.load_state_dict(tensors)
     net.metrics = dict(manifest.get("metrics") or {})
     return net.to(device).eval()
+
+
+MAX_FEATURE_BYTES = 1 << 30
+FEATURE_FIELDS = {}  # filled below, once manifest's specs are importable without a cycle
+
+
+def _feature_fields() -> None:
+    from .manifest import Int, Str
+
+    FEATURE_FIELDS.update(in_channels=Int(1, 3), num_classes=Int(2, 100_000), input_size=Int(8, 1024),
+                          width=Int(4, 1024), feature_dim=Int(2, 8192), task=Str(32, TASKS))
+
+
+_feature_fields()
 
 
 # ---- choosing an extractor ------------------------------------------------------------------------------------------

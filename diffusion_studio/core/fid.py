@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 import weakref
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -159,28 +161,108 @@ class FIDStats:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FIDStats:
-        """Read statistics written by save (or pytorch-fid's mu/sigma .npz); never unpickles."""
-        p = Path(path)
-        try:
-            if p.suffix == ".safetensors":
-                from safetensors import safe_open
+        """Read statistics written by save (or pytorch-fid's mu/sigma .npz); never unpickles.
 
-                with safe_open(str(p), framework="numpy") as f:
-                    arrays = {k: f.get_tensor(k) for k in ("mu", "sigma")}
-                    header = (f.metadata() or {}).get(FIDSTATS_FORMAT, "{}")
-            else:
-                with np.load(p, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in ("mu", "sigma")}
-                    header = str(z["header"]) if "header" in z.files else "{}"
+        Shapes and dtypes are read from the headers and checked (dimension ≤ MAX_FID_DIM, sizes matching the bytes
+        present) before any array is read, so a small file cannot claim a huge covariance.
+        """
+        from .checkpoint import CheckpointError
+        from .safeio import open_regular
+
+        p = Path(path)
+
+        def error(where, reason):
+            return ValueError(f"{Path(where).name}: {reason}")
+
+        try:
+            with open_regular(p, MAX_STATS_BYTES, error, "FID statistics file") as f:
+                if p.suffix == ".safetensors":
+                    arrays, header = _read_stats_safetensors(f, p)
+                else:
+                    arrays, header = _read_stats_npz(f.read(), p)
             info = json.loads(header)
+            if not isinstance(info, dict):
+                raise ValueError("its header is not a JSON object")
         except FileNotFoundError:
             raise ValueError(f"{p.name}: no such FID statistics file") from None
-        except (KeyError, ValueError, OSError, SafetensorError) as e:
-            raise ValueError(f"{p.name}: not a readable FID statistics file ({str(e).splitlines()[0][:100]})") from None
+        except CheckpointError as e:
+            raise ValueError(f"{p.name}: not a readable FID statistics file ({e.reason})") from None
+        except (KeyError, ValueError, OSError, SafetensorError, zipfile.BadZipFile, RecursionError, EOFError) as e:
+            text = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            if text.startswith(f"{p.name}: "):
+                raise ValueError(text) from None
+            raise ValueError(f"{p.name}: not a readable FID statistics file ({text})") from None
         mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
             raise ValueError(f"{p.name}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
-        return cls(mu, sigma, int(info.get("n", 0)), str(info.get("extractor", "")), dict(info.get("meta", {})))
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise ValueError(f"{p.name}: mu or sigma holds NaN or infinite values")
+        n = info.get("n", 0)
+        n = n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**12 else 0
+        meta = info.get("meta", {})
+        return cls(mu, sigma, n, str(info.get("extractor", ""))[:1000], dict(meta) if isinstance(meta, dict) else {})
+
+
+MAX_FID_DIM = 8192                 # Inception's pool features are 2048-d; a 8192² float64 Σ is 512 MB
+MAX_STATS_BYTES = 2 * MAX_FID_DIM * (MAX_FID_DIM + 1) * 8 + (1 << 20)
+
+
+def _check_stats_shapes(shapes: dict[str, tuple[int, ...]], p: Path) -> None:
+    if "mu" not in shapes or "sigma" not in shapes:
+        raise ValueError(f"{p.name}: not a readable FID statistics file (mu and sigma are needed)")
+    mu, sigma = shapes["mu"], shapes["sigma"]
+    if len(mu) != 1 or not 1 <= mu[0] <= MAX_FID_DIM or tuple(sigma) != (mu[0], mu[0]):
+        raise ValueError(f"{p.name}: mu {tuple(mu)} and sigma {tuple(sigma)} are not a D-vector and a D×D matrix "
+                         f"with D ≤ {MAX_FID_DIM}")
+
+
+def _read_stats_safetensors(f, p: Path) -> tuple[dict[str, np.ndarray], str]:
+    from safetensors.numpy import load as np_st_load
+
+    from .checkpoint import _read_header
+
+    header, _ = _read_header(f, p)
+    _check_stats_shapes({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}, p)
+    f.seek(0)
+    arrays = np_st_load(f.read())
+    meta = header.get("__metadata__") if isinstance(header.get("__metadata__"), dict) else {}
+    return {k: arrays[k] for k in ("mu", "sigma")}, str(meta.get(FIDSTATS_FORMAT, "{}"))
+
+
+def _read_stats_npz(data: bytes, p: Path) -> tuple[dict[str, np.ndarray], str]:
+    """mu, sigma (and header) from an .npz, each member's .npy header checked against its size before reading."""
+    import io
+
+    from numpy.lib import format as npy
+
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    members = {}
+    for name in ("mu", "sigma", "header"):
+        try:
+            info = zf.getinfo(f"{name}.npy")
+        except KeyError:
+            if name == "header":
+                continue
+            raise ValueError(f"{p.name}: not a readable FID statistics file (no {name} array)") from None
+        with zf.open(info) as m:
+            version = npy.read_magic(m)
+            read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read(m, max_header_size=10000)
+            offset = m.tell()
+        if dtype.hasobject or dtype.kind not in ("f", "i", "u", "U") or (dtype.kind == "U") != (name == "header"):
+            raise ValueError(f"{p.name}: {name} has the unsupported dtype {dtype}")
+        count = math.prod(shape)
+        if name == "header" and count * dtype.itemsize > (1 << 20):
+            raise ValueError(f"{p.name}: the header is larger than 1 MB")
+        if info.file_size != offset + count * dtype.itemsize:
+            raise ValueError(f"{p.name}: {name} claims {count:,} values of {dtype}, but the archive member holds "
+                             f"{info.file_size:,} bytes")
+        members[name] = tuple(shape)
+    _check_stats_shapes(members, p)
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in ("mu", "sigma")}
+        header = str(z["header"]) if "header" in members else "{}"
+    return arrays, header
 
 
 # ---- from images ----------------------------------------------------------------------------------------------------

@@ -12,7 +12,12 @@ from typing import Any, Sequence
 
 import torch
 
+from .manifest import MAX_T
+
 KINDS = ("linear", "cosine", "sigmoid", "quadratic")
+# ᾱ_T at least this keeps every ᾱ_t, 1/√ᾱ_t and the SNR representable in float32 and bf16 (whose smallest normal
+# number is 1.2e-38); below it ᾱ_T rounds to 0 and sampling divides by zero or turns every image into the same grey.
+MIN_ALPHA_BAR = 1e-30
 
 # Defaults per kind; the seeds' schedule is linear from 1e-4 to 0.02 with T = 1000.
 DEFAULT_PARAMS: dict[str, dict[str, float]] = {
@@ -63,6 +68,34 @@ def _betas_for(kind: str, T: int, params: dict[str, float]) -> torch.Tensor:
     raise ValueError(f"unknown schedule kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
+def _alpha_bar_T(kind: str, T: int, params: dict[str, float]) -> float:
+    return float(torch.prod(1.0 - _betas_for(kind, T, params)))
+
+
+def _too_noisy(kind: str, T: int, params: dict[str, float]) -> str:
+    """Why a schedule whose ᾱ_T underflows is refused, and what would work instead."""
+    what = f"the {kind} schedule with T={T:,}"
+    if kind != "cosine":
+        what += f" and β from {params['beta_start']:g} to {params['beta_end']:g}"
+    advice = []
+    if _alpha_bar_T(kind, 2, params) >= MIN_ALPHA_BAR:
+        lo, hi = 2, T  # ᾱ_T falls as T grows: the largest T that still works, by bisection
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if _alpha_bar_T(kind, mid, params) >= MIN_ALPHA_BAR else (lo, mid)
+        advice.append(f"T ≤ {lo:,} with these β")
+    if kind != "cosine" and params["beta_start"] < 0.5:
+        lo, hi = params["beta_start"], params["beta_end"]
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if _alpha_bar_T(kind, T, {**params, "beta_end": mid}) >= MIN_ALPHA_BAR else (lo, mid)
+        if _alpha_bar_T(kind, T, {**params, "beta_end": lo}) >= MIN_ALPHA_BAR:
+            advice.append(f"beta_end ≤ {lo:.3g} with T={T:,}")
+    hint = "; works: " + " or ".join(advice) if advice else "; use smaller β (the defaults: 1e-4 to 0.02, T=1000)"
+    return (f"{what} drives ᾱ_T below {MIN_ALPHA_BAR:g} (the signal is gone beyond what float32 represents, so "
+            f"training and sampling would divide by zero or give uniform grey){hint}")
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseSchedule:
     """β_1..β_T and the quantities derived from them, all 1-D float64 tensors of length T (index i ↔ t = i + 1)."""
@@ -96,9 +129,14 @@ class NoiseSchedule:
             raise ValueError(f"T must be at least 2, got {len(b)}")
         if not bool(torch.isfinite(b).all()) or bool((b <= 0).any()) or bool((b >= 1).any()):
             raise ValueError("every beta must be in the open interval (0, 1)")
+        if len(b) > MAX_T:
+            raise ValueError(f"T must be at most {MAX_T:,}, got {len(b):,}")
         set_ = object.__setattr__
         alphas = 1.0 - b
         alpha_bars = torch.cumprod(alphas, 0)
+        if not float(alpha_bars[-1]) >= MIN_ALPHA_BAR:
+            raise ValueError(f"ᾱ_T = {float(alpha_bars[-1]):.3g} is below {MIN_ALPHA_BAR:g}: the βs together destroy "
+                             f"the signal beyond what float32 can represent; use fewer steps or smaller βs")
         alpha_bars_prev = torch.cat([torch.ones(1, dtype=b.dtype), alpha_bars[:-1]])  # ᾱ_0 = 1
         set_(self, "alphas", alphas)
         set_(self, "alpha_bars", alpha_bars)
@@ -132,12 +170,17 @@ class NoiseSchedule:
             raise ValueError(f"T must be an integer, got {T!r}")
         if T < 2:
             raise ValueError(f"T must be at least 2, got {T}")
+        if T > MAX_T:
+            raise ValueError(f"T must be at most {MAX_T:,}, got {T:,}")
         defaults = DEFAULT_PARAMS[kind]
         unknown = set(params) - set(defaults)
         if unknown:
             raise ValueError(f"unknown parameter(s) for the {kind} schedule: {', '.join(sorted(unknown))}")
         full = {k: float(params.get(k, v)) for k, v in defaults.items()}
-        return cls(kind=kind, T=T, params=full, betas=_betas_for(kind, T, full))
+        betas = _betas_for(kind, T, full)
+        if not float(torch.prod(1.0 - betas)) >= MIN_ALPHA_BAR:
+            raise ValueError(_too_noisy(kind, T, full))
+        return cls(kind=kind, T=T, params=full, betas=betas)
 
     @classmethod
     def from_betas(cls, betas: Sequence[float] | torch.Tensor, kind: str = "custom") -> "NoiseSchedule":

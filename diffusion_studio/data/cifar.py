@@ -30,6 +30,8 @@ _SPLITS["all"] = _SPLITS["train"] + _SPLITS["test"]
 
 # A pickled "python version" file is 30 MB; a file far beyond that is not a CIFAR batch.
 _MAX_PICKLE_BYTES = 512 * 1024 * 1024
+_MAX_RECORDS = 100_000           # a binary batch holds 10,000 records (30.7 MB)
+_MAX_META_BYTES = 1 << 20        # batches.meta(.txt): ten class names
 
 try:  # numpy ≥ 2 keeps the real module in numpy._core; numpy.core is a deprecated alias there
     from numpy._core.multiarray import _reconstruct
@@ -50,15 +52,46 @@ def _latin1_encode(text, encoding="latin1", errors="strict"):
     return codecs.encode(text, "latin1", errors)
 
 
+class _NdarrayName:
+    """Stands for numpy.ndarray in a pickle: it may only be handed to _reconstruct, never called. Called, ndarray
+    allocates whatever shape the pickle asks for (a 147-byte file could ask for 6 GB)."""
+
+
+_NDARRAY = _NdarrayName()
+
+
+def _safe_reconstruct(subtype, shape, dtype):
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") and then fills it from the bytes in the pickle
+    # (__setstate__ checks the bytes match the shape), so its size is bounded by the file.
+    if subtype is not _NDARRAY or tuple(shape) != (0,):
+        raise _Refused("numpy _reconstruct with anything but an empty ndarray")
+    return _reconstruct(np.ndarray, (0,), dtype)
+
+
+def _safe_dtype(*args):
+    if len(args) > 3:
+        raise _Refused("numpy.dtype with unexpected arguments")
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise _Refused("an object dtype")
+    return dt
+
+
+def _safe_frombuffer(buf, dtype, shape, order):
+    if np.dtype(dtype).hasobject:
+        raise _Refused("an object dtype")
+    return _frombuffer(buf, dtype, shape, order)
+
+
 # Exactly what a numpy array needs under pickle protocols 2–5; CIFAR's dicts, lists, ints and byte strings need
 # no globals at all. Everything else (os.system, builtins.exec, any class) is refused before it is even looked up.
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.numeric", "_frombuffer"): _frombuffer,  # protocol 5 (Python ≥ 3.8 with protocol=5)
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
+    ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,  # protocol 5 (Python ≥ 3.8 with protocol=5)
+    ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _safe_dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
 
@@ -82,20 +115,16 @@ class SafeUnpickler(pickle.Unpickler):
         raise _Refused("a persistent id")
 
 
-def safe_unpickle(path: str | os.PathLike) -> object:
-    """Load a pickle that may only contain data (numpy arrays, dicts, lists, numbers, bytes); DataError otherwise."""
+def safe_unpickle(path: str | os.PathLike, max_bytes: int = _MAX_PICKLE_BYTES) -> object:
+    """Load a pickle that may only contain data (numpy arrays, dicts, lists, numbers, bytes); DataError otherwise.
+
+    Nothing is built that the file's own bytes do not hold, except through shared references (one list named a
+    million times); callers check lengths before walking what they get.
+    """
+    from ..core.safeio import read_regular
+
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_PICKLE_BYTES + 1)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except PermissionError:
-        raise DataError(path, "permission denied") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read file ({exc.strerror or exc})") from None
-    if len(data) > _MAX_PICKLE_BYTES:
-        raise DataError(path, "file is too large to be a CIFAR-10 batch")
+    data = read_regular(path, max_bytes, DataError, "CIFAR-10 batch")
     if not data:
         raise DataError(path, "empty file (0 bytes)")
     try:
@@ -123,26 +152,41 @@ def _read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         raise DataError(path, f"'data' must be a uint8 array of shape (N, 3072), got {type(data).__name__} {shape}")
+    n = data.shape[0]
+    # Length first, then each item's type: a list that shares one nested list a million times claims a billion
+    # labels in a few KB, and np.asarray would build them all.
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(path, f"'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+    elif not isinstance(labels, list):
+        raise DataError(path, f"'labels' must be a list of integers, got {type(labels).__name__}")
+    if len(labels) != n:
+        raise DataError(path, f"{len(labels):,} labels for {n:,} images")
+    if isinstance(labels, list) and not all(type(v) is int for v in labels):
+        raise DataError(path, "'labels' must be a list of integers")
     try:
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError):
-        raise DataError(path, "'labels' must be a list of integers") from None
-    if labels.shape[0] != data.shape[0]:
-        raise DataError(path, f"{labels.shape[0]} labels for {data.shape[0]} images")
+        labels = np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise DataError(path, "'labels' must be small integers (0–9)") from None
     return data.reshape(-1, 3, 32, 32), labels
 
 
 def _read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except PermissionError:
-        raise DataError(path, "permission denied") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read file ({exc.strerror or exc})") from None
-    if raw.size == 0 or raw.size % RECORD_BYTES:
-        raise DataError(
-            path, f"size {raw.size:,} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR-10 records"
-        )
+    from ..core.safeio import open_regular
+
+    with open_regular(path, None, DataError, "CIFAR-10 batch") as f:
+        size = os.fstat(f.fileno()).st_size  # checked before a byte is read
+        if size == 0 or size % RECORD_BYTES:
+            raise DataError(path, f"size {size:,} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR-10 records")
+        if size > _MAX_RECORDS * RECORD_BYTES:
+            raise DataError(path, f"{size // RECORD_BYTES:,} records is more than a CIFAR-10 batch file holds "
+                                  f"(the limit is {_MAX_RECORDS:,}; real ones hold 10,000)")
+        try:
+            raw = np.frombuffer(f.read(size + 1), dtype=np.uint8)
+        except OSError as exc:
+            raise DataError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if raw.size != size:
+        raise DataError(path, f"changed size while being read ({size:,} → {raw.size:,} bytes)")
     records = raw.reshape(-1, RECORD_BYTES)
     return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
 
@@ -162,12 +206,16 @@ def class_names(base: Path, version: str) -> list[str]:
     """Class names from batches.meta(.txt) when present and sane, else the standard ten."""
     try:
         if version == "bin" and (base / "batches.meta.txt").is_file():
-            names = [n.strip() for n in (base / "batches.meta.txt").read_text("utf-8", "replace").splitlines()]
-            names = [n for n in names if n]
+            from ..core.safeio import read_regular
+
+            text = read_regular(base / "batches.meta.txt", _MAX_META_BYTES, DataError).decode("utf-8", "replace")
+            names = [n for n in (line.strip()[:100] for line in text.splitlines()) if n]
         elif version == "py" and (base / "batches.meta").is_file():
-            meta = safe_unpickle(base / "batches.meta")
+            meta = safe_unpickle(base / "batches.meta", _MAX_META_BYTES)
             raw = _get(meta, "label_names") if isinstance(meta, dict) else None
-            names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in raw or []]
+            raw = raw if isinstance(raw, list) and len(raw) == len(CLASS_NAMES) else []
+            names = [n.decode("utf-8", "replace")[:100] if isinstance(n, bytes) else str(n)[:100] for n in raw
+                     if isinstance(n, (bytes, str))]
         else:
             names = []
     except (OSError, DataError):

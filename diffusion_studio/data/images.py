@@ -58,6 +58,51 @@ def _os_error(path: Path, exc: OSError) -> DataError:
     return DataError(path, f"cannot read file ({exc.strerror or exc})")
 
 
+# Decoding work per image. A progressive JPEG is decoded scan by scan, each scan a pass over every block of the
+# image, and Pillow/libjpeg set no limit: a 2 MB file with thousands of scans decodes for minutes. Real encoders
+# write ≤ ~60 scans (libjpeg: 10 for colour); the work bound lets many scans of a small image through but not of a
+# large one.
+MAX_JPEG_SCANS = 256
+MAX_JPEG_SCAN_MEGAPIXELS = 1000      # scans × megapixels
+MAX_IMAGE_BYTES = 1 << 30
+
+
+def _nonblocking(file, flags):
+    return os.open(file, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def _not_regular(mode: int) -> str:
+    from ..core.safeio import not_regular_reason
+
+    return not_regular_reason(mode)
+
+
+def count_jpeg_scans(f) -> int:
+    """Start-of-scan markers (FF DA) in a JPEG file object (its position is kept). In entropy-coded data an FF is
+    always followed by 00 or a restart marker, so each FF DA is a scan (an embedded EXIF thumbnail adds its own)."""
+    pos = f.tell()
+    f.seek(0)
+    count, tail = 0, b""
+    try:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return count
+            block = tail + chunk
+            count += block.count(b"\xff\xda")
+            tail = b"\xff" if block.endswith(b"\xff") else b""  # may pair with a DA opening the next chunk
+    finally:
+        f.seek(pos)
+
+
+def _check_jpeg_work(f, path: Path, pixels: int) -> None:
+    scans = count_jpeg_scans(f)
+    if scans > MAX_JPEG_SCANS or scans * pixels > MAX_JPEG_SCAN_MEGAPIXELS * 1_000_000:
+        raise DataError(path, f"JPEG with {scans:,} scans over {pixels:,} pixels: decoding it would take minutes "
+                              f"(real encoders write a few dozen scans at most; the limit is {MAX_JPEG_SCANS}, "
+                              f"and {MAX_JPEG_SCAN_MEGAPIXELS:,} scan-megapixels); skipped")
+
+
 def _starts_like_image(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -133,14 +178,23 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
         raise _os_error(path, exc) from None
     if stat.S_ISDIR(st.st_mode):
         raise DataError(path, "is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(path, _not_regular(st.st_mode))
     if st.st_size == 0:
         raise DataError(path, "empty file (0 bytes)")
 
     try:
-        f = open(path, "rb")
+        # Non-blocking open, then fstat of what was opened: a FIFO swapped in after the stat above cannot hang us.
+        f = open(path, "rb", opener=_nonblocking)
     except OSError as exc:
         raise _os_error(path, exc) from None
     with f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(path, _not_regular(st.st_mode))
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise DataError(path, f"{st.st_size:,} bytes is too large for an image file (the limit is "
+                                  f"{MAX_IMAGE_BYTES:,})")
         try:
             img = Image.open(f)
         except Image.DecompressionBombError as exc:
@@ -160,6 +214,8 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
             pixels = img.size[0] * img.size[1]
             if limit is not None and pixels > limit:
                 raise _bomb_error(path, pixels, limit)
+            if img.format == "JPEG":
+                _check_jpeg_work(f, path, pixels)
             try:
                 if draft_size is not None and img.format == "JPEG":
                     img.draft(None, (draft_size, draft_size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
-# Real MNIST is 47 MB; anything claiming more than this is a corrupt header, not a bigger dataset.
-_MAX_BYTES = 1 << 31
+# Real MNIST is 47 MB (EMNIST ~0.7 GB); anything claiming more than this is a corrupt header, not a bigger dataset.
+_MAX_BYTES = 1 << 30
+_MAX_SIDE = 1024
+_GZIP_MAX_RATIO = 1100  # deflate cannot expand data more than ~1032:1
 
 _SPLITS = {"train": ("train",), "test": ("t10k",), "all": ("train", "t10k")}
 
@@ -46,27 +49,35 @@ def _find(folder: Path, prefix: str, kind: str) -> Path:
 
 
 def _read_exact(f: BinaryIO, n: int, path: Path, what: str) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise DataError(path, f"file too short: {what} needs {n:,} bytes, found {len(data):,}")
-    return data
+    # In chunks: a stream (gzip) that claims more than it holds costs only what it really holds.
+    parts, have = [], 0
+    while have < n:
+        chunk = f.read(min(n - have, 1 << 24))
+        if not chunk:
+            break
+        parts.append(chunk)
+        have += len(chunk)
+    if have != n:
+        raise DataError(path, f"file too short: {what} needs {n:,} bytes, found {have:,}")
+    return b"".join(parts)
 
 
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
-    """Read one idx file (uint8 payload) whose header must carry `magic`; shape comes from the header."""
+    """Read one idx file (uint8 payload) whose header must carry `magic`; shape comes from the header.
+
+    The header's claim is checked in Python integers (no overflow) against a cap and against the bytes present:
+    exactly for a plain file, by gzip's best compression ratio for a .gz (whose stream is then read in bounded
+    chunks), before anything that size is allocated.
+    """
+    from ..core.safeio import open_regular
+
     path = Path(path)
-    try:
-        raw = open(path, "rb")
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except PermissionError:
-        raise DataError(path, "permission denied") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read file ({exc.strerror or exc})") from None
+    raw = open_regular(path, None, DataError, "MNIST file")
     try:
         with raw:
-            # Reading only as many bytes as the header promises also defuses gzip bombs.
-            f = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
+            size = os.fstat(raw.fileno()).st_size
+            gz = path.name.endswith(".gz")
+            f = gzip.GzipFile(fileobj=raw) if gz else raw
             head = _read_exact(f, 4, path, "the idx header")
             (found,) = struct.unpack(">i", head)
             if found != magic:
@@ -76,12 +87,25 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
                 raise DataError(path, reason)
             ndim = magic & 0xFF
             dims = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path, "the idx header"))
-            count = int(np.prod(dims, dtype=np.int64))
+            count = math.prod(dims)  # a Python int: no overflow, whatever the header says
+            shape = "×".join(map(str, dims))
+            if ndim == 3 and (dims[1] > _MAX_SIDE or dims[2] > _MAX_SIDE):
+                raise DataError(path, f"header claims {shape} images; sides above {_MAX_SIDE} are not MNIST-like")
             if count > _MAX_BYTES:
-                raise DataError(path, f"header claims {count:,} bytes of data, which is not plausible")
-            data = _read_exact(f, count, path, f"{'×'.join(map(str, dims))} values")
+                raise DataError(path, f"header claims {shape} = {count:,} bytes of data, more than the "
+                                      f"{_MAX_BYTES:,} an MNIST-style file may hold")
+            header = 4 + 4 * ndim
+            if not gz and count > size - header:
+                raise DataError(path, f"file too short: {shape} values need {count:,} bytes, found "
+                                      f"{max(size - header, 0):,}")
+            if not gz and count < size - header:
+                raise DataError(path, f"unexpected extra bytes after the {shape} values")
+            if gz and count > _GZIP_MAX_RATIO * size:
+                raise DataError(path, f"header claims {shape} = {count:,} bytes of data, more than a {size:,}-byte "
+                                      f".gz can hold")
+            data = _read_exact(f, count, path, f"{shape} values")
             if f.read(1):
-                raise DataError(path, f"unexpected extra bytes after the {'×'.join(map(str, dims))} values")
+                raise DataError(path, f"unexpected extra bytes after the {shape} values")
     except (OSError, EOFError, zlib.error) as exc:
         # gzip.BadGzipFile is an OSError; a truncated .gz ends in EOFError.
         raise DataError(path, f"cannot decompress or read ({exc})") from None

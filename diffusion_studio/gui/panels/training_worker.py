@@ -236,10 +236,16 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
     """
     from ...data import load_dataset
 
+    from ...core import runlock
+
     trainer = None
     metrics = None
+    locked = None
     threads_before = leave_a_core_to_the_gui()
     try:
+        if Path(req.out).parent.is_dir():  # one writer per run folder: a CLI `train` there is refused, and vice versa
+            runlock.acquire(Path(req.out).parent, "train")
+            locked = Path(req.out).parent
         channels = req.resume.model_config.in_channels if req.resume is not None else None
         size = req.resume.model_config.image_size if req.resume is not None else req.image_size
         data = load_dataset(req.dataset_spec, size, channels, cancel=handle.cancel.is_set)
@@ -283,8 +289,11 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
             _final_save(req, handle, trainer)
             if not handle.closing and handle.saved_path is not None:
                 _load_for_sampling(req, handle)
+        if locked is not None:
+            runlock.release(locked)
         if handle.saved_path is None and handle.created_dir is not None:
             with contextlib.suppress(OSError):
+                (handle.created_dir / runlock.LOCK_NAME).unlink(missing_ok=True)
                 handle.created_dir.rmdir()  # only succeeds when empty
         if threads_before is not None:
             torch.set_num_threads(threads_before)  # sampling, started later, gets the cores back

@@ -1,0 +1,92 @@
+"""Opening files a user names: regular files only (never a FIFO, device or socket), with a size limit, never a hang."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+         (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+
+ErrorType = Callable[[object, str], Exception]
+
+
+def file_kind(mode: int) -> str:
+    """"regular file", "FIFO", "character device", "block device", "socket", "folder" or "special file"."""
+    if stat.S_ISREG(mode):
+        return "regular file"
+    return next((name for test, name in KINDS if test(mode)), "special file")
+
+
+def not_regular_reason(mode: int) -> str:
+    return f"not a regular file ({file_kind(mode)})"
+
+
+def _default_error(path: object, reason: str) -> Exception:
+    from .checkpoint import CheckpointError
+
+    return CheckpointError(path, reason)
+
+
+def _os_reason(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if e.errno == errno.ELOOP:
+        return "too many levels of symbolic links"
+    return f"cannot read ({e.strerror or e})"
+
+
+def open_regular(path: str | os.PathLike, max_bytes: int | None = None, error: ErrorType | None = None,
+                 what: str = "file") -> BinaryIO:
+    """``path`` opened for binary reading once it is known to be a regular file of at most ``max_bytes``.
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat on the open descriptor
+    (not a stat of the name, which could be swapped in between) decides. Symbolic links are followed, so a link to
+    /dev/zero is refused as a character device. Errors are ``error(path, reason)`` (CheckpointError by default).
+    """
+    error = error or _default_error
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:
+        raise error(p, "is a folder, not a file") from None
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) and p.is_symlink():
+            raise error(p, "broken symbolic link") from None
+        raise error(p, _os_reason(e)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(p, not_regular_reason(st.st_mode))
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise error(p, f"{st.st_size:,} bytes is too large for a {what} (the limit is {max_bytes:,})")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int, error: ErrorType | None = None,
+                 what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; never more than that is read, even if it grows."""
+    error = error or _default_error
+    with open_regular(path, max_bytes, error, what) as f:
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise error(Path(path), _os_reason(e)) from None
+    if len(data) > max_bytes:
+        raise error(Path(path), f"grew beyond {max_bytes:,} bytes while being read")
+    return data
+
+
+def regular_size(path: str | os.PathLike, error: ErrorType | None = None) -> int:
+    """The size of a regular file (after following links); error(path, reason) for anything else."""
+    with open_regular(path, None, error) as f:
+        return os.fstat(f.fileno()).st_size
