@@ -20,6 +20,7 @@ from .sampling_frames import (EPS_SCALE, RecordedFrame, SamplingJob, StepTick, g
 from .sampling_first_look import describe_job, quick_job
 from .sampling_models import ModelChooser
 from .sampling_player import PaneGrid, PlayerBar
+from .sampling_latent import add_latent_tab
 from .sampling_tabs import SamplingTabs
 
 HINT = "Train a model in the Training tab or open a checkpoint (File ▸ Open Checkpoint…)"
@@ -140,6 +141,7 @@ class SamplingPanel(Panel):
         self.eps_pane.setToolTip(f"The noise ε_θ(x_t, t) the network predicts, divided by {EPS_SCALE:g} before display "
                                  "so ±3σ spans black to white")
         self.tabs = SamplingTabs()  # the 4th quadrant; other views add a tab with self.tabs.add_tab(widget, title)
+        self.latent_view = add_latent_tab(self.tabs)
         self.panes = PaneGrid([self.x_pane, self.x0_pane, self.eps_pane, self.tabs])
         right.addWidget(self.panes, 1)
         self.player_bar = PlayerBar()
@@ -370,6 +372,7 @@ class SamplingPanel(Panel):
         self.t_label.setText(f"t = {f.paper_t} / {self._run_T}   ·   step {f.step} / {f.n_steps}"
                              f"<br><span style='font-size:small; font-weight:normal'>{self.made_by}</span>")
         self.tabs.run_curves.set_cursor(f.paper_t if f.t_model is None else f.t_model + 1)
+        self.latent_view.show_frame(f, self)  # a latent model: z_t's channels, and pane titles saying "decoded"
         self.state.set_reverse_t(f.paper_t, self._run_T)  # the Schedule dock's sampling cursor follows
 
     def _clear_frames(self) -> None:

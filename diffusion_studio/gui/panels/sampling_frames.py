@@ -146,8 +146,13 @@ def sampling_factory(loaded: LoadedModel, job: SamplingJob, precision: str = "au
         frames = sample_frames(fn, loaded.schedule, shape, job.sampler, steps=job.steps, variance=job.variance,
                                eta=job.eta, clip_x0=job.clip_x0, seed=job.seed, device=device,
                                every=1, include_start=True)
-        return record(frames, every=job.effective_every(),
-                      run_stats=RunStats(loaded.schedule, job.sampler, job.variance, job.eta))
+        run_stats = RunStats(loaded.schedule, job.sampler, job.variance, job.eta)
+        from .sampling_latent import latent_record, latent_space_of
+
+        space = latent_space_of(loaded)  # a latent model's frames are decoded here, in the worker
+        if space is not None:
+            return latent_record(frames, space, every=job.effective_every(), run_stats=run_stats)
+        return record(frames, every=job.effective_every(), run_stats=run_stats)
 
     return factory
 
@@ -156,7 +161,7 @@ def load_factory(path: str | os.PathLike, name: str, device: torch.device | str)
     """A factory for GeneratorWorker whose generator loads the checkpoint and returns a LoadedModel."""
 
     def load() -> Iterator[None]:
-        ckpt = load_checkpoint(path, groups=("model", "ema"))
+        ckpt = load_checkpoint(path, groups=("model", "ema", "autoencoder"))  # a latent model's decoder too
         return LoadedModel(name=name, checkpoint=ckpt, model=ckpt.build_model(device), device=torch.device(device))
         yield  # noqa: unreachable — makes this a generator, so the work happens in the worker's first next()
 

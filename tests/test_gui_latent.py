@@ -1,0 +1,101 @@
+"""The app with latent models: the Sampling view decodes the frames it shows and its Latent tab shows z_t."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+
+from diffusion_studio import resources
+from diffusion_studio.core.autoencoder import Autoencoder, AutoencoderConfig
+from diffusion_studio.core.autoencoder_io import fingerprint
+from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.device import resolve_precision
+from diffusion_studio.core.latent import LatentSpace, space_from_checkpoint
+from diffusion_studio.core.samplers import sample_frames
+from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.training import model_fn
+from diffusion_studio.core.unet import UNet, preset_config
+from diffusion_studio.data.convert import make_grid, to_uint8
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+WAIT_MS = 60_000
+
+
+def latent_checkpoint(path):
+    """An untrained tiny UNet on 4x4x4 latents of a random 16 px autoencoder (f = 4), embedded as a latent model."""
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(image_size=16, factor=4, latent_channels=4, base_channels=8, groups=4)).eval()
+    space = LatentSpace(ae, 0.7, fingerprint(ae.config, ae.state_dict(), 0.7), "test-ae")
+    cfg = preset_config("tiny", 4, 4)
+    unet = UNet(cfg)
+    with torch.no_grad():
+        torch.nn.init.normal_(unet.out[-1].weight, std=0.05)
+    meta = {"step": 1, "model": cfg.to_dict(), "schedule": NoiseSchedule.create("linear", 40).to_dict(),
+            "data": {"spec": "test"}, "latent": space.to_meta()}
+    return save_checkpoint(path, {"ema": dict(unet.state_dict()), **space.tensors()}, meta)
+
+
+@pytest.fixture(autouse=True)
+def no_builtin_models(tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    root.mkdir()
+    monkeypatch.setattr(resources, "models_dir", lambda: root)
+
+
+@pytest.fixture
+def panel(qtbot, settings):
+    from diffusion_studio.gui.panels.sampling import SamplingPanel
+    from diffusion_studio.gui.state import AppState
+    from diffusion_studio.gui.workers import WorkerPool
+
+    p = SamplingPanel(AppState(device="cpu"), WorkerPool(), settings)
+    qtbot.addWidget(p)
+    p.resize(1000, 700)
+    p.show()
+    qtbot.waitExposed(p)
+    yield p
+    p.shutdown()
+    assert p.pool.shutdown(timeout_ms=10_000)
+
+
+def test_sampling_a_latent_model_shows_decoded_frames_and_the_latent(panel, qtbot, tmp_path):
+    from diffusion_studio.gui.panels.sampling_latent import LatentFrame, channel_grid
+
+    path = latent_checkpoint(tmp_path / "latent.json")
+    with qtbot.waitSignal(panel.model_loaded, timeout=WAIT_MS):
+        panel.open_checkpoint(path)
+    c = panel.controls
+    c.clip_check.setChecked(False)
+    c.select_sampler("ddim", "beta_tilde")
+    c.steps_spin.setValue(3)
+    c.n_spin.setValue(4)
+    c.seed_spin.setValue(5)
+    c.every_spin.setValue(1)
+    c.eta_spin.setValue(0.0)
+    with qtbot.waitSignal(panel.run_finished, timeout=WAIT_MS) as blocker:
+        qtbot.mouseClick(panel.sample_button, Qt.MouseButton.LeftButton)
+    assert blocker.args[0] == "done"
+    assert len(panel.frames) == 4 and all(isinstance(f, LatentFrame) for f in panel.frames)
+
+    # the same run, independently: core sampler on latents, then the checkpoint's own decoder
+    ckpt = load_checkpoint(path)
+    space = space_from_checkpoint(ckpt)
+    fn = model_fn(ckpt.build_model("cpu"), "cpu", resolve_precision("auto", torch.device("cpu")))
+    frames = list(sample_frames(fn, ckpt.schedule, (4, 4, 4, 4), "ddim", steps=3, eta=0.0, seed=5, include_start=True))
+    final = frames[-1]
+    expected_x = to_uint8(make_grid(space.decode(final.x)))
+    shown = panel.frames[-1]
+    assert shown.x.shape == expected_x.shape and shown.x.ndim == 3 and shown.x.shape[2] == 3  # 16 px RGB pictures
+    assert int(np.abs(shown.x.astype(int) - expected_x.astype(int)).max()) <= 2
+    expected_x0 = to_uint8(make_grid(space.decode(frames[-1].x0_pred)))
+    assert int(np.abs(shown.x0.astype(int) - expected_x0.astype(int)).max()) <= 2
+    assert np.array_equal(shown.latent.shape, channel_grid(final.x).shape)
+
+    # the Latent tab shows z_t of the frame on screen; the panes say they are decoded
+    panel.tabs.show_tab("Latent")
+    panel.player_bar.show_index(1)
+    qtbot.waitUntil(lambda: panel.latent_view.pane.current is not None, timeout=5000)
+    assert np.array_equal(panel.latent_view.pane.current, panel.frames[1].latent)
+    assert "decoded" in panel.x_pane.label.text and "decoded" in panel.x0_pane.label.text
+    assert "decoder" in panel.latent_view.note.text()
