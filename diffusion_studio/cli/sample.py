@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, THREADS_HELP, Lines, UsageError, add_command,
-                     check_device, echo, fmt_duration, make_bar, out_folder, plural, set_threads, wants_bar)
+from .common import (NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, THREADS, THREADS_HELP, CliError, Lines, UsageError,
+                     add_command, check_device, echo, fmt_duration, make_bar, out_folder, plural, set_threads,
+                     wants_bar)
 
 SAMPLE_DEFAULTS: dict[str, Any] = dict(n=16, sampler="ddim", ddim_steps=50, eta=0.0, variance="beta_tilde", seed=0,
                                        batch=64, guidance=2.0, device="auto", precision="auto")
@@ -51,7 +52,7 @@ def add_sample_parser(sub, common) -> None:
                    help=f"classifier-free guidance weight w in ε_∅ + w(ε_y − ε_∅), with --label "
                         f"(default: {D['guidance']:g})")
     p.add_argument("--device", metavar="DEV", default=D["device"], help=f"(default: {D['device']})")
-    p.add_argument("--threads", type=POSITIVE, metavar="N", help=THREADS_HELP)
+    p.add_argument("--threads", type=THREADS, metavar="N", help=THREADS_HELP)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=D["precision"],
                    help="auto = bf16 autocast on CUDA GPUs and CPUs with bf16 instructions, fp32 elsewhere "
                         f"(default: {D['precision']})")
@@ -115,6 +116,7 @@ def cmd_sample(args) -> int:
 def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Path) -> int:
     import torch
 
+    from ..core.sample_check import degenerate
     from ..core.samplers import sample_frames, spaced_timesteps
     from ..core.training import model_fn
     from ..data.convert import make_grid, save_gif, save_grid, save_png
@@ -154,8 +156,13 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
                 if frame.step and bar is not None:
                     bar.update(1)
                 if frame.is_final:
-                    final = args.space.decode(frame.x).clamp(-1, 1).cpu()
+                    final = args.space.decode(frame.x).cpu()
             assert final is not None
+            bad = degenerate(final)
+            if bad is not None:
+                raise CliError(f"{ckpt.path}: {bad}, so the weights are damaged or diverged; "
+                               f"{plural(written, 'image')} written before this batch")
+            final = final.clamp(-1, 1)
             for i in range(size):
                 save_png(final[i], out / f"sample_{written:0{digits}d}.png")
                 written += 1
