@@ -99,3 +99,53 @@ def test_sampling_a_latent_model_shows_decoded_frames_and_the_latent(panel, qtbo
     assert np.array_equal(panel.latent_view.pane.current, panel.frames[1].latent)
     assert "decoded" in panel.x_pane.label.text and "decoded" in panel.x0_pane.label.text
     assert "decoder" in panel.latent_view.note.text()
+
+
+def test_forward_view_noises_the_latent_and_shows_the_decoders_picture(qtbot, settings, tmp_path):
+    """The toggle shows z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε (ε from the panel's seed) and D(z_t / scale), beside x_t."""
+    import math
+
+    from diffusion_studio.core.autoencoder_io import save_autoencoder
+    from diffusion_studio.gui.panels.forward import ForwardPanel
+    from diffusion_studio.gui.state import AppState, SelectedImage
+    from diffusion_studio.gui.workers import WorkerPool
+
+    torch.manual_seed(1)
+    ae = Autoencoder(AutoencoderConfig(image_size=16, factor=4, latent_channels=4, base_channels=8, groups=4)).eval()
+    save_autoencoder(tmp_path / "ae", ae, 0.5)
+    state, pool = AppState(device="cpu"), WorkerPool()
+    rng = np.random.default_rng(0)
+    display = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    x0 = torch.from_numpy(display).permute(2, 0, 1).float() / 127.5 - 1.0
+    state.set_image(SelectedImage("test", x0.contiguous(), display, "test"))
+    p = ForwardPanel(state, pool, settings)
+    qtbot.addWidget(p)
+    p.resize(1000, 760)
+    p.show()
+    qtbot.waitExposed(p)
+    try:
+        view = p.latent
+        assert view.load(str(tmp_path / "ae"))
+        view.check.setChecked(True)
+        assert view.row.isVisible()
+        p.set_paper_t(300)
+        qtbot.waitUntil(lambda: "t = 300" in view.dec_pane.label.text, timeout=5000)
+        # independently: encode, noise with the seed's ε at ᾱ from the β's, decode
+        with torch.no_grad():
+            z0 = ae.encode(x0[None]) * 0.5
+        eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(p.seed))
+        ab = float(torch.prod(1.0 - state.schedule.betas[:300]))
+        z_t = math.sqrt(ab) * z0 + math.sqrt(1 - ab) * eps
+        with torch.no_grad():
+            picture = ae.decode(z_t / 0.5).clamp(-1, 1)
+        expected = to_uint8(make_grid(picture))
+        assert int(np.abs(view.dec_pane.current.astype(int) - expected.astype(int)).max()) <= 1
+        assert view.z_pane.current.shape[1] > view.z_pane.current.shape[0]  # 4 channel tiles side by side
+        # a bad autoencoder is refused in one line and the working one stays
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "autoencoder.json").write_text("{")
+        assert not view.load(str(tmp_path / "bad"))
+        assert "autoencoder.json" in view.info.text() and view.space is not None
+    finally:
+        p.shutdown()
+        assert pool.shutdown(10000)

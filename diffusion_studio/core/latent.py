@@ -250,4 +250,48 @@ def _num(v) -> str:
 
 
 __all__ = ["PixelSpace", "LatentSpace", "LatentImages", "LatentTrainer", "encode_dataset", "space_from_checkpoint",
-           "is_latent_meta", "space_label", "check_unet_fits", "decoded_psnr"]
+           "is_latent_meta", "space_label", "check_unet_fits", "decoded_psnr", "fit_image", "LatentNoising"]
+
+
+# ---- noising in latent space (the Forward view's lesson) ------------------------------------------------------------
+def fit_image(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """An image (C, H, W) in [−1, 1] resized (area average, or nearest when enlarging) and converted to what an
+    autoencoder takes: (channels, size, size)."""
+    import torch.nn.functional as F
+
+    x = x.float()
+    if x.shape[0] != channels:
+        x = x.mean(0, keepdim=True) if channels == 1 else x[:1].expand(3, -1, -1) if x.shape[0] == 1 else x[:3]
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        mode = "area" if h >= size and w >= size else "nearest"
+        x = F.interpolate(x[None], size=(size, size), mode=mode)[0]
+    return x.clamp(-1, 1).contiguous()
+
+
+class LatentNoising:
+    """q(z_t | z_0) for one image's latent z_0 = scale · E(x_0), with one fixed ε: z_t and the decoder's picture of it.
+
+    ``at(paper_t)`` is the paper's t (0 = z_0, T = almost pure noise).
+    """
+
+    def __init__(self, space: LatentSpace, image: torch.Tensor, schedule, seed: int = 0):
+        c = space.config
+        self.space, self.schedule = space, schedule
+        self.x0 = fit_image(image, c.image_size, c.image_channels)
+        self.z0 = space.encode(self.x0[None]).cpu()
+        gen = torch.Generator().manual_seed(int(seed))
+        self.eps = torch.randn(self.z0.shape, generator=gen)
+
+    def z_t(self, paper_t: int) -> torch.Tensor:
+        from .forward import q_sample
+
+        if paper_t <= 0:
+            return self.z0.clone()
+        t = torch.tensor([min(paper_t, self.schedule.T) - 1])
+        return q_sample(self.schedule, self.z0, t, self.eps)
+
+    def at(self, paper_t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_t (1, c, h, w), D(z_t / scale) (1, C, H, W) in [−1, 1])."""
+        z = self.z_t(paper_t)
+        return z, self.space.decode(z).cpu()

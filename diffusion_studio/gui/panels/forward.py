@@ -17,6 +17,7 @@ from ..workers import GeneratorWorker
 from .base import Panel
 from .forward_chain import BuiltChain, ChainProgress, build_chain
 from .forward_extras import attach_extras
+from .forward_latent import attach_latent
 from .forward_ui import MAX_SEED, setup_ui
 
 FILM_FRAMES = 8
@@ -51,6 +52,7 @@ class ForwardPanel(Panel):
         self.display_range = 1.0   # x_0, ε and x_t share one colour mapping: [−L, L] → black…white
         setup_ui(self)
         attach_extras(self)  # colour scale and bar, pixel histogram, clickable filmstrip, x_T warning
+        self.latent = attach_latent(self)  # noise in an autoencoder's latent space instead (forward_latent.py)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.seed_spin.setValue(self.setting("seed", 0, int))
         self.speed_spin.setValue(self.setting("speed", 5, int))
