@@ -222,3 +222,39 @@ def test_the_default_window_truncates_no_label_also_after_continue(qtbot, settin
     _settle(qtbot, 200)
     assert not _truncated(win), _truncated(win)
     win.close()
+
+
+# ---- the Images panel: drop target, centre crop --------------------------------------------------------------------
+def test_dragging_files_over_the_images_panel_highlights_it(qtbot, window, tmp_path):
+    from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent
+
+    panel = window.images
+    (tmp_path / "a.png").write_bytes(b"")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "a.png"))])
+    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(panel, enter)
+    assert enter.isAccepted()
+    assert panel.thumbnails.property("dropTarget") is True and "dashed" in panel.thumbnails.styleSheet()
+    assert panel.status_label.text() == "Drop to open these files"
+    QApplication.sendEvent(panel, QDragLeaveEvent())
+    assert not panel.thumbnails.property("dropTarget") and panel.thumbnails.styleSheet() == ""
+    assert panel.status_label.text().startswith("sample photos")
+
+
+def test_a_non_square_image_says_it_was_centre_cropped(qtbot, window):
+    panel = window.images
+    names = [e.name for e in panel.entries]
+    for name in names:
+        panel.load_builtin_sample(name)
+        entry = panel.entries[names.index(name)]
+        w, h = entry.source_size
+        text = panel.crop_label.text()
+        if w != h:
+            side = min(w, h)
+            assert panel.crop_label.isVisible() and f"{w}×{h}, centre-cropped to {side}×{side}" in text
+        else:
+            assert not panel.crop_label.isVisible()
+    assert any(e.source_size[0] != e.source_size[1] for e in panel.entries)  # the samples include one

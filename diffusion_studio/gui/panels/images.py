@@ -14,7 +14,8 @@ from ..imageview import pixmap_from_u8
 from ..state import SelectedImage
 from ..workers import GeneratorWorker
 from .base import Panel
-from .images_loading import THUMB, Entry, LoadBatch, load_builtin_preview, load_paths, sample_photo_entries
+from .images_loading import (THUMB, Entry, LoadBatch, crop_note, load_builtin_preview, load_paths,
+                             sample_photo_entries)
 
 SIZES = (64, 128, 256, 512)
 DEFAULT_SIZE = 256
@@ -36,6 +37,7 @@ class ImagesPanel(Panel):
         self._collection_spec: str | None = None     # what "Use as training data" hands to the Training panel
         self._collection_name = ""
         self._loaded = self._failed = 0
+        self._status_before_drag = ""
         self._build_ui()
         self.setAcceptDrops(True)
         size = self.setting("size", DEFAULT_SIZE, int)
@@ -102,6 +104,11 @@ class ImagesPanel(Panel):
                                    "Drop image files or folders here to open them.")
         self.thumbnails.currentItemChanged.connect(self._on_current_changed)
         lay.addWidget(self.thumbnails, 3)
+        self.crop_label = QLabel("")
+        self.crop_label.setObjectName("cropLabel")
+        self.crop_label.setWordWrap(True)
+        self.crop_label.setToolTip("x₀ is square: a non-square image is cut to its centre square, then resized.")
+        lay.addWidget(self.crop_label)
 
         self.progress_row = QWidget()
         prow = QHBoxLayout(self.progress_row)
@@ -368,6 +375,8 @@ class ImagesPanel(Panel):
             self._set_error(str(exc))
             return
         image = SelectedImage(name=entry.name, x0=from_uint8(display), display=display, source=entry.source)
+        self.crop_label.setText(crop_note(entry.name, entry.source_size, size))
+        self.crop_label.setVisible(bool(self.crop_label.text()))
         self.error_label.hide()
         self.state.set_image(image)
 
@@ -414,11 +423,26 @@ class ImagesPanel(Panel):
             return []
         return [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
 
+    def set_drop_highlight(self, on: bool) -> None:
+        """Files dragged over the panel: the list shows where they will go."""
+        self.thumbnails.setProperty("dropTarget", on)
+        self.thumbnails.setStyleSheet("QListWidget { border: 2px dashed palette(highlight); "
+                                      "background: palette(alternate-base); }" if on else "")
+        self.status_label.setText("Drop to open these files" if on else self._status_before_drag)
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if self._local_paths(event):
             event.acceptProposedAction()
+            if not self.thumbnails.property("dropTarget"):
+                self._status_before_drag = self.status_label.text()
+                self.set_drop_highlight(True)
         else:
             event.ignore()
+
+    def dragLeaveEvent(self, event) -> None:
+        if self.thumbnails.property("dropTarget"):
+            self.set_drop_highlight(False)
+        super().dragLeaveEvent(event)
 
     def dragMoveEvent(self, event) -> None:
         if self._local_paths(event):
@@ -427,6 +451,8 @@ class ImagesPanel(Panel):
             event.ignore()
 
     def dropEvent(self, event: QDropEvent) -> None:
+        if self.thumbnails.property("dropTarget"):
+            self.set_drop_highlight(False)
         paths = self._local_paths(event)
         if paths:
             event.acceptProposedAction()

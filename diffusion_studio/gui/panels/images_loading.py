@@ -32,6 +32,7 @@ class Entry:
     source: str                          # a file path, or e.g. "builtin:digits#12"
     path: str | None = None              # a file to read again at the working size
     pixels: np.ndarray | None = None     # or an in-memory uint8 (H, W, C) image (sample photos, dataset items)
+    source_size: tuple[int, int] | None = None  # (width, height) before the crop, known once loaded
 
     @property
     def channels(self) -> int:
@@ -40,9 +41,21 @@ class Entry:
     def load(self, size: int) -> np.ndarray:
         """The centre-cropped square at size×size as uint8 (H, W, C); raises DataError for a file that fails."""
         if self.path is not None:
-            return to_array(open_image(self.path), size, 3)
+            img = open_image(self.path)
+            self.source_size = img.size
+            return to_array(img, size, 3)
         arr = self.pixels[:, :, 0] if self.pixels.shape[2] == 1 else self.pixels
+        self.source_size = (int(arr.shape[1]), int(arr.shape[0]))
         return to_array(Image.fromarray(np.ascontiguousarray(arr)), size, self.channels)
+
+
+def crop_note(name: str, source_size: tuple[int, int] | None, size: int) -> str:
+    """'china: 640×427, centre-cropped to 427×427, then resized to 256×256' for a non-square image; '' otherwise."""
+    if not source_size or source_size[0] == source_size[1]:
+        return ""
+    w, h = source_size
+    side = min(w, h)
+    return f"{name}: {w}×{h}, centre-cropped to {side}×{side}, then resized to {size}×{size}"
 
 
 @dataclass
