@@ -206,6 +206,9 @@ def test_subset_timesteps_and_weights():
     assert vlb.subset_timesteps(T, k, 3) == vlb.subset_timesteps(T, k, 3)
     with pytest.raises(ValueError):
         vlb.subset_timesteps(10, 0)
+    assert vlb.max_every(1000) == 50 and vlb.max_every(10) == 1
+    with pytest.raises(ValueError, match="at most 50"):
+        vlb.subset_timesteps(1000, 51)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ from typing import Any
 from .. import __version__
 from .common import (PRESET_NAMES, PROG, SCHEDULE_KINDS, CliError, Formatter, Parser, Stopped, UsageError,
                      common_options, one_line, say)
+from .importer import add_import_parser
 from .info import add_export_parser, add_info_parser
+from .nll import add_nll_parser
 from .sample import add_sample_parser
 from .train import add_train_parser
 from .train_autoencoder import add_train_autoencoder_parser
@@ -50,6 +52,8 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, d
     add_sample_parser(sub, common)
     add_info_parser(sub, common)
     add_export_parser(sub, common)
+    add_import_parser(sub, common)
+    add_nll_parser(sub, common)
     sub.add_parser(APP_COMMAND, add_help=False,
                    help=f"open the desktop app (the default without a command); '{PROG} app --help' lists its options")
     if command == "fid":

@@ -97,6 +97,14 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- timesteps ----------------------------------------------------------------------------------------------------
+MIN_BLOCKS = 20  # fewer blocks than this and their spread cannot be judged (the interval undercovers)
+
+
+def max_every(T: int) -> int:
+    """The coarsest quick look that still leaves MIN_BLOCKS blocks: T // 20 (50 for T = 1000), at least 1."""
+    return max(1, T // MIN_BLOCKS)
+
+
 def subset_timesteps(T: int, every: int = 1, design_seed: int = 0) -> list[int]:
     """The indices a quick look evaluates, from T − 1 down to 0: all of 0..every−1 (L_0 and the steep head of the
     curve), then ONE index drawn at random from each block [every, 2·every), [2·every, 3·every), … (stratified random
@@ -104,7 +112,10 @@ def subset_timesteps(T: int, every: int = 1, design_seed: int = 0) -> list[int]:
     sum is an unbiased estimate of the full sum; every = 1 is the full T."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be a whole number ≥ 1, got {every!r}")
-    if every == 1 or every >= T:
+    if every > max_every(T):
+        raise ValueError(f"every must be at most {max_every(T)} for T = {T} (at least {MIN_BLOCKS} blocks), "
+                         f"got {every}")
+    if every == 1:
         return list(range(T - 1, -1, -1))
     rng = np.random.default_rng(design_seed)
     drawn = [int(rng.integers(a, min(a + every, T))) for a in range(every, T, every)]
@@ -113,7 +124,7 @@ def subset_timesteps(T: int, every: int = 1, design_seed: int = 0) -> list[int]:
 
 def subset_weights(T: int, every: int, ts: Sequence[int]) -> dict[int, int]:
     """How many indices each evaluated index stands for: 1 in the head (< every), its block's size after it."""
-    if every == 1 or every >= T:
+    if every == 1:
         return {int(t): 1 for t in ts}
     return {int(t): 1 if t < every else min(t // every * every + every, T) - t // every * every for t in ts}
 
@@ -153,6 +164,7 @@ def _sigma2(schedule: NoiseSchedule, variance: str, t: torch.Tensor, like: torch
     return v.reshape(v.shape + (1,) * (like.ndim - 1))
 
 
+@torch.no_grad()
 def _row_terms(eps_fn: EpsFn, schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                variances: Sequence[str], clip_x0: bool, discrete: bool, batch: int | None, in_dtype: torch.dtype):
     """The term of each row at its own index t[row] (float64 x0 and ε given): a KL for t ≥ 1, the decoder's NLL at 0."""
