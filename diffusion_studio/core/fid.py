@@ -188,10 +188,10 @@ class FIDStats:
         except CheckpointError as e:
             raise ValueError(f"{p.name}: not a readable FID statistics file ({e.reason})") from None
         except (KeyError, ValueError, OSError, SafetensorError, zipfile.BadZipFile, RecursionError, EOFError) as e:
-            text = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-            if text.startswith(f"{p.name}: "):
-                raise ValueError(text) from None
-            raise ValueError(f"{p.name}: not a readable FID statistics file ({text})") from None
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if text.startswith(f"{p.name}: "):  # already our own one-line message
+                raise ValueError(text[:400]) from None
+            raise ValueError(f"{p.name}: not a readable FID statistics file ({text[:100]})") from None
         mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
             raise ValueError(f"{p.name}: mu {mu.shape} and sigma {sigma.shape} do not fit together")

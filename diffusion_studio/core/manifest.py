@@ -167,6 +167,9 @@ MODEL_FIELDS: dict[str, Spec] = {
     "channel_mults": ListOf(Int(1, 16), 8, 1), "num_res_blocks": Int(1, 16),
     "attn_resolutions": ListOf(Int(1, 2048), 16), "dropout": Float(0, 1, hi_open=True), "num_heads": Int(1, 256),
     "groups": Int(1, 1024), "num_classes": Optional(Int(1, 100_000)), "preset": Optional(Str(64)),
+    "norm_eps": Float(0, 1, lo_open=True), "time_sin_first": Bool(), "time_freq_shift": Float(-1e6, 1e6),
+    "downsample_padding": Int(0, 8), "prediction": Str(16), "text_encoder": Optional(Str(256)),
+    "context_dim": Int(0, 8192), "cross_attn_resolutions": ListOf(Int(1, 2048), 16),
 }
 SCHEDULE_FIELDS: dict[str, Spec] = {
     "kind": Str(64), "T": Int(2, MAX_T), "params": Obj(unknown=Float(), max_keys=16),

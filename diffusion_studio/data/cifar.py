@@ -56,6 +56,9 @@ class _NdarrayName:
     """Stands for numpy.ndarray in a pickle: it may only be handed to _reconstruct, never called. Called, ndarray
     allocates whatever shape the pickle asks for (a 147-byte file could ask for 6 GB)."""
 
+    def __call__(self, *args, **kwargs):
+        raise _Refused("numpy.ndarray called directly (it would allocate any size the file asks for)")
+
 
 _NDARRAY = _NdarrayName()
 
@@ -193,10 +196,11 @@ def _read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _locate(folder: Path) -> tuple[Path, str]:
     """The folder holding the batches and which version it is ("bin" preferred: no pickle at all)."""
+    # lexists, not is_file: a FIFO or device under a batch's name is then reported by name when it is opened.
     for base in (folder, folder / "cifar-10-batches-bin", folder / "cifar-10-batches-py"):
-        if (base / "data_batch_1.bin").is_file() or (base / "test_batch.bin").is_file():
+        if os.path.lexists(base / "data_batch_1.bin") or os.path.lexists(base / "test_batch.bin"):
             return base, "bin"
-        if (base / "data_batch_1").is_file() or (base / "test_batch").is_file():
+        if os.path.lexists(base / "data_batch_1") or os.path.lexists(base / "test_batch"):
             return base, "py"
     looked = "data_batch_1.bin … test_batch.bin or data_batch_1 … test_batch"
     raise DataError(folder, f"no CIFAR-10 batches found (looked for {looked})")
@@ -240,7 +244,7 @@ def load_cifar10(
     images, labels, have = [], [], 0
     for stem in _SPLITS[split]:
         file = base / f"{stem}{suffix}"
-        if not file.is_file():
+        if not os.path.lexists(file):
             continue  # a folder with only some batches is still usable
         x, y = reader(file)
         if (y < 0).any() or (y >= len(CLASS_NAMES)).any():

@@ -98,9 +98,9 @@ def count_jpeg_scans(f) -> int:
 def _check_jpeg_work(f, path: Path, pixels: int) -> None:
     scans = count_jpeg_scans(f)
     if scans > MAX_JPEG_SCANS or scans * pixels > MAX_JPEG_SCAN_MEGAPIXELS * 1_000_000:
-        raise DataError(path, f"JPEG with {scans:,} scans over {pixels:,} pixels: decoding it would take minutes "
-                              f"(real encoders write a few dozen scans at most; the limit is {MAX_JPEG_SCANS}, "
-                              f"and {MAX_JPEG_SCAN_MEGAPIXELS:,} scan-megapixels); skipped")
+        raise DataError(path, f"JPEG with {scans:,} scans of {pixels:,} pixels: more decoding work than any real "
+                              f"JPEG needs (limits: {MAX_JPEG_SCANS} scans, {MAX_JPEG_SCAN_MEGAPIXELS:,} "
+                              f"scan-megapixels); skipped")
 
 
 def _starts_like_image(path: Path) -> bool:
