@@ -258,3 +258,75 @@ def test_a_non_square_image_says_it_was_centre_cropped(qtbot, window):
         else:
             assert not panel.crop_label.isVisible()
     assert any(e.source_size[0] != e.source_size[1] for e in panel.entries)  # the samples include one
+
+
+# ---- exports: a readable grid, t on GIF and filmstrip frames, dialogs in the last folder ---------------------------
+def test_exports_are_readable_and_carry_their_t(qtbot, settings, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from diffusion_studio.gui.export_labels import STRIP
+    from diffusion_studio.gui.main_window import MainWindow
+
+    settings.setValue("sampling/n_images", 4)
+    win = MainWindow(settings, device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    panel = win.sampling
+    with qtbot.waitSignal(panel.run_finished, timeout=120_000):
+        win.show_panel(panel)  # the first look samples 4 digits (16 px) with DDIM
+    last = panel.frames[-1].x
+    assert max(last.shape[:2]) < 256  # the grid itself is small (2×2 of 16 px + padding)
+    assert panel.export_grid(tmp_path / "grid.png")
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    k = grid.shape[0] // last.shape[0]
+    assert k >= 2 and grid.shape[0] == k * last.shape[0] and grid.shape[1] == k * last.shape[1]
+    assert min(grid.shape[:2]) >= 256
+    np.testing.assert_array_equal(grid[::k, ::k].reshape(last.shape), last)  # whole-factor nearest neighbour
+    np.testing.assert_array_equal(grid[k - 1::k, k - 1::k].reshape(last.shape), last)
+
+    assert panel.export_gif(tmp_path / "a.gif", with_x0=False)
+    gif = Image.open(tmp_path / "a.gif")
+    strips = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        frame = np.asarray(gif.convert("L"))
+        strips.append(frame[-STRIP:])
+    assert all(s.max() > 128 for s in strips)  # every frame has white caption text under it
+    assert not np.array_equal(strips[0], strips[-1])  # "t = 1000" is not "t = 0"
+
+    fwd = win.forward
+    out = fwd.export_filmstrip(tmp_path / "film.png")
+    film = np.asarray(Image.open(out).convert("L"))
+    assert film.shape[0] == fwd.filmstrip.shape[0] + STRIP and film.shape[1] == fwd.filmstrip.shape[1]
+    n = len(fwd.film_pane.label.text.split("t = ", 1)[1].split(","))
+    w = film.shape[1] // n
+    for i in range(n):  # a caption under every frame
+        assert film[-STRIP:, i * w + 2:(i + 1) * w - 2].max() > 128, i
+    win.close()
+
+
+def test_file_dialogs_start_in_the_last_folder_the_user_chose(qtbot, window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    chosen = tmp_path / "my exports"
+    chosen.mkdir()
+    starts = []
+
+    def save_name(_parent, _caption, start, _filters):
+        starts.append(start)
+        return str(chosen / "out.png"), ""
+
+    def open_names(_parent, _caption, start, _filters):
+        starts.append(start)
+        return [], ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_name))
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(open_names))
+    window.schedule.export_png_dialog()  # the user saves the schedule plot into "my exports"
+    assert (chosen / "out.png").exists()
+    window.forward.export_filmstrip_dialog()
+    window.images.open_files_dialog()
+    from pathlib import Path
+
+    assert Path(starts[1]).parent == chosen and Path(starts[2]) == chosen, starts

@@ -13,6 +13,8 @@ from PySide6.QtWidgets import QFileDialog
 
 from ...core.forward import ForwardScrubber
 from ...data import save_png, to_uint8
+from ..dialogs import remember, start_path
+from ..export_labels import labelled_filmstrip
 from ..workers import GeneratorWorker
 from .base import Panel
 from .forward_chain import BuiltChain, ChainProgress, build_chain
@@ -353,12 +355,12 @@ class ForwardPanel(Panel):
 
     # ---- export ---------------------------------------------------------------------------------------------------
     def export_filmstrip_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export filmstrip", self.setting("last_export", "filmstrip.png"),
+        path, _ = QFileDialog.getSaveFileName(self, "Export filmstrip", start_path(self.settings, "filmstrip.png"),
                                               "PNG images (*.png)")
         if path:
             if not path.lower().endswith(".png"):
                 path += ".png"
-            self.set_setting("last_export", path)
+            remember(self.settings, path)
             self.export_filmstrip(path)
 
     def export_filmstrip(self, path) -> Path | None:
@@ -368,7 +370,10 @@ class ForwardPanel(Panel):
             self.error_label.show()
             return None
         try:
-            out = save_png(self._film, path)
+            # each frame carries its t underneath (the gaps are those _render_film puts between frames)
+            gap = max(2, self._film.shape[0] // 32)
+            film = labelled_filmstrip(self._film, film_paper_ts(self.state.schedule.T), gap)
+            out = save_png(film, path)
         except (OSError, ValueError) as exc:
             self.error_label.setText(f"could not save {Path(path).name}: {exc}")
             self.error_label.show()

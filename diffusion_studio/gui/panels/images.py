@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QListWidget, QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from ...data import BUILTIN_DATASETS, IMAGE_EXTENSIONS, DataError, from_uint8
+from ..dialogs import last_folder, remember
 from ..imageview import pixmap_from_u8
 from ..state import SelectedImage
 from ..workers import GeneratorWorker
@@ -168,15 +169,16 @@ class ImagesPanel(Panel):
 
     def open_files_dialog(self) -> None:
         pattern = " ".join(f"*{e}" for e in IMAGE_EXTENSIONS)
-        files, _ = QFileDialog.getOpenFileNames(self, "Open images", self.setting("last_dir", ""),
+        files, _ = QFileDialog.getOpenFileNames(self, "Open images", last_folder(self.settings),
                                                 f"Images ({pattern});;All files (*)")
         if files:
-            self.set_setting("last_dir", str(Path(files[0]).parent))
+            remember(self.settings, files[0])
             self.add_paths(files)
 
     def open_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images", self.setting("last_folder", ""))
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images", last_folder(self.settings))
         if folder:
+            remember(self.settings, str(Path(folder).parent))
             self.add_paths([folder])
 
     def add_paths(self, paths: list[str]) -> None:

@@ -10,6 +10,8 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, Q
                                QScrollArea, QVBoxLayout, QWidget)
 
 from ...data.convert import save_gif, save_png
+from ..dialogs import remember, start_path
+from ..export_labels import enlarge, integer_scale, with_caption
 from ..imageview import ImagePane
 from ..state import LoadedModel
 from ..workers import GeneratorWorker
@@ -402,7 +404,7 @@ class SamplingPanel(Panel):
             return False
         last = self.frames[-1]
         try:
-            save_png(last.x, path)
+            save_png(enlarge(last.x, integer_scale(last.x.shape)), path)  # a 4×4 grid of 16 px is 74 px: enlarged
         except (OSError, ValueError) as e:
             self._error(f"Could not save {Path(path).name}: {e}")
             return False
@@ -418,7 +420,9 @@ class SamplingPanel(Panel):
         with_x0 = self.gif_x0_check.isChecked() if with_x0 is None else with_x0
         frames = gif_frames(self.frames, with_x0=with_x0)
         try:
-            save_gif(frames, path, fps=fps or self.player_bar.fps_spin.value(), scale=gif_scale(frames[0].shape[1]))
+            scale = gif_scale(frames[0].shape[1])
+            frames = [with_caption(f, f"t = {rec.paper_t}", scale) for f, rec in zip(frames, self.frames)]
+            save_gif(frames, path, fps=fps or self.player_bar.fps_spin.value(), scale=1)
         except (OSError, ValueError) as e:
             self._error(f"Could not save {Path(path).name}: {e}")
             return False
@@ -426,10 +430,10 @@ class SamplingPanel(Panel):
         return True
 
     def _save_dialog(self, caption: str, name: str, filt: str) -> str:
-        start = str(Path(self.chooser.last_dir or Path.home()) / name)
-        path, _ = QFileDialog.getSaveFileName(self, caption, start, filt)
+        path, _ = QFileDialog.getSaveFileName(self, caption, start_path(self.settings, name), filt)
         if path:
             self.chooser.last_dir = str(Path(path).parent)
+            remember(self.settings, path)
         return path
 
     def export_grid_dialog(self) -> None:

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFrame, QGridLayout, QHBo
                                QVBoxLayout, QWidget)
 
 from ...core.schedule import KINDS, NoiseSchedule
+from ..dialogs import remember, start_path
 from .base import Panel
 from .schedule_extras import attach_extras
 from .schedule_form import ScheduleForm
@@ -240,8 +241,7 @@ class SchedulePanel(Panel):
         return path
 
     def _save_dialog(self, caption: str, name: str, filters: str, export) -> None:
-        start = str(Path(self.setting("export_dir", str(Path.home()), str)) / name)
-        path, _ = QFileDialog.getSaveFileName(self, caption, start, filters)
+        path, _ = QFileDialog.getSaveFileName(self, caption, start_path(self.settings, name), filters)
         if not path:
             return
         try:
@@ -249,7 +249,7 @@ class SchedulePanel(Panel):
         except OSError as exc:
             self.show_error(f"Could not save {path}: {exc.strerror or exc}")
             return
-        self.set_setting("export_dir", str(Path(path).parent))
+        remember(self.settings, path)
 
     def export_csv_dialog(self) -> None:
         self._save_dialog("Export schedule curves", f"schedule_{self.schedule.kind}_T{self.schedule.T}.csv",
