@@ -155,3 +155,30 @@ def test_schedule_kinds_match_diffusers_betas(tmp_path):
         assert ours.T == 200
         torch.testing.assert_close(ours.betas.float(), sched.betas.float(), atol=1e-7, rtol=1e-5)
         torch.testing.assert_close(ours.alpha_bars.float(), sched.alphas_cumprod.float(), atol=1e-6, rtol=1e-5)
+
+
+def test_cli_opens_imports_and_samples_a_diffusers_folder(tmp_path, capsys, monkeypatch):
+    from diffusion_studio.cli import main
+    from diffusion_studio.core import calibrate
+
+    # Timing the layouts of a 256-px model on a batch of 16 is calibrate's business, and slow: fix the choice here.
+    monkeypatch.setattr(calibrate, "choose", lambda *a, **k: calibrate.FastPath(False, "fp32", {}, "fixed"))
+    folder, unet, _ = make_folder(tmp_path, "ddpm-cat-256", {"variance_type": "fixed_large", "clip_sample": False})
+    assert main(["info", str(folder)]) == 0
+    assert "256x256x3" in capsys.readouterr().out
+    # at 256 px on a CPU the command says how long it will take before it starts
+    assert main(["sample", "--model", str(folder), "--n", "1", "--steps", "2", "--out", str(tmp_path / "s"),
+                 "-q"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("DDIM-2 at 256x256: about ") and "s a step, timed just now" in out
+    assert (tmp_path / "s" / "sample_00000.png").is_file()
+
+    assert main(["import", str(folder), "--out", str(tmp_path / "imported")]) == 0
+    ckpt = load_checkpoint(tmp_path / "imported")
+    direct = load_checkpoint(folder)
+    assert ckpt.meta["sampling"] == {"variance": "beta", "clip_x0": False} and ckpt.schedule == direct.schedule
+    for k, v in direct.tensors["ema"].items():
+        torch.testing.assert_close(ckpt.tensors["ema"][k], v, atol=0, rtol=0)  # stored as converted, bit for bit
+    assert main(["import", str(folder), "--out", str(tmp_path / "imported")]) == 2  # never overwrites
+    assert main(["import", str(tmp_path / "s"), "--out", str(tmp_path / "x")]) == 1
+    assert "not a diffusers pipeline folder" in capsys.readouterr().err
