@@ -1,0 +1,217 @@
+"""Captions for images: written from what builtin:shapes drew, digit words for builtin:digits, and for folders read
+from a Hugging Face imagefolder metadata.jsonl / metadata.csv, sidecar NAME.txt files, or the subfolder names."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DataError
+
+COLOUR_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "white")  # builtin._INKS order
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+MAX_CAPTION_FILE = 64 << 20   # a metadata file larger than this is refused, whatever it holds
+MAX_CAPTION_CHARS = 1000      # one caption; longer ones are cut (the encoder reads 16 tokens anyway)
+MAX_SIDECAR = 16 << 10
+
+
+def _position(x: float, y: float) -> str:
+    dx, dy = x - 0.5, y - 0.5
+    if max(abs(dx), abs(dy)) < 0.1:
+        return "centre"
+    if abs(dx) >= abs(dy):
+        return "left" if dx < 0 else "right"
+    return "top" if dy < 0 else "bottom"
+
+
+_PLACE = {"centre": "in the centre", "left": "on the left", "right": "on the right", "top": "at the top",
+          "bottom": "at the bottom"}
+
+
+def shape_caption(colour: str, shape: str, size: str, position: str, background: str, form: int) -> str:
+    """One of six phrasings; every one names the colour and the shape."""
+    place, a = _PLACE[position], article(colour)
+    return (
+        f"{a} {colour} {shape}",
+        f"a {size} {colour} {shape}",
+        f"{a} {colour} {shape} {place}",
+        f"a {size} {colour} {shape} {place}",
+        f"{size} {colour} {shape}, {background} background",
+        f"{a} {colour} {shape} on a {background} background",
+    )[form]
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def shape_captions(labels, inks, radius_frac, centres, dark, seed: int = 0) -> list[str]:
+    """Captions of builtin:shapes images from their drawing parameters (radius as a fraction of the side,
+    centres (x, y) in [0, 1], dark background or not). A third are the plain "a {colour} {shape}"."""
+    from .builtin import SHAPE_CLASSES
+
+    rng = np.random.default_rng(10_000 + seed)
+    forms = rng.choice(6, size=len(labels), p=[0.35, 0.13, 0.13, 0.13, 0.13, 0.13])
+    out = []
+    for i, label in enumerate(labels):
+        size = "small" if radius_frac[i] < 0.32 else "large"
+        out.append(shape_caption(COLOUR_NAMES[inks[i]], SHAPE_CLASSES[int(label)], size,
+                                 _position(*centres[i]), "dark" if dark[i] else "light", int(forms[i])))
+    return out
+
+
+def digit_caption(k: int, form: int) -> str:
+    return (f"the digit {DIGIT_WORDS[k]}", f"{k}", DIGIT_WORDS[k], f"a handwritten {k}")[form]
+
+
+def digit_captions(labels, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(20_000 + seed)
+    forms = rng.integers(0, 4, len(labels))
+    return [digit_caption(int(k), int(f)) for k, f in zip(labels, forms)]
+
+
+# ---- folders ---------------------------------------------------------------------------------------------------------
+def _read_text(path: Path, limit: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise DataError(path, f"cannot read ({e.strerror or e})") from None
+    if len(raw) > limit:
+        raise DataError(path, f"larger than {limit >> 10} KB; not read")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(path, "not UTF-8 text") from None
+
+
+def _caption(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: the caption is not text ({type(value).__name__})")
+    text = " ".join(value.split())[:MAX_CAPTION_CHARS]
+    if not text:
+        raise ValueError(f"{where}: empty caption")
+    return text
+
+
+def _metadata_rows(path: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """[(where, file_name, text)] from metadata.jsonl or metadata.csv, and one line per unusable row."""
+    problems: list[str] = []
+    rows: list[tuple[str, str, str]] = []
+    try:
+        text = _read_text(path, MAX_CAPTION_FILE)
+    except DataError as e:
+        return rows, [str(e)]
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name} line {n}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"{where}: not JSON ({e.msg})")
+                continue
+            if not isinstance(obj, dict) or "file_name" not in obj:
+                problems.append(f"{where}: no \"file_name\"")
+                continue
+            col = "text" if "text" in obj else "caption" if "caption" in obj else None
+            if col is None:
+                problems.append(f"{where}: no \"text\" (or \"caption\") for {obj['file_name']!r}")
+                continue
+            try:
+                rows.append((where, str(obj["file_name"]), _caption(obj[col], where)))
+            except ValueError as e:
+                problems.append(str(e))
+        return rows, problems
+    reader = csv.DictReader(io.StringIO(text))
+    fields = reader.fieldnames or []
+    col = "text" if "text" in fields else "caption" if "caption" in fields else None
+    if "file_name" not in fields or col is None:
+        return rows, [f"{path.name}: needs the columns file_name and text (found: {', '.join(fields) or 'none'})"]
+    try:
+        for row in reader:
+            where = f"{path.name} line {reader.line_num}"
+            if row.get("file_name") in (None, ""):
+                problems.append(f"{where}: no file_name")
+                continue
+            try:
+                rows.append((where, row["file_name"], _caption(row.get(col), where)))
+            except ValueError as e:
+                problems.append(str(e))
+    except csv.Error as e:
+        problems.append(f"{path.name} line {reader.line_num}: {e}; the rest of the file is skipped")
+    return rows, problems
+
+
+def folder_captions(root: str | Path, sources: Sequence[str]) -> tuple[list[str], list[str]]:
+    """A caption per image (``sources``: paths relative to ``root``) and one line per problem found.
+
+    Precedence: a metadata.jsonl / metadata.csv row (in the image's folder or any folder above it, file_name relative
+    to that metadata file), then NAME.txt beside the image, then the image's top subfolder name. An image with none
+    of these gets "" (trained as the null caption) and a problem line.
+    """
+    root = Path(root)
+    index = {s: i for i, s in enumerate(sources)}
+    captions: list[str | None] = [None] * len(sources)
+    problems: list[str] = []
+    # Shallowest first, so a metadata file nearer the image overrides one above it.
+    folders = sorted({Path(s).parent.as_posix() for s in sources} | {"."}, key=lambda d: (d != ".", d.count("/"), d))
+    seen_meta = set()
+    for folder in folders:
+        for name in ("metadata.jsonl", "metadata.csv"):
+            meta = root / folder / name
+            if meta in seen_meta or not meta.is_file():
+                continue
+            seen_meta.add(meta)
+            rows, bad = _metadata_rows(meta)
+            problems += [f"{folder}/{p}" if folder != "." else p for p in bad]
+            for where, file_name, text in rows:
+                rel = (Path(folder) / file_name).as_posix() if folder != "." else Path(file_name).as_posix()
+                if rel not in index:
+                    problems.append(f"{where}: names {file_name!r}, which is not among the loaded images")
+                    continue
+                captions[index[rel]] = text
+    for i, src in enumerate(sources):
+        if captions[i] is not None:
+            continue
+        side = (root / src).with_suffix(".txt")
+        if side.is_file():
+            try:
+                captions[i] = _caption(_read_text(side, MAX_SIDECAR), side.name)
+            except (DataError, ValueError) as e:
+                problems.append(str(e))
+            if captions[i] is not None:
+                continue
+        if "/" in src:
+            captions[i] = src.split("/", 1)[0].replace("_", " ").replace("-", " ")
+        else:
+            problems.append(f"{src}: no caption (no metadata row, no {Path(src).stem}.txt, not in a subfolder); "
+                            f"trained as the empty caption")
+            captions[i] = ""
+    return [c or "" for c in captions], problems
+
+
+def attach_captions(ds) -> list[str]:
+    """Give a dataset its captions (``ds.captions``) if it has none yet; returns one line per problem.
+
+    DataError when the data has nothing to caption it with.
+    """
+    if ds.captions:
+        return []
+    spec = (ds.spec or "").strip()
+    if spec == "builtin:digits" or spec.lower().startswith("mnist:"):
+        ds.captions = digit_captions(ds.labels.tolist())
+        return []
+    if ds.sources and ds.report is not None:  # a folder (load_folder records the files it loaded)
+        ds.captions, problems = folder_captions(Path(spec).expanduser(), ds.sources)
+        return problems
+    if ds.labels is not None and ds.class_names:
+        ds.captions = [f"a {ds.class_names[int(k)]}" for k in ds.labels]
+        return []
+    raise DataError(None, "has no captions to condition on (use a folder with metadata.jsonl, metadata.csv, "
+                          "NAME.txt files or class subfolders)", name=ds.name or spec or "data")
