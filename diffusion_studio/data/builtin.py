@@ -135,12 +135,14 @@ def shapes(size: int = 32, channels: int = 3, n: int = 2000, seed: int = 0) -> I
     angle = rng.uniform(0.0, 2 * math.pi, n)
 
     out = np.empty((n, size, size, 3), dtype=np.uint8)
+    centres = np.empty((n, 2))
     for i in range(n):
         ink, bg = _COLOUR_PAIRS[pairs[i]]
         r = radius[i]
         # Keep the whole shape inside the frame: the centre is drawn from [r, big - r].
         x = r + cx[i] * (big - 2 * r)
         y = r + cy[i] * (big - 2 * r)
+        centres[i] = (x / big, y / big)
         canvas = Image.new("RGB", (big, big), bg)
         draw = ImageDraw.Draw(canvas)
         kind = SHAPE_CLASSES[labels[i]]
@@ -150,13 +152,19 @@ def shapes(size: int = 32, channels: int = 3, n: int = 2000, seed: int = 0) -> I
             draw.polygon(_polygon(kind, x, y, r, angle[i]), fill=ink)
         out[i] = np.asarray(canvas.reduce(ss))
     u8 = to_channels(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), channels)
-    return ImageDataset(
+    ds = ImageDataset(
         u8,
         torch.from_numpy(labels.astype(np.int64)),
         name="shapes" if seed == 0 else f"shapes (seed {seed})",
         spec="builtin:shapes",
         class_names=list(SHAPE_CLASSES),
     )
+    from .captions import shape_captions  # captions say what was drawn: ink, shape, size, place, background
+
+    inks = [_INKS.index(_COLOUR_PAIRS[p][0]) for p in pairs]
+    dark = [_luma(_COLOUR_PAIRS[p][1]) < 128 for p in pairs]
+    ds.captions = shape_captions(labels, inks, radius / big, centres, dark, seed)
+    return ds
 
 
 # --- sample photos ----------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ class ImageDataset:
         self.class_names = list(class_names) if class_names is not None else None
         self.report = report
         self.sources = list(sources) if sources else []
+        self.captions: list[str] | None = None  # one per image, for text conditioning (data/captions.py)
 
     # --- shape -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
