@@ -267,3 +267,32 @@ def test_mean_ci_uses_students_t():
     mean, half = vlb.mean_ci(np.array([1.0, 2.0, 3.0]))
     assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-6)
     assert vlb.mean_ci(np.arange(100.0))[1] == pytest.approx(1.96 * np.arange(100.0).std(ddof=1) / 10)
+
+
+def test_eps_weights_turn_the_kl_into_a_weighted_eps_error():
+    """Unclipped, μ̃ − μ_θ = β_t/(√α_t √(1−ᾱ_t)) (ε_θ − ε): each L_{t−1} is λ_t‖ε − ε_θ‖² plus the variance term."""
+    sched = NoiseSchedule.create("linear", 200)
+    fn = exact_eps(np.cumprod(1 - np_betas("linear", 200)))
+    x0 = MU + S * torch.randn(5, 6, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    for v in vlb.VARIANCES:
+        lam = vlb.eps_weights(sched, v)
+        assert math.isnan(float(lam[0])) and float(lam[1]) > 20 * float(lam[-1])  # small t weigh most
+        sig2 = vlb.model_variances(sched, v)
+        for t in (1, 7, 150, 199):
+            item = vlb.terms_at(fn, sched, x0, t, variances=(v,), clip_x0=False, discrete=False)
+            bt = float(sched.posterior_variance[t])
+            var_term = 0.5 * (math.log(float(sig2[t]) / bt) + bt / float(sig2[t]) - 1)
+            assert torch.allclose(item.terms[v], float(lam[t]) * item.eps_mse + var_term, rtol=1e-9, atol=1e-13)
+
+
+def test_cumulative_and_share(full_linear_run):
+    *_, full = full_linear_run
+    for v in vlb.VARIANCES:
+        t, cum = full.cumulative_bits(v)
+        assert t[0] == 1 and t[-1] == 1000
+        assert cum[-1] + full.prior.mean() / vlb.LN2 == pytest.approx(full.bits_per_dim(v)["bits_per_dim"], rel=1e-9)
+        tc, y = full.curve_bits(v)
+        assert cum[0] == pytest.approx(y[0]) and full.share_up_to(v, 1000) == pytest.approx(1.0)
+        # (continuous data: L_0 is a log-density, negative here, so the shares start below 0 and rise to 1)
+        assert full.share_up_to(v, 1) == pytest.approx(cum[0] / cum[-1])
+        assert full.share_up_to(v, 1) < full.share_up_to(v, 10) < full.share_up_to(v, 100) < 1

@@ -84,6 +84,14 @@ def model_variances(schedule: NoiseSchedule, variance: str) -> torch.Tensor:
     raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
 
 
+def eps_weights(schedule: NoiseSchedule, variance: str) -> torch.Tensor:
+    """λ_t with L_{t−1} = λ_t · E‖ε − ε_θ‖² (per dimension) + a variance term, for t ≥ 2 (index ≥ 1):
+    λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)). L_simple sets every λ_t to 1; index 0 (the decoder) is NaN."""
+    lam = schedule.betas ** 2 / (2 * model_variances(schedule, variance) * schedule.alphas * (1 - schedule.alpha_bars))
+    lam[0] = math.nan
+    return lam
+
+
 def prior_kl(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
     """L_T = KL(q(x_T | x_0) ‖ N(0, I)) per image, nats per dimension; shape (B,)."""
     x0 = x0.double()
@@ -139,6 +147,8 @@ class Probe:
     p_mean: np.ndarray          # μ_θ(x_t, t)
     q_var: float                # β̃_t; 0 at index 0 (the data is a point)
     p_var: dict[str, float]     # σ_t² per variance choice
+    mean_gap: float = 0.0       # ‖μ̃_t − μ_θ‖² per dimension (at index 0: ‖x_0 − μ_θ‖²)
+    terms: dict[str, float] = field(default_factory=dict)  # this image's term per variance, nats/dim
 
 
 @dataclass
@@ -209,8 +219,10 @@ def terms_at(eps_fn: EpsFn, schedule: NoiseSchedule, x0: torch.Tensor, t: int, *
         def img(a: torch.Tensor) -> np.ndarray:
             return np.ascontiguousarray(a[0].float().cpu().numpy())
         q_var = 0.0 if t == 0 else float(schedule.posterior_variance[t])
-        pr = Probe(img(x_t), img(x0_64 if t == 0 else q_mean), img(p_mean), q_var,
-                   {v: float(model_variances(schedule, v)[t]) for v in variances})
+        q0 = x0_64 if t == 0 else q_mean
+        pr = Probe(img(x_t), img(q0), img(p_mean), q_var,
+                   {v: float(model_variances(schedule, v)[t]) for v in variances},
+                   float(((q0[0] - p_mean[0]) ** 2).mean()), {v: float(out[v][0]) for v in variances})
     return TermsAt(int(t), out, eps_mse, x0_mse, pr)
 
 
@@ -348,6 +360,25 @@ class VLB:
         middle = np.sum(rows, axis=0) if rows else np.zeros(self.n)
         return self.prior + self.decoder(variance) + middle
 
+    def curve_bits(self, variance: str) -> tuple[np.ndarray, np.ndarray]:
+        """(the paper's t ascending, the mean term there in bits/dim): L_0 at t = 1, L_{t−1} at t ≥ 2."""
+        ts, y = self.per_t(variance)
+        return ts + 1, y / LN2
+
+    def cumulative_bits(self, variance: str) -> tuple[np.ndarray, np.ndarray]:
+        """(the paper's t ascending, Σ of the weighted terms up to t in bits/dim): how the bound builds up from
+        t = 1; at t = T plus L_T it is the total (an estimate for a quick look)."""
+        ts, y = self.per_t(variance)
+        w = self.weights()
+        return ts + 1, np.cumsum(y * np.array([w[int(t)] for t in ts])) / LN2
+
+    def share_up_to(self, variance: str, t_paper: int) -> float:
+        """The fraction of the bound (without L_T) that the terms at t ≤ t_paper carry."""
+        t, cum = self.cumulative_bits(variance)
+        if cum.size == 0 or cum[-1] <= 0:
+            return math.nan
+        return float(cum[t <= t_paper][-1] / cum[-1]) if bool((t <= t_paper).any()) else 0.0
+
     def subset(self, every: int, design_seed: int = 0) -> "VLB":
         """This full run's rows at the indices a quick look with (every, design_seed) would evaluate: what that
         run would have measured (each t draws the same x_t either way)."""
@@ -375,7 +406,7 @@ class VLB:
         drawn = ts >= self.every if self.is_estimate else np.zeros(ts.shape, bool)
         t_err = 1.96 * subset_sum_se(y[drawn] / LN2, np.array([w[int(t)] for t in ts[drawn]]))
         return {"bits_per_dim": mean, "ci": ci, "t_err": t_err, "half_width": math.hypot(ci, t_err),
-                "prior": float(self.prior.mean() / LN2), "decoder": float(np.nanmean(self.decoder(variance)) / LN2),
+                "prior": float(self.prior.mean() / LN2), "decoder": float(self.decoder(variance).mean() / LN2),
                 "n": self.n, "evaluated": len(self.ts), "estimate": self.is_estimate}
 
 

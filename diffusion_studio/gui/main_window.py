@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTa
 from .. import __version__
 from .panels.forward import ForwardPanel
 from .panels.images import ImagesPanel
+from .panels.likelihood import LikelihoodPanel
 from .panels.sampling import SamplingPanel
 from .panels.schedule import SchedulePanel
 from .panels.training import TrainingPanel
@@ -46,6 +47,9 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         for panel in (self.forward, self.training, self.sampling):
             self.tabs.addTab(panel, panel.title)
+        self.likelihood = LikelihoodPanel(*args)  # issue 13: the variational bound term by term
+        self.panels.append(self.likelihood)
+        self.tabs.addTab(self.likelihood, self.likelihood.title)
         self.setCentralWidget(self.tabs)
         self.images_dock = self._dock(self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.schedule_dock = self._dock(self.schedule, Qt.DockWidgetArea.RightDockWidgetArea)

@@ -1,0 +1,212 @@
+"""The Likelihood view's displays: the per-t terms on log axes with L_T and L_0 marked, their running sum, and the
+hover probe that shows q's and p_θ's Gaussians at one t for one image."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
+
+from ...data.convert import to_uint8
+from ..imageview import ImagePane
+from .likelihood_worker import Frame
+from .training_plots import _style
+
+PENS = {"A": pg.mkPen((25, 80, 200), width=2), "B": pg.mkPen((220, 110, 20), width=2, style=pg.QtCore.Qt.DashLine)}
+BRUSH = {"A": pg.mkBrush(25, 80, 200), "B": pg.mkBrush(220, 110, 20)}
+SYM = {"beta": "β", "beta_tilde": "β̃"}
+
+
+class TermsPlot(pg.PlotWidget):
+    """L_{t−1} against t on log–log axes (L_0 at t = 1, L_T at t = T + 1), one curve per model; emits the t under
+    the mouse (the paper's t) as ``hovered``."""
+
+    hovered = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("termsPlot")
+        _style(self)
+        item = self.getPlotItem()
+        item.setTitle("Terms of the bound, bits/dim", color="#222", size="10pt")
+        item.setLabel("bottom", "paper t (log axis)")
+        item.setLabel("left", "L<sub>t−1</sub>")
+        item.setLogMode(x=True, y=True)
+        item.addLegend(offset=(-8, 8), labelTextColor=(40, 40, 40))
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.names: dict[str, str] = {}
+        self.ends: dict[str, pg.ScatterPlotItem] = {}
+        self.labels: list[pg.TextItem] = []
+        self.cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((120, 120, 120), width=1))
+        self.cursor.setVisible(False)
+        item.addItem(self.cursor, ignoreBounds=True)
+        self._moved = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._on_move)
+        self.T = 1000
+        self.setToolTip("Each point is one KL term L_{t−1} = KL(q(x_{t−1}|x_t,x₀) ‖ p_θ(x_{t−1}|x_t)) averaged over the "
+                        "images, in bits per dimension; the big dot at t = 1 is the decoder term L₀ = −log p_θ(x₀|x₁), "
+                        "the square at t = T + 1 the prior term L_T. Hover a t to see both Gaussians there.")
+
+    def _curve(self, key: str, name: str) -> pg.PlotDataItem:
+        if key in self.curves and self.names.get(key) != name:
+            self.remove(key)  # another model under this key: a fresh legend entry
+        if key not in self.curves:
+            self.curves[key] = self.getPlotItem().plot([], [], pen=PENS[key], name=name)
+            ends = pg.ScatterPlotItem(size=10, brush=BRUSH[key], pen=pg.mkPen("w"))
+            self.getPlotItem().addItem(ends)
+            self.ends[key] = ends
+            self.names[key] = name
+        return self.curves[key]
+
+    def show_frame(self, frame: Frame, variance: str) -> None:
+        t, y = frame.curves[variance]
+        keep = y > 0  # a log axis: a term can only be 0 when p_θ equals q exactly
+        curve = self._curve(frame.key, frame.name)
+        curve.setData(t[keep], y[keep])
+        if frame.estimate:
+            curve.setSymbol("o")
+            curve.setSymbolSize(3)
+            curve.setSymbolBrush(BRUSH[frame.key])
+        else:
+            curve.setSymbol(None)
+        spots = []
+        if t.size and t[0] == 1 and y[0] > 0:
+            spots.append({"pos": (0.0, math.log10(y[0])), "symbol": "o"})
+        if frame.prior_bits > 0:
+            spots.append({"pos": (math.log10(frame.T + 1), math.log10(frame.prior_bits)), "symbol": "s"})
+        self.ends[frame.key].setData(spots)
+        self.T = frame.T
+        self._mark_ends(frame, variance)
+
+    def _mark_ends(self, frame: Frame, variance: str) -> None:
+        if frame.key != "A":
+            return
+        for lab in self.labels:
+            self.getPlotItem().removeItem(lab)
+        self.labels = []
+        t, y = frame.curves[variance]
+        marks = []
+        if t.size and t[0] == 1 and y[0] > 0:
+            marks.append(("L₀", 0.0, math.log10(y[0])))
+        if frame.prior_bits > 0:
+            marks.append(("L_T", math.log10(frame.T + 1), math.log10(frame.prior_bits)))
+        for text, x, yy in marks:
+            lab = pg.TextItem(text, color=(30, 30, 30), anchor=(0.5, 1.3))
+            lab.setPos(x, yy)
+            self.getPlotItem().addItem(lab, ignoreBounds=True)
+            self.labels.append(lab)
+
+    def remove(self, key: str) -> None:
+        if key in self.curves:
+            self.getPlotItem().removeItem(self.curves.pop(key))
+            self.getPlotItem().removeItem(self.ends.pop(key))
+            self.names.pop(key, None)
+        if key == "A":
+            for lab in self.labels:
+                self.getPlotItem().removeItem(lab)
+            self.labels = []
+
+    def set_cursor(self, t: int | None) -> None:
+        self.cursor.setVisible(t is not None)
+        if t is not None:
+            self.cursor.setValue(math.log10(max(1, t)))
+
+    def _on_move(self, event) -> None:
+        pos = event[0]
+        vb = self.getPlotItem().vb
+        if not self.sceneBoundingRect().contains(pos) or not vb.sceneBoundingRect().contains(pos):
+            return
+        x = vb.mapSceneToView(pos).x()
+        t = int(round(10 ** x)) if math.isfinite(x) and x < 6 else self.T
+        self.hovered.emit(max(1, min(self.T, t)))
+
+
+class CumulativePlot(pg.PlotWidget):
+    """Σ of the terms from t = 1 up to t, in bits/dim: where the bound comes from; the dashed level is the total."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("cumulativePlot")
+        _style(self)
+        item = self.getPlotItem()
+        item.setTitle("Running sum from t = 1 (bits/dim)", color="#222", size="10pt")
+        item.setLabel("bottom", "paper t (log axis)")
+        item.setLogMode(x=True, y=False)
+        item.getAxis("left").enableAutoSIPrefix(False)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.totals: dict[str, pg.InfiniteLine] = {}
+        self.setToolTip("How the bound builds up: the sum of L₀, L₁, …, L_{t−1}. A curve that jumps early and then "
+                        "flattens says the small t carry the bound. The dashed line is the total with L_T.")
+
+    def show_frame(self, frame: Frame, variance: str) -> None:
+        t, cum = frame.cumulative[variance]
+        if frame.key not in self.curves:
+            self.curves[frame.key] = self.getPlotItem().plot([], [], pen=PENS[frame.key])
+            line = pg.InfiniteLine(angle=0, movable=False,
+                                   pen=pg.mkPen(PENS[frame.key].color(), width=1, style=pg.QtCore.Qt.DotLine))
+            self.getPlotItem().addItem(line)
+            self.totals[frame.key] = line
+        self.curves[frame.key].setData(t, cum)
+        total = frame.summary[variance]["bits_per_dim"]
+        self.totals[frame.key].setVisible(frame.done == frame.total and math.isfinite(total))
+        if math.isfinite(total):
+            self.totals[frame.key].setValue(total)
+
+    def remove(self, key: str) -> None:
+        if key in self.curves:
+            self.getPlotItem().removeItem(self.curves.pop(key))
+            self.getPlotItem().removeItem(self.totals.pop(key))
+
+
+def _u8(arr: np.ndarray) -> np.ndarray:
+    return to_uint8(torch.from_numpy(np.ascontiguousarray(arr)))
+
+
+class ProbeView(QWidget):
+    """x_t, q's mean μ̃_t, p_θ's mean μ_θ and their gap (scaled to its own maximum) for one image, and the numbers."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("probeView")
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        self.panes = [ImagePane(title, min_size=90) for title in
+                      ("x<sub>t</sub>", "q: μ̃<sub>t</sub>", "p<sub>θ</sub>: μ<sub>θ</sub>", "|μ̃ − μ<sub>θ</sub>|")]
+        for i, pane in enumerate(self.panes):
+            grid.addWidget(pane, 0, i)
+        self.text = QLabel("Hover over the terms plot to compare q(x_{t−1}|x_t,x₀) and p_θ(x_{t−1}|x_t) at that t "
+                           "for the first image.")
+        self.text.setObjectName("probeText")
+        self.text.setWordWrap(True)
+        grid.addWidget(self.text, 1, 0, 1, 4)
+        self.t: int | None = None
+
+    def show_probe(self, t: int, probe, variance: str, name: str) -> None:
+        self.t = t
+        gap = np.abs(probe.q_mean - probe.p_mean)
+        top = float(gap.max())
+        scaled = gap / top * 2 - 1 if top > 0 else np.full_like(gap, -1.0)
+        for pane, arr in zip(self.panes, (probe.x_t, probe.q_mean, probe.p_mean, scaled)):
+            pane.show_u8(_u8(arr))
+        self.panes[3].set_title(f"|μ̃ − μ<sub>θ</sub>| (white = {top:.2g})")
+        s2 = probe.p_var[variance]
+        term = probe.terms.get(variance, math.nan) / math.log(2)
+        if t == 1:
+            self.text.setText(
+                f"{name}, t = 1 (the decoder L₀): the data x₀ against p_θ(x₀|x₁) = N(μ_θ, σ₁² I), "
+                f"σ₁² = {s2:.3g} ({'β₁' if variance == 'beta' else 'β̃₂, as β̃₁ = 0'}), integrated over each pixel's "
+                f"8-bit bin. Mean squared gap ‖x₀ − μ_θ‖²/d = {probe.mean_gap:.3g}; −log p = {term:.4g} bits/dim "
+                f"for this image.")
+            return
+        self.text.setText(
+            f"{name}, t = {t}: q(x_{{t−1}}|x_t,x₀) = N(μ̃_t, β̃_t I) with β̃_t = {probe.q_var:.3g};  "
+            f"p_θ(x_{{t−1}}|x_t) = N(μ_θ, σ_t² I) with σ_t² = {SYM[variance]}_t = {s2:.3g}.  "
+            f"Mean squared gap of the means ‖μ̃_t − μ_θ‖²/d = {probe.mean_gap:.3g}; "
+            f"L_{{t−1}} = {term:.4g} bits/dim for this image.")
+
+    def clear(self) -> None:
+        for pane in self.panes:
+            pane.clear_image()
+        self.t = None
