@@ -330,3 +330,21 @@ def test_file_dialogs_start_in_the_last_folder_the_user_chose(qtbot, window, tmp
     from pathlib import Path
 
     assert Path(starts[1]).parent == chosen and Path(starts[2]) == chosen, starts
+
+
+# ---- one plot theme across the app --------------------------------------------------------------------------------
+def test_every_plot_in_the_app_has_the_one_theme(qtbot, window):
+    import pyqtgraph as pg
+
+    from diffusion_studio.gui import plot_theme
+
+    views = [v for v in window.findChildren(pg.GraphicsView) if any(isinstance(i, pg.PlotItem)
+                                                                     for i in v.scene().items())]
+    assert len(views) >= 6  # schedule, loss, loss by t, FID, run curves, histogram …
+    want_bg = pg.mkColor(plot_theme.BACKGROUND).name()
+    want_text = pg.mkColor(plot_theme.TEXT).name()
+    for view in views:
+        assert view.backgroundBrush().color().name() == want_bg, view.objectName() or type(view).__name__
+        for plot in (i for i in view.scene().items() if isinstance(i, pg.PlotItem)):
+            axis = plot.getAxis("bottom")
+            assert axis.textPen().color().name() == want_text, (view.objectName(), type(view).__name__)

@@ -9,6 +9,7 @@ from PySide6.QtGui import QColor, QLinearGradient, QPainter
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLayout, QWidget
 
 from ...core.pixel_stats import HIST_RANGE, bin_edges, normal_pdf, pixel_density, prior_mismatch
+from ..plot_theme import apply_plot_theme
 
 SCALES = ((1.0, "[−1, 1]"), (2.0, "[−2, 2]"), (3.0, "[−3, 3]"))
 XT_COLOR, X0_COLOR, NORMAL_COLOR = "#29c4ff", "#9a9a9a", "#ffd23f"
@@ -87,6 +88,8 @@ class PixelHistogram(pg.PlotWidget):
         self.centres = centres
         self.x0_density: np.ndarray | None = None
         self.xt_density: np.ndarray | None = None
+        apply_plot_theme(self, grid=False)  # the app's one plot theme; only vertical grid lines, set above
+        plot.showGrid(x=True, y=False, alpha=0.2)
         self.setToolTip("How often each pixel value occurs (a density: the area is 1). Grey: x₀, the data; blue: xₜ "
                         "at the t on the slider; dashed: the N(0, 1) density that x_T should match. Dotted: the ends "
                         "of the colour scale, beyond which the panes clip.")

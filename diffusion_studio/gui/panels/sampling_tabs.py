@@ -8,6 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QTabWidget, QWidget
 
 from ...core.run_stats import StepStats
+from ..plot_theme import apply_plot_theme
 
 # key → (legend name, colour, tooltip). Every value is a StepStats field computed in the worker (core/run_stats.py).
 RUN_CURVES: dict[str, tuple[str, str, str]] = {
@@ -40,6 +41,7 @@ class RunCurves(pg.PlotWidget):
         plot.addItem(self.cursor, ignoreBounds=True)
         self.cursor.hide()
         self.setToolTip("<br>".join(f"<b>{name}</b>: {tip}" for name, _c, tip in RUN_CURVES.values()))
+        apply_plot_theme(self)  # the app's one plot theme
         self.reset()
 
     def reset(self) -> None:

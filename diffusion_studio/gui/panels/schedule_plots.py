@@ -8,6 +8,7 @@ from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QGraphicsItem
 
 from ...core.schedule import NoiseSchedule
+from ..plot_theme import apply_plot_theme
 
 # key → (NoiseSchedule attribute, legend name, colour, plot row, tooltip). Every number plotted is a core tensor.
 CURVES: dict[str, tuple[str, str, str, int, str]] = {
@@ -128,6 +129,7 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
             line.sigPositionChangeFinished.connect(lambda _line: self.cursor_released.emit())
             plot.addItem(line, ignoreBounds=True)
             self.cursors.append(line)
+        apply_plot_theme(self)  # the app's one plot theme (titles keep their coloured curve names)
         self._moving = False
         self._visible = {key: True for key in CURVES}
         self._compare_on = False

@@ -9,21 +9,19 @@ from PySide6.QtWidgets import QCheckBox, QGridLayout, QHBoxLayout, QLabel, QProg
 from ...core.training import TrainEvent
 from ...data.convert import make_grid, to_uint8
 from ..imageview import ImagePane
+from ..plot_theme import LEGEND_BRUSH, TEXT, apply_plot_theme, set_title
 from .training_worker import FIDPoint, LossHistory, bucket_edges, format_duration, progress_text
 
-RAW_PEN = pg.mkPen((90, 140, 230, 90), width=1)
-SMOOTH_PEN = pg.mkPen((25, 80, 200), width=2.5)
+RAW_PEN = pg.mkPen((110, 160, 255, 110), width=1)
+SMOOTH_PEN = pg.mkPen((90, 170, 255), width=2.5)
 FID_PEN = pg.mkPen((200, 90, 30), width=2)
 
 
 def _style(plot: pg.PlotWidget) -> None:
-    plot.setBackground("w")
+    apply_plot_theme(plot)  # the app's one plot theme (plot_theme.py)
     item = plot.getPlotItem()
-    item.showGrid(x=True, y=True, alpha=0.25)
     for name in ("left", "bottom"):
         ax = item.getAxis(name)
-        ax.setPen(pg.mkPen((60, 60, 60)))
-        ax.setTextPen(pg.mkPen((40, 40, 40)))
         # Grid lines at major and minor ticks only: the third level's lines made each redraw ~2× slower (~45 ms at
         # 650×500 px), which held the GUI thread up while training competed for the CPU (bench/bench_gui.py).
         ax.setStyle(maxTickLevel=1)
@@ -38,10 +36,10 @@ class LossPlot(pg.PlotWidget):
         self.setObjectName("lossPlot")
         _style(self)
         item = self.getPlotItem()
-        item.setTitle("Loss  ‖ε − ε<sub>θ</sub>(x<sub>t</sub>, t)‖²", color="#222", size="10pt")
+        set_title(item, "Loss  ‖ε − ε<sub>θ</sub>(x<sub>t</sub>, t)‖²")
         item.setLabel("bottom", "step")
         item.setLabel("left", "loss")
-        item.addLegend(offset=(-8, 8), labelTextColor=(40, 40, 40))
+        item.addLegend(offset=(-8, 8), labelTextColor=TEXT, brush=pg.mkBrush(*LEGEND_BRUSH))
         self.raw_curve = item.plot([], [], pen=RAW_PEN, name="every step")
         self.smooth_curve = item.plot([], [], pen=SMOOTH_PEN, name="smoothed")
         for c in (self.raw_curve, self.smooth_curve):
@@ -68,7 +66,7 @@ class BucketPlot(pg.PlotWidget):
         self.setObjectName("bucketPlot")
         _style(self)
         item = self.getPlotItem()
-        item.setTitle("Loss by t", color="#222", size="10pt")
+        set_title(item, "Loss by t")
         item.setLabel("bottom", "paper t")
         item.setLabel("left", "loss")
         item.setMouseEnabled(x=False, y=False)
@@ -112,7 +110,7 @@ class FIDPlot(pg.PlotWidget):
         self.setObjectName("fidPlot")
         _style(self)
         item = self.getPlotItem()
-        item.setTitle("FID (lower is better)", color="#222", size="10pt")
+        set_title(item, "FID (lower is better)")
         item.setLabel("bottom", "step")
         self.curve = item.plot([], [], pen=FID_PEN, symbol="o", symbolSize=5, symbolBrush=(200, 90, 30))
         self.steps: list[int] = []
