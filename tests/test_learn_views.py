@@ -335,3 +335,21 @@ def test_sampling_frames_drive_schedule_cursor_and_run_curves(no_builtin_models,
     from PySide6.QtWidgets import QLabel
     i = sp.tabs.add_tab(QLabel("x"), "Extra", "a test tab")
     assert sp.tabs.tabText(i) == "Extra" and sp.tabs.show_tab("Extra") and sp.tabs.currentIndex() == i
+
+
+def test_a_long_title_does_not_push_the_image_past_a_narrow_panes_edge(qtbot):
+    from diffusion_studio.gui.imageview import ImagePane
+
+    pane = ImagePane("x")
+    qtbot.addWidget(pane)
+    pane.resize(130, 300)
+    pane.show()
+    qtbot.waitExposed(pane)
+    pane.show_u8(np.zeros((74, 74), np.uint8))
+    pane.set_title("predicted ε ÷ 3 (at t = 869), a title wider than the pane")
+    qtbot.wait(50)
+    r = pane.view.sceneBoundingRect()
+    assert r.left() >= 0 and r.right() <= pane.viewport().width() + 1
+    pane.resize(110, 300)                                   # and after a resize
+    qtbot.wait(50)
+    assert pane.view.sceneBoundingRect().right() <= pane.viewport().width() + 1

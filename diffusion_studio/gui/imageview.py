@@ -28,6 +28,22 @@ class ImagePane(pg.GraphicsLayoutWidget):
 
     def set_title(self, text: str) -> None:
         self.label.setText(text)
+        self._fit_title(self.width())
+
+    def _fit_title(self, width: int) -> None:
+        """Wrap a title wider than the pane: pyqtgraph gives a label its whole text as minimum width, which widened
+        the layout past a narrow pane's edge and cut off the image's right side."""
+        item = self.label.item
+        item.setTextWidth(-1)
+        if item.boundingRect().width() > width - 8 > 20:
+            item.setTextWidth(width - 8)
+        self.label.updateMin()
+        self.label.resizeEvent(None)
+
+    def resizeEvent(self, event) -> None:
+        if hasattr(self, "label"):
+            self._fit_title(event.size().width())
+        super().resizeEvent(event)
 
     def show_u8(self, arr: np.ndarray) -> None:
         """Show a uint8 (H, W) or (H, W, 3) array; the array is kept, so pass one you will not mutate."""

@@ -6,7 +6,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QLinearGradient, QPainter
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QLabel, QLayout, QVBoxLayout, QWidget
 
 from ...core.pixel_stats import HIST_RANGE, bin_edges, normal_pdf, pixel_density, prior_mismatch
 from ..plot_theme import apply_plot_theme
@@ -138,17 +138,17 @@ class ForwardExtras:
         self.panel, self._film_ts, self._n = panel, film_paper_ts, FILM_FRAMES
         lay = panel.layout()
         self.colour_bar = ColourBar()
-        _layout_of(lay, panel.x0_pane).addWidget(self.colour_bar)
         self.scale_combo = QComboBox()
         self.scale_combo.setObjectName("colourScaleCombo")
         for value, text in SCALES:
             self.scale_combo.addItem(text, value)
         self.scale_combo.setToolTip("The colour scale shared by x₀, ε and xₜ: values in this range go black…white "
-                                    "(see the bar beside the images); [−3, 3] shows ε's ±3σ unclipped.")
-        row = _layout_of(lay, panel.chain_check)
-        at = row.indexOf(panel.chain_check) + 1
-        row.insertWidget(at, QLabel("colour scale"))
-        row.insertWidget(at + 1, self.scale_combo)
+                                    "(the bar above); [−3, 3] shows ε's ±3σ unclipped.")
+        column = QVBoxLayout()  # the bar with its range chooser under it, beside the three panes
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.colour_bar, 1, Qt.AlignmentFlag.AlignHCenter)
+        column.addWidget(self.scale_combo)
+        _layout_of(lay, panel.x0_pane).addLayout(column)
         self.prior_warning = QLabel("")
         self.prior_warning.setObjectName("priorWarning")
         self.prior_warning.setWordWrap(True)

@@ -135,7 +135,7 @@ class PlayerBar(QWidget):
         self.slider.setToolTip("Scrub through the recorded frames: left is pure noise x_T (t = T), right the sample x₀ (t = 0)")
         self.slider.setRange(0, 0)
         self.slider.setMinimumWidth(80)
-        lay.addWidget(self.slider, 1)
+        outer.insertWidget(0, self.slider)  # a row of its own: full width, and the bar stays narrow
         self.frame_label = QLabel("no frames")
         self.frame_label.setObjectName("frameLabel")
         self.frame_label.setToolTip("The recorded frame shown, out of all frames recorded")

@@ -34,7 +34,9 @@ class RunCurves(pg.PlotWidget):
         plot.showGrid(x=True, y=True, alpha=0.25)
         plot.setLabel("bottom", "t at which ε<sub>θ</sub> ran")
         plot.invertX(True)   # sampling runs from T down to 0: time flows left to right
-        plot.addLegend(offset=(-4, 4), labelTextSize="8pt", brush=pg.mkBrush(0, 0, 0, 170))
+        # the key is the title, each name in its curve's colour: a legend box covered the curves of a small pane
+        plot.setTitle(" · ".join(f"<span style='color:{c}'>{n}</span>" for n, c, _t in RUN_CURVES.values()),
+                      size="9pt")
         self.curves = {key: plot.plot(pen=pg.mkPen(color, width=2), name=name)
                        for key, (name, color, _tip) in RUN_CURVES.items()}
         self.cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#e8e8e8", width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
