@@ -52,10 +52,13 @@ def _holder(fd: int) -> str:
     except OSError:
         return "another process"
     pid = text[0].strip() if text else ""
-    command = " ".join(text[1].split())[:200] if len(text) > 1 else ""
+    purpose = " ".join(text[1].split())[:40] if len(text) > 1 else ""
+    command = " ".join(text[2].split()) if len(text) > 2 else ""
+    if len(command) > 160:
+        command = command[:159] + "…"
     if not pid.isdigit():
         return "another process"
-    return f"process {pid}" + (f" ({command})" if command else "")
+    return f"process {pid}" + (f" ({purpose}: {command})" if purpose else "")
 
 
 def _key(folder: Path) -> str:
@@ -91,7 +94,7 @@ def acquire(folder: str | os.PathLike, purpose: str = "write") -> None:
         command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)) or "python"
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n{command} [{purpose}]\n".encode("utf-8", "replace"), 0)
+            os.pwrite(fd, f"{os.getpid()}\n{purpose}\n{command}\n".encode("utf-8", "replace"), 0)
         _held[key] = [fd, 1, True]
 
 
