@@ -24,6 +24,8 @@ from .sampling_models import ModelChooser
 from .sampling_player import PaneGrid, PlayerBar
 from .sampling_latent import add_latent_tab
 from .sampling_tabs import SamplingTabs
+from .sampling_text import install as install_text, job_for as text_job
+from . import sampling_estimate
 
 HINT = "Train a model in the Training tab or open a checkpoint (File ▸ Open Checkpoint…)"
 DISPLAY_HZ = 25
@@ -144,6 +146,7 @@ class SamplingPanel(Panel):
                                  "so ±3σ spans black to white")
         self.tabs = SamplingTabs()  # the 4th quadrant; other views add a tab with self.tabs.add_tab(widget, title)
         self.latent_view = add_latent_tab(self.tabs)
+        install_text(self)  # prompt box (side column), Attention tab, guidance sweep
         self.panes = PaneGrid([self.x_pane, self.x0_pane, self.eps_pane, self.tabs])
         right.addWidget(self.panes, 1)
         self.player_bar = PlayerBar()
@@ -254,7 +257,7 @@ class SamplingPanel(Panel):
                 self._start_after_load = True
                 self.state.message.emit("Sampling will start when the model has loaded")
                 return
-        job = self.controls.job()
+        job = text_job(self, self.controls.job())
         if getattr(self, "_quick_next", False):
             self._quick_next = False
             job = quick_job(job, self.loaded.schedule.T)
@@ -272,6 +275,10 @@ class SamplingPanel(Panel):
         self.progress.setRange(0, job.steps)
         self.progress.setValue(0)
         self.progress.setFormat(f"step 0 / {job.steps}")
+        estimate = sampling_estimate.note(self.loaded, job)  # big models on a CPU: how long, before it starts
+        if estimate is not None:
+            self.state.message.emit(estimate)
+            self.progress.setFormat(f"step 0 / {job.steps} · {estimate.split(' (')[0]}")
         worker = GeneratorWorker(sampling_factory(self.loaded, job), name="sampling")
         worker.yielded.connect(self._on_frame)
         worker.returned.connect(self._on_returned)
@@ -292,6 +299,8 @@ class SamplingPanel(Panel):
 
     def shutdown(self) -> None:
         self.stop()
+        if self.sweep_worker is not None:
+            self.sweep_worker.abort()
         self.chooser.shutdown()
         self.player_bar.pause()
         self._display_timer.stop()
@@ -374,7 +383,8 @@ class SamplingPanel(Panel):
         self.t_label.setText(f"t = {f.paper_t} / {self._run_T}   ·   step {f.step} / {f.n_steps}"
                              f"<br><span style='font-size:small; font-weight:normal'>{self.made_by}</span>")
         self.tabs.run_curves.set_cursor(f.paper_t if f.t_model is None else f.t_model + 1)
-        self.latent_view.show_frame(f, self)  # a latent model: z_t's channels, and pane titles saying "decoded"
+        self.latent_view.show_frame(f, self)
+        self.attention_view.show_frame(f)  # a latent model: z_t's channels, and pane titles saying "decoded"
         self.state.set_reverse_t(f.paper_t, self._run_T)  # the Schedule dock's sampling cursor follows
 
     def _clear_frames(self) -> None:

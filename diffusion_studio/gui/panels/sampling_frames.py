@@ -41,6 +41,7 @@ class RecordedFrame:
     eps: np.ndarray | None
     elapsed_s: float          # seconds since sampling started, when this frame was made
     stats: StepStats | None = None   # the step's numbers for the run curves (None for the starting noise)
+    attention: object | None = None  # sampling_text.AttentionMaps: per-word cross-attention (text models)
 
     @property
     def paper_t(self) -> int:
@@ -70,6 +71,8 @@ class SamplingJob:
     every: int = 0            # 0: auto (about TARGET_FRAMES frames)
     label: int | None = None  # a class index; -1: one class per image in turn; None: unconditional
     guidance: float = 1.0
+    prompt: str | None = None            # a text model's prompt (sampling_text.py) and negative prompt
+    negative_prompt: str | None = None
 
     def effective_every(self) -> int:
         return self.every if self.every > 0 else auto_every(self.steps)
@@ -141,7 +144,11 @@ def sampling_factory(loaded: LoadedModel, job: SamplingJob, precision: str = "au
 
     def factory() -> Iterator[RecordedFrame]:
         prec = resolve_precision(precision, torch.device(device))
-        fn = model_fn(model, device, prec, labels=job_labels(job, cfg.num_classes), guidance=job.guidance)
+        from .sampling_text import text_conditions, with_attention
+
+        cond, negative, words = text_conditions(loaded, job)  # (None, None, None) without a prompt
+        fn = model_fn(model, device, prec, labels=job_labels(job, cfg.num_classes) if cond is None else cond,
+                      guidance=job.guidance, negative=negative, schedule=loaded.schedule)
         shape = (job.n_images, cfg.in_channels, cfg.image_size, cfg.image_size)
         frames = sample_frames(fn, loaded.schedule, shape, job.sampler, steps=job.steps, variance=job.variance,
                                eta=job.eta, clip_x0=job.clip_x0, seed=job.seed, device=device,
@@ -151,8 +158,10 @@ def sampling_factory(loaded: LoadedModel, job: SamplingJob, precision: str = "au
 
         space = latent_space_of(loaded)  # a latent model's frames are decoded here, in the worker
         if space is not None:
-            return latent_record(frames, space, every=job.effective_every(), run_stats=run_stats)
-        return record(frames, every=job.effective_every(), run_stats=run_stats)
+            out = latent_record(frames, space, every=job.effective_every(), run_stats=run_stats)
+        else:
+            out = record(frames, every=job.effective_every(), run_stats=run_stats)
+        return with_attention(out, loaded, words, job.n_images)
 
     return factory
 
@@ -162,7 +171,11 @@ def load_factory(path: str | os.PathLike, name: str, device: torch.device | str)
 
     def load() -> Iterator[None]:
         ckpt = load_checkpoint(path, groups=("model", "ema", "autoencoder"))  # a latent model's decoder too
-        return LoadedModel(name=name, checkpoint=ckpt, model=ckpt.build_model(device), device=torch.device(device))
+        loaded = LoadedModel(name=name, checkpoint=ckpt, model=ckpt.build_model(device), device=torch.device(device))
+        from .sampling_estimate import measure
+
+        measure(loaded)  # a 256-px model on a CPU: one timed step, so a run can say how long it will take
+        return loaded
         yield  # noqa: unreachable — makes this a generator, so the work happens in the worker's first next()
 
     return load
@@ -187,4 +200,4 @@ def gif_scale(width: int, target: int = 256, most: int = 8) -> int:
 
 def short_name(path: str | os.PathLike) -> str:
     p = Path(path)
-    return p.parent.name if p.name == "checkpoint.json" else p.stem
+    return p.parent.name if p.name in ("checkpoint.json", "model_index.json") else p.stem  # diffusers: its folder
