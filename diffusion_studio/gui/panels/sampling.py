@@ -25,7 +25,6 @@ from .sampling_player import PaneGrid, PlayerBar
 from .sampling_latent import add_latent_tab
 from .sampling_tabs import SamplingTabs
 from .sampling_text import install as install_text, job_for as text_job
-from . import sampling_estimate
 
 HINT = "Train a model in the Training tab or open a checkpoint (File ▸ Open Checkpoint…)"
 DISPLAY_HZ = 25
@@ -275,10 +274,6 @@ class SamplingPanel(Panel):
         self.progress.setRange(0, job.steps)
         self.progress.setValue(0)
         self.progress.setFormat(f"step 0 / {job.steps}")
-        estimate = sampling_estimate.note(self.loaded, job)  # big models on a CPU: how long, before it starts
-        if estimate is not None:
-            self.state.message.emit(estimate)
-            self.progress.setFormat(f"step 0 / {job.steps} · {estimate.split(' (')[0]}")
         worker = GeneratorWorker(sampling_factory(self.loaded, job), name="sampling")
         worker.yielded.connect(self._on_frame)
         worker.returned.connect(self._on_returned)
@@ -383,8 +378,8 @@ class SamplingPanel(Panel):
         self.t_label.setText(f"t = {f.paper_t} / {self._run_T}   ·   step {f.step} / {f.n_steps}"
                              f"<br><span style='font-size:small; font-weight:normal'>{self.made_by}</span>")
         self.tabs.run_curves.set_cursor(f.paper_t if f.t_model is None else f.t_model + 1)
-        self.latent_view.show_frame(f, self)
-        self.attention_view.show_frame(f)  # a latent model: z_t's channels, and pane titles saying "decoded"
+        self.latent_view.show_frame(f, self)  # a latent model: z_t's channels, and pane titles saying "decoded"
+        self.attention_view.show_frame(f)  # a text model: per-word cross-attention maps
         self.state.set_reverse_t(f.paper_t, self._run_T)  # the Schedule dock's sampling cursor follows
 
     def _clear_frames(self) -> None:
