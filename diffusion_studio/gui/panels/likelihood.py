@@ -57,9 +57,11 @@ class LikelihoodPanel(Panel):
         self.every_combo = QComboBox()
         self.every_combo.setObjectName("everyCombo")
         for k in EVERY_CHOICES:
-            self.every_combo.addItem("all T (the real figure)" if k == 1 else f"quick look: 1 t in {k}", k)
+            self.every_combo.addItem("all T" if k == 1 else f"1 t in {k}", k)
         self.every_combo.setCurrentIndex(max(0, self.every_combo.findData(self.setting("every", 10, int))))
-        self.every_combo.setToolTip("A quick look evaluates the first K t exactly and one random t in each block of "
+        self.every_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.every_combo.setMinimumContentsLength(10)
+        self.every_combo.setToolTip("All T gives the real figure. A quick look evaluates the first K t exactly and one random t in each block of "
                                     "K after them; the total is then an estimate with a wider interval")
         self.clip_box = QCheckBox("clip x̂₀ to [−1, 1]")
         self.clip_box.setObjectName("clipBox")
@@ -120,7 +122,7 @@ class LikelihoodPanel(Panel):
         row = QHBoxLayout()
         row.addWidget(self.beta_radio)
         row.addWidget(self.beta_tilde_radio)
-        form.addRow("p_θ variance", row)
+        form.addRow("p_θ", row)
         side.addWidget(form_box)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -131,7 +133,7 @@ class LikelihoodPanel(Panel):
         side.addStretch(1)
         left = QWidget()
         left.setLayout(side)
-        left.setMaximumWidth(340)
+        left.setMaximumWidth(320)
 
         plots = QSplitter(Qt.Orientation.Vertical)
         plots.addWidget(self.terms_plot)

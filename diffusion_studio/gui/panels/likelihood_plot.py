@@ -172,7 +172,7 @@ class ProbeView(QWidget):
         self.setObjectName("probeView")
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
-        self.panes = [ImagePane(title, min_size=90) for title in
+        self.panes = [ImagePane(title, min_size=60) for title in
                       ("x<sub>t</sub>", "q: μ̃<sub>t</sub>", "p<sub>θ</sub>: μ<sub>θ</sub>", "|μ̃ − μ<sub>θ</sub>|")]
         for i, pane in enumerate(self.panes):
             grid.addWidget(pane, 0, i)
