@@ -36,6 +36,7 @@ def test_the_shipped_tour_follows_the_seeds_and_every_equation_renders(qapp):
         assert s.equations and s.show and s.highlight and 2 <= s.text.count(". ") + 1 <= 6
     img = render_equation(steps[0].equations[0])
     assert not img.isNull() and img.width() > 100 and img.height() > 10
+    assert img.hasAlphaChannel() and img.pixelColor(0, 0).alpha() == 0     # drawn on the dock's own background
     text = json.dumps([s.equations for s in steps])
     # the seeds' typos are not repeated: the sampling step divides by √(1−ᾱ_t) and μ̃ has 1/√α_t; β ends at 0.02
     sampling = next(s for s in steps if s.id == "sampling")

@@ -14,13 +14,15 @@ class EquationError(ValueError):
 @lru_cache(maxsize=128)
 def render_png(tex: str, fontsize: float = 13.0, color: str = "#202020", dpi: int = 100) -> bytes:
     """PNG bytes of ``$tex$`` (mathtext, a TeX subset) on a transparent background."""
+    import matplotlib
     from matplotlib import mathtext
     from matplotlib.font_manager import FontProperties
 
     buf = io.BytesIO()
     try:
-        mathtext.math_to_image(f"${tex}$", buf, prop=FontProperties(size=fontsize), dpi=dpi, format="png",
-                               color=color)
+        with matplotlib.rc_context({"savefig.transparent": True}):  # no white box on the dock's background
+            mathtext.math_to_image(f"${tex}$", buf, prop=FontProperties(size=fontsize), dpi=dpi, format="png",
+                                   color=color)
     except ValueError as exc:
         raise EquationError(f"cannot render equation {tex!r}: {str(exc).splitlines()[0]}") from None
     return buf.getvalue()

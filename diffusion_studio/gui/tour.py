@@ -200,6 +200,9 @@ class LearnPanel(QWidget):
         lay.setContentsMargins(6, 6, 6, 6)
         self.step_combo = QComboBox()
         self.step_combo.setObjectName("tourStepCombo")
+        # a combo sizes itself to its longest step title, which made the dock wider than its place and cut the text
+        self.step_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.step_combo.setMinimumContentsLength(12)
         for i, s in enumerate(steps):
             self.step_combo.addItem(f"{i + 1}. {s.title}")
         self.step_combo.currentIndexChanged.connect(self.go)

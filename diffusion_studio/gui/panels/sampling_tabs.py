@@ -12,7 +12,7 @@ from ..plot_theme import apply_plot_theme
 
 # key → (legend name, colour, tooltip). Every value is a StepStats field computed in the worker (core/run_stats.py).
 RUN_CURVES: dict[str, tuple[str, str, str]] = {
-    "x0_change": ("‖Δx̂₀‖ (RMS)", "#29c4ff",
+    "x0_change": ("‖Δx̂₀‖", "#29c4ff",
                   "How much the predicted x̂₀ changed since the previous step (root mean square per pixel): "
                   "large early, when the model is still guessing, near 0 at the end."),
     "eps_std": ("std ε̂", "#ff9f1c", "Standard deviation of the predicted ε over every pixel: about 1 while x_t is "
@@ -45,6 +45,18 @@ class RunCurves(pg.PlotWidget):
         self.setToolTip("<br>".join(f"<b>{name}</b>: {tip}" for name, _c, tip in RUN_CURVES.values()))
         apply_plot_theme(self)  # the app's one plot theme
         self.reset()
+
+    def resizeEvent(self, event) -> None:
+        # wrap the title (the key) to the pane's width rather than letting it run past a narrow pane's edge
+        plot = self.getPlotItem()
+        if plot is not None and event is not None:  # pyqtgraph resizes once while building, before the plot exists
+            item = plot.titleLabel.item
+            item.setTextWidth(-1)
+            width = event.size().width() - 10
+            if item.boundingRect().width() > width > 20:
+                item.setTextWidth(width)
+            plot.titleLabel.updateMin()
+        super().resizeEvent(event)
 
     def reset(self) -> None:
         self.t: list[int] = []

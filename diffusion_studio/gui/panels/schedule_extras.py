@@ -77,7 +77,7 @@ class CompareImages(QWidget):
         for p in (self.solid_pane, self.dashed_pane):
             p.setToolTip(f"x_t of the chosen image under each schedule at the same t, with the same ε (seed "
                          f"{COMPARE_SEED}); pixels in [−1, 1] shown black…white, clipped outside")
-            p.setMaximumHeight(170)
+            p.setMaximumHeight(150)
             row.addWidget(p, 1)
         self.setVisible(False)
         self._cache: dict[int, tuple[object, ForwardScrubber]] = {}
