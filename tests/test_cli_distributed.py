@@ -99,6 +99,7 @@ def test_launcher_failures_become_one_line_naming_the_rank():
 
     assert _report_failures({0: F(exitcode=130), 1: F(exitcode=130)}, 2) == 130  # Ctrl+C: rank 0 reported it
     assert _report_failures({0: F(exitcode=-15), 1: F(exitcode=2)}, 2) == 2  # rank 1 printed its usage error
+    assert _report_failures({0: F(exitcode=-15), 1: F(exitcode=143)}, 2) == 143  # SIGTERM to rank 1: all stopped
     with pytest.raises(CliError, match=r"^rank 1 of 2 was killed by SIGKILL; the other processes were stopped"):
         _report_failures({0: F(exitcode=1), 1: F(exitcode=-9)}, 2)
     assert _without_nproc(["train", "--nproc", "2", "--out", "r", "--nproc=3"]) == ["train", "--out", "r"]

@@ -93,8 +93,10 @@ def _launch(n: int, argv: list[str]) -> int:
 def _report_failures(failures: dict, n: int) -> int:
     codes = {rank: f.exitcode for rank, f in failures.items()}
     stopped = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + getattr(signal, "SIGHUP", 1)}
-    if all(c in stopped for c in codes.values()):
-        return next(iter(codes.values()))  # a stop every process already reported (rank 0 with the checkpoint)
+    if any(c in stopped for c in codes.values()) and all(c in stopped or -c in (signal.SIGTERM, signal.SIGINT)
+                                                         for c in codes.values()):
+        # a stop that rank 0 reported with its checkpoint (a rank the launcher ended on the way out counts too)
+        return next(c for c in codes.values() if c in stopped)
     # SIGTERM/SIGINT are the launcher stopping the others; any other signal killed a rank, which could not say why.
     killed = sorted((r, c) for r, c in codes.items() if c < 0 and -c not in (signal.SIGTERM, signal.SIGINT))
     said = [(r, c) for r, c in sorted(codes.items()) if c > 0 and c not in stopped]
@@ -133,6 +135,9 @@ def distributed_run(args) -> Iterator:
     except Stopped as e:
         if not ctx.is_main:  # rank 0 says where the checkpoint went; the others just say they stopped
             raise Stopped(e.code, f"rank {ctx.rank}: stopped") from None
+        if ctx.active:  # saved: the launcher's SIGTERM (the others have exited) must not cut rank 0's last words
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
         raise
     except Exception as e:
         reason = distributed.explain(e)
