@@ -25,6 +25,19 @@ def _plots_fit(plots) -> None:
     assert inside.contains(plots.key.sceneBoundingRect()), (plots.key.sceneBoundingRect(), view)
 
 
+def _tick_labels(axis) -> list[str]:
+    """The tick labels the axis actually draws (pyqtgraph drops those that do not fit)."""
+    from PySide6.QtGui import QImage, QPainter
+
+    img = QImage(4, 4, QImage.Format.Format_RGB32)
+    painter = QPainter(img)
+    try:
+        specs = axis.generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    return [text for _rect, _flags, text in specs[2]]
+
+
 # ---- bug 1: schedule plots cut off on the right -----------------------------------------------------------------
 @pytest.mark.parametrize("size", [(1280, 800), (1024, 700), (1600, 1000)])
 def test_schedule_plots_fit_their_dock_for_sigmoid_at_any_window_size(qtbot, window, tmp_path, size):
@@ -37,9 +50,10 @@ def test_schedule_plots_fit_their_dock_for_sigmoid_at_any_window_size(qtbot, win
     assert window.state.schedule.kind == "sigmoid"
     plots = window.schedule.plots
     _plots_fit(plots)
-    # the x range reaches T and the T end is on screen
+    # the x range reaches T and the T end is labelled on screen
     (x0, x1), _ = plots.plot_items[0].viewRange()
     assert x1 >= window.state.schedule.T
+    assert str(window.state.schedule.T) in _tick_labels(plots.plot_items[-1].getAxis("bottom"))
     # the key, once wrapped, still says every parameter
     assert "sigmoid_range" in plots.key.text
     # maximise-like growth after the resize: still fits

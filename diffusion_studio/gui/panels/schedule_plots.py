@@ -151,6 +151,15 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
     def resizeEvent(self, ev) -> None:
         self.fit_labels(ev.size().width() if ev is not None else None)
         super().resizeEvent(ev)
+        if getattr(self, "_x_auto", None) is not None and np.allclose(self.plot_items[0].viewRange()[0], self._x_auto):
+            self._fit_x_range()  # still the range we set (not the user's zoom): keep room for the T label
+
+    def _fit_x_range(self) -> None:
+        """0..T with room at each end for half a tick label ("1000"): a label that does not fit is not drawn."""
+        px = max(80.0, float(self.plot_items[0].vb.width() or self.width() or 300))
+        pad = max(0.03, 18.0 / px)
+        self.plot_items[0].setXRange(0.0, self._x_hi, padding=pad)
+        self._x_auto = tuple(self.plot_items[0].viewRange()[0])
 
     # ---- data --------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -199,7 +208,8 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
         finally:
             self._moving = False
         self.plot_items[-1].setLabel("bottom", "t / T" if normalised else "t")
-        self.plot_items[0].setXRange(0.0, hi, padding=0.03)
+        self._x_hi = hi
+        self._fit_x_range()
         for plot in self.plot_items:
             plot.enableAutoRange(axis="y", enable=plot is not self.plot_items[1])
 
