@@ -7,6 +7,7 @@ import os
 import warnings
 import weakref
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -187,7 +188,8 @@ class FIDStats:
             raise ValueError(f"{p.name}: no such FID statistics file") from None
         except CheckpointError as e:
             raise ValueError(f"{p.name}: not a readable FID statistics file ({e.reason})") from None
-        except (KeyError, ValueError, OSError, SafetensorError, zipfile.BadZipFile, RecursionError, EOFError) as e:
+        except (KeyError, ValueError, OSError, SafetensorError, zipfile.BadZipFile, RecursionError, EOFError,
+                NotImplementedError, RuntimeError, zlib.error) as e:  # the last three: fuzzed zip headers
             text = str(e).splitlines()[0] if str(e) else type(e).__name__
             if text.startswith(f"{p.name}: "):  # already our own one-line message
                 raise ValueError(text[:400]) from None
