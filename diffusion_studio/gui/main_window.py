@@ -18,6 +18,7 @@ from .panels.likelihood import LikelihoodPanel
 from .panels.sampling import SamplingPanel
 from .panels.schedule import SchedulePanel
 from .panels.training import TrainingPanel
+from .panels.autoencoder import AutoencoderPanel
 from .state import AppState
 from .tour import attach_tour
 from .workers import WorkerPool
@@ -47,6 +48,9 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         for panel in (self.forward, self.training, self.sampling):
             self.tabs.addTab(panel, panel.title)
+        self.autoencoder = AutoencoderPanel(*args)  # issue 12: the autoencoder of latent models
+        self.panels.append(self.autoencoder)
+        self.tabs.addTab(self.autoencoder, self.autoencoder.title)
         self.likelihood = LikelihoodPanel(*args)  # issue 13: the variational bound term by term
         self.panels.append(self.likelihood)
         self.tabs.addTab(self.likelihood, self.likelihood.title)

@@ -18,6 +18,7 @@ from .training_extras import TrainingExtras
 from .training_session import RunNote, StepPreview, new_named_run_dir, run_label
 from .training_worker import (MANIFEST, FIDPoint, RunHandle, RunOutcome, RunRequest, RunStarted, check_request,
                               fid_extractor_for, load_job, runs_dir, save_job, training_run)
+from .training_space import attach_space_row
 
 
 class TrainingPanel(Panel):
@@ -47,6 +48,7 @@ class TrainingPanel(Panel):
         self.fid_samples = 256  # generated images per FID point (more than the feature net's 128 dimensions)
 
         self.form = TrainingForm()
+        attach_space_row(self.form)  # "Space: pixels / latent (autoencoder)" (training_latent.py)
         self.view = TrainingView()
         self.start_button = QPushButton("Start")
         self.start_button.setObjectName("startButton")
@@ -190,6 +192,7 @@ class TrainingPanel(Panel):
                          resume=self.resume_checkpoint, model_device=self.state.device,
                          fid_every=fid_every, fid_extractor=fid_extractor_for(spec) if fid_every else None,
                          fid_samples=self.fid_samples, auto_batch=f.batch_spin.value() == 0)
+        req.autoencoder = f.space_row.autoencoder()
         check_request(req)
         return req
 

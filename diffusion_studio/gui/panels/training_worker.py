@@ -50,6 +50,7 @@ class RunRequest:
     fid_extractor: str | None = None           # e.g. "builtin:digits"
     fid_samples: int = 256
     auto_batch: bool = False                   # the batch was not chosen by the user: cut it to a small dataset
+    autoencoder: str | None = None             # train in this autoencoder's latent space (None: pixels)
 
 
 @dataclass
@@ -235,6 +236,7 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
     back as the model for sampling.
     """
     from ...data import load_dataset
+    from . import training_latent as latent
 
     from ...core import runlock
 
@@ -248,18 +250,21 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
             locked = Path(req.out).parent
         channels = req.resume.model_config.in_channels if req.resume is not None else None
         size = req.resume.model_config.image_size if req.resume is not None else req.image_size
+        space = latent.run_space(req.autoencoder, req.resume)  # None: pixels (training_latent.py)
+        size, channels = latent.image_shape(space, size, channels)
         data = load_dataset(req.dataset_spec, size, channels, cancel=handle.cancel.is_set)
+        image_data, data = data, latent.encode(space, data, req.config.flip)  # a latent run: encoded once
         note = fit_batch(req.config, len(data), explicit=not req.auto_batch or req.resume is not None)
         if note:
             yield RunNote(note)
         if req.resume is not None:
             c = req.config
-            trainer = Trainer.resume(req.resume, data, out=req.out, steps=c.steps, batch_size=c.batch_size, lr=c.lr,
+            trainer = latent.resume_trainer(space, req.resume, data, out=req.out, steps=c.steps, batch_size=c.batch_size, lr=c.lr,
                                      ema_decay=c.ema_decay, device=c.device, precision=c.precision,
                                      preview_every=c.preview_every, checkpoint_every=c.checkpoint_every)
         else:
-            model_config = preset_config(req.preset, size, data.channels)
-            trainer = Trainer(model_config, req.schedule, data, req.config, out=req.out)
+            model_config = preset_config(req.preset, *latent.unet_shape(space, size, image_data.channels))
+            trainer = latent.make_trainer(space, model_config, req.schedule, data, req.config, out=req.out)
         handle.trainer = trainer
         handle.start_step = trainer.step
         yield RunStarted(dataset=getattr(data, "name", "") or req.dataset_spec, n_images=len(data),
@@ -269,7 +274,7 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
                          resumed=req.resume is not None)
         metrics = MetricsLog(Path(req.out).parent, trainer.step)
         yield from first_preview(trainer, handle)
-        extractor = _fid_extractor(req, trainer) if req.fid_every else None
+        extractor = _fid_extractor(req, trainer) if req.fid_every and space is None else None
         events = trainer.run()
         while True:
             with handle.stepping():
@@ -318,7 +323,7 @@ def _final_save(req: RunRequest, handle: RunHandle, trainer: Trainer) -> None:
 
 def _load_for_sampling(req: RunRequest, handle: RunHandle) -> None:
     try:
-        ckpt = load_checkpoint(handle.saved_path, groups=("ema",))
+        ckpt = load_checkpoint(handle.saved_path, groups=("ema", "autoencoder"))  # a latent model's decoder too
         handle.model = ckpt.build_model(req.model_device)
         handle.checkpoint = ckpt
     except Exception as e:  # noqa: BLE001
