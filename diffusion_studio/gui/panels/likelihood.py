@@ -106,6 +106,7 @@ class LikelihoodPanel(Panel):
 
     def _layout(self) -> None:
         side = QVBoxLayout()
+        side.setContentsMargins(0, 0, 0, 0)
         box = QGroupBox("Model")
         lay = QVBoxLayout(box)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -133,21 +134,19 @@ class LikelihoodPanel(Panel):
         side.addStretch(1)
         left = QWidget()
         left.setLayout(side)
-        left.setMaximumWidth(320)
+        left.setMaximumWidth(280)
 
         plots = QSplitter(Qt.Orientation.Vertical)
         plots.addWidget(self.terms_plot)
         plots.addWidget(self.cum_plot)
         plots.addWidget(self.probe)
-        plots.setSizes([340, 170, 170])
-        right = QVBoxLayout()
-        right.addWidget(plots, 1)
-        right.addWidget(self.explanation)
-        right_w = QWidget()
-        right_w.setLayout(right)
-        outer = QHBoxLayout(self)
-        outer.addWidget(left)
-        outer.addWidget(right_w, 1)
+        plots.setSizes([330, 150, 150])
+        top = QHBoxLayout()
+        top.addWidget(left)
+        top.addWidget(plots, 1)
+        outer = QVBoxLayout(self)
+        outer.addLayout(top, 1)
+        outer.addWidget(self.explanation)
 
     # ---- what the window and tests call -------------------------------------------------------------------------
     @property

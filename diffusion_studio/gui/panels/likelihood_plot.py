@@ -12,12 +12,22 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 from ...data.convert import to_uint8
 from ..imageview import ImagePane
+from ..plot_theme import TEXT, apply_plot_theme, set_title
 from .likelihood_worker import Frame
-from .training_plots import _style
 
-PENS = {"A": pg.mkPen((25, 80, 200), width=2), "B": pg.mkPen((220, 110, 20), width=2, style=pg.QtCore.Qt.DashLine)}
-BRUSH = {"A": pg.mkBrush(25, 80, 200), "B": pg.mkBrush(220, 110, 20)}
+COLOURS = {"A": (90, 160, 255), "B": (255, 150, 40)}
+PENS = {"A": pg.mkPen(COLOURS["A"], width=2), "B": pg.mkPen(COLOURS["B"], width=2, style=pg.QtCore.Qt.DashLine)}
+BRUSH = {k: pg.mkBrush(*c) for k, c in COLOURS.items()}
 SYM = {"beta": "β", "beta_tilde": "β̃"}
+
+
+def _style(plot: pg.PlotWidget, title: str) -> None:
+    item = plot.getPlotItem()
+    set_title(item, title)
+    apply_plot_theme(plot)  # the app's one plot theme
+    for name in ("left", "bottom"):
+        item.getAxis(name).setStyle(maxTickLevel=1)
+    item.setMenuEnabled(False)
 
 
 class TermsPlot(pg.PlotWidget):
@@ -29,13 +39,12 @@ class TermsPlot(pg.PlotWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("termsPlot")
-        _style(self)
         item = self.getPlotItem()
-        item.setTitle("Terms of the bound, bits/dim", color="#222", size="10pt")
         item.setLabel("bottom", "paper t (log axis)")
-        item.setLabel("left", "L<sub>t−1</sub>")
+        item.setLabel("left", "L<sub>t−1</sub>, bits/dim")
         item.setLogMode(x=True, y=True)
-        item.addLegend(offset=(-8, 8), labelTextColor=(40, 40, 40))
+        item.addLegend(offset=(-8, 8))
+        _style(self, "Terms of the bound: L<sub>t−1</sub> per t (log–log)")
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.names: dict[str, str] = {}
         self.ends: dict[str, pg.ScatterPlotItem] = {}
@@ -93,7 +102,7 @@ class TermsPlot(pg.PlotWidget):
         if frame.prior_bits > 0:
             marks.append(("L_T", math.log10(frame.T + 1), math.log10(frame.prior_bits)))
         for text, x, yy in marks:
-            lab = pg.TextItem(text, color=(30, 30, 30), anchor=(0.5, 1.3))
+            lab = pg.TextItem(text, color=TEXT, anchor=(0.5, 1.3))
             lab.setPos(x, yy)
             self.getPlotItem().addItem(lab, ignoreBounds=True)
             self.labels.append(lab)
@@ -129,11 +138,10 @@ class CumulativePlot(pg.PlotWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("cumulativePlot")
-        _style(self)
         item = self.getPlotItem()
-        item.setTitle("Running sum from t = 1 (bits/dim)", color="#222", size="10pt")
         item.setLabel("bottom", "paper t (log axis)")
         item.setLogMode(x=True, y=False)
+        _style(self, "Running sum from t = 1, bits/dim")
         item.getAxis("left").enableAutoSIPrefix(False)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.totals: dict[str, pg.InfiniteLine] = {}
@@ -172,15 +180,18 @@ class ProbeView(QWidget):
         self.setObjectName("probeView")
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
-        self.panes = [ImagePane(title, min_size=60) for title in
+        grid.setSpacing(2)
+        self.panes = [ImagePane(title, min_size=56) for title in
                       ("x<sub>t</sub>", "q: μ̃<sub>t</sub>", "p<sub>θ</sub>: μ<sub>θ</sub>", "|μ̃ − μ<sub>θ</sub>|")]
         for i, pane in enumerate(self.panes):
             grid.addWidget(pane, 0, i)
-        self.text = QLabel("Hover over the terms plot to compare q(x_{t−1}|x_t,x₀) and p_θ(x_{t−1}|x_t) at that t "
-                           "for the first image.")
+        self.text = QLabel("Hover over the terms plot: q(x_{t−1}|x_t,x₀) and p_θ(x_{t−1}|x_t) at that t, for the "
+                           "first image.")
         self.text.setObjectName("probeText")
         self.text.setWordWrap(True)
-        grid.addWidget(self.text, 1, 0, 1, 4)
+        self.text.setMinimumWidth(120)
+        grid.addWidget(self.text, 0, 4)
+        grid.setColumnStretch(4, 2)
         self.t: int | None = None
 
     def show_probe(self, t: int, probe, variance: str, name: str) -> None:
@@ -190,21 +201,19 @@ class ProbeView(QWidget):
         scaled = gap / top * 2 - 1 if top > 0 else np.full_like(gap, -1.0)
         for pane, arr in zip(self.panes, (probe.x_t, probe.q_mean, probe.p_mean, scaled)):
             pane.show_u8(_u8(arr))
-        self.panes[3].set_title(f"|μ̃ − μ<sub>θ</sub>| (white = {top:.2g})")
+        self.panes[3].set_title(f"gap ≤ {top:.2g}")
         s2 = probe.p_var[variance]
         term = probe.terms.get(variance, math.nan) / math.log(2)
         if t == 1:
             self.text.setText(
-                f"{name}, t = 1 (the decoder L₀): the data x₀ against p_θ(x₀|x₁) = N(μ_θ, σ₁² I), "
-                f"σ₁² = {s2:.3g} ({'β₁' if variance == 'beta' else 'β̃₂, as β̃₁ = 0'}), integrated over each pixel's "
-                f"8-bit bin. Mean squared gap ‖x₀ − μ_θ‖²/d = {probe.mean_gap:.3g}; −log p = {term:.4g} bits/dim "
-                f"for this image.")
+                f"<b>t = 1</b> (decoder L₀, {name}): x₀ vs p_θ(x₀|x₁) = N(μ_θ, σ₁²I), "
+                f"σ₁² = {'β₁' if variance == 'beta' else 'β̃₂'} = {s2:.3g}, over each 8-bit bin<br>"
+                f"‖x₀ − μ_θ‖²/d = {probe.mean_gap:.3g} · −log p = <b>{term:.4g}</b> bits/dim (this image)")
             return
         self.text.setText(
-            f"{name}, t = {t}: q(x_{{t−1}}|x_t,x₀) = N(μ̃_t, β̃_t I) with β̃_t = {probe.q_var:.3g};  "
-            f"p_θ(x_{{t−1}}|x_t) = N(μ_θ, σ_t² I) with σ_t² = {SYM[variance]}_t = {s2:.3g}.  "
-            f"Mean squared gap of the means ‖μ̃_t − μ_θ‖²/d = {probe.mean_gap:.3g}; "
-            f"L_{{t−1}} = {term:.4g} bits/dim for this image.")
+            f"<b>t = {t}</b> ({name}) · q: N(μ̃_t, β̃_t I), β̃_t = {probe.q_var:.3g}<br>"
+            f"p_θ: N(μ_θ, σ_t² I), σ_t² = {SYM[variance]}_t = {s2:.3g}<br>"
+            f"‖μ̃_t − μ_θ‖²/d = {probe.mean_gap:.3g} · L_{{t−1}} = <b>{term:.4g}</b> bits/dim (this image)")
 
     def clear(self) -> None:
         for pane in self.panes:

@@ -142,10 +142,10 @@ def explain(frame: Frame | None, variance: str) -> str:
     lam = frame.eps_weights.get(variance)
     weights = ""
     if lam is not None and lam.size > 2:
-        weights = f" (here from {lam[1]:.2g} at t = 2 to {lam[-1]:.2g} at t = {frame.T})"
-    part = (f"The terms at t ≤ {SMALL_T} carry {100 * share:.0f}% of the bound (L_0 included)"
+        weights = f" ({lam[1]:.2g} at t = 2 → {lam[-1]:.2g} at t = {frame.T})"
+    part = (f"Terms at t ≤ {SMALL_T} carry {100 * share:.0f}% of the bound (L₀ included): "
             if math.isfinite(share) else "")
-    return (f"{part}: near the data p_θ must reproduce fine detail exactly, while at large t both q and p_θ are "
-            f"nearly pure noise and agree. Each L_{{t−1}} is λ_t‖ε − ε_θ‖² plus a constant, λ_t = β_t²/(2σ_t²α_t(1−ᾱ_t))"
-            f"{weights}; L_simple sets every λ_t to 1, so training spends itself on all t alike instead of the few "
-            f"small t that dominate the bound — better samples (Ho et al.), a slightly worse bound.")
+    return (f"{part}near the data p_θ must get fine detail right; at large t q and p_θ are both nearly noise and "
+            f"agree. L_{{t−1}} = λ_t‖ε − ε_θ‖² + const, λ_t = β_t²/(2σ_t²α_t(1−ᾱ_t)){weights}; L_simple sets every "
+            f"λ_t to 1, weighing all t alike rather than the few small t that dominate the bound: better samples, "
+            f"a slightly worse bound (Ho et al.).")
