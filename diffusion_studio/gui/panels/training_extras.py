@@ -160,8 +160,10 @@ class TrainingExtras(QObject):
         self.restored = (Path(ckpt.path), steps, losses)
         view = self.panel.view
         view.reset(ckpt.schedule.T, TrainConfig().buckets, self.panel.form.steps_spin.value(), ckpt.step)
-        view.progress.setFormat(f"loaded at step {ckpt.step:,}" + (f" · loss history of {len(steps):,} steps"
-                                                                  if len(steps) else " · no loss history found"))
+        view.progress.setFormat(f"loaded at step {ckpt.step:,}")  # short: the bar is narrow beside a wide form
+        history = (f"its loss history ({len(steps):,} logged steps) is drawn" if len(steps) else
+                   f"it has no loss history ({METRICS} not found)")
+        self.panel.info_label.setText(f"{self.panel.info_label.text()}; {history}")
         if len(steps):
             self._show_history()
 
