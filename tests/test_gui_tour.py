@@ -201,3 +201,29 @@ def test_first_launch_offers_the_tour_without_blocking(qtbot, settings):
 
 def test_the_tour_file_is_where_the_app_reads_it():
     assert tour_path().name == "tour.json" and tour_path().is_file()
+
+
+@pytest.fixture
+def tiny_builtin(tmp_path, monkeypatch):
+    """The tiny checkpoint installed as the only shipped model, so the Sampling tab's first look loads it."""
+    root = tmp_path / "models"
+    (root / "tiny").mkdir(parents=True)
+    make_checkpoint(root / "tiny" / "checkpoint.json")
+    monkeypatch.setattr(resources, "models_dir", lambda: root)
+    return root
+
+
+def test_show_me_on_a_fresh_start_runs_the_steps_sampler_not_the_first_look(tiny_builtin, window, qtbot):
+    # Nothing is loaded yet: Show me opens the Sampling tab (whose first look loads the shipped model and starts a
+    # quick DDIM run of its own); the tour's DDPM run must still be the one that runs.
+    win = window
+    assert win.sampling.loaded is None
+    ids = [s.id for s in win.learn_dock.panel.steps]
+    start_tour(win, ids.index("sampling"))
+    win.learn_dock.panel.show_me()
+    qtbot.waitUntil(lambda: win.sampling.job is not None and win.sampling.job.sampler == "ddpm"
+                    and win.sampling.running, timeout=WAIT_MS)
+    assert win.sampling.job.steps == 30 and win.sampling.job.variance == "beta_tilde"
+    with qtbot.waitSignal(win.sampling.run_finished, timeout=WAIT_MS) as blocker:
+        pass
+    assert blocker.args[0] == "done" and win.sampling.tabs.run_curves.t == list(range(30, 0, -1))

@@ -3,7 +3,7 @@ code. Each step shows its equations (rendered by matplotlib's mathtext), a few s
 puts the app into the state the step talks about and outlines the widget to look at."""
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QRect, Qt
+from PySide6.QtCore import QEvent, QObject, QRect, Qt, Slot
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QPushButton, QScrollArea,
                                QSizePolicy, QStatusBar, QVBoxLayout, QWidget)
@@ -105,12 +105,14 @@ class EquationLabel(QLabel):
             self._fit(event.size().width())
 
 
-class TourActions:
+class TourActions(QObject):
     """The verbs a tour step's "show" list may use, each a small call on the window's public parts."""
 
     def __init__(self, window):
+        super().__init__(window)
         self.win = window
         self._pending_sample = None
+        self._after_load: dict | None = None
 
     def run(self, actions) -> None:
         for name, arg in actions:
@@ -161,6 +163,18 @@ class TourActions:
 
     def do_sample(self, spec: dict) -> None:
         sp = self.win.sampling
+        if sp.loaded is None and not sp.chooser.is_loading:
+            sp.chooser.select_default()
+        if sp.chooser.is_loading:
+            # The model arrives later, and the tab's first look may start its own quick run as it does: configure
+            # and start once that has happened (queued: after the panel has handled the load), stopping that run.
+            if self._after_load is None:
+                sp.model_loaded.connect(self._on_loaded, Qt.ConnectionType.QueuedConnection)
+            self._after_load = spec
+            return
+        if sp.loaded is None:
+            self.win.state.message.emit("The tour's sampling step needs a model: open a checkpoint or train one")
+            return
         c = sp.controls
         c.select_sampler(spec.get("sampler", "ddim"), spec.get("variance", "beta_tilde"))
         if "steps" in spec:
@@ -175,6 +189,13 @@ class TourActions:
             sp.stop()
         else:
             sp.start()
+
+    @Slot(object)
+    def _on_loaded(self, _model) -> None:
+        self.win.sampling.model_loaded.disconnect(self._on_loaded)
+        spec, self._after_load = self._after_load, None
+        if spec is not None:
+            self.do_sample(spec)
 
     def _start_after_stop(self, _outcome: str) -> None:
         sp = self.win.sampling
