@@ -186,9 +186,11 @@ def test_first_launch_offers_the_tour_without_blocking(qtbot, settings):
     try:
         offer = win.tour_offer
         assert offer is not None and offer.isVisible() and QApplication.activeModalWidget() is None
-        assert not win.learn_dock.isVisible()                   # the dock waits to be asked for
+        assert not win.learn_dock.isVisible()                   # the dock waits to be asked for …
+        assert win.learn_dock.panel.equation_labels == []       # … and renders nothing until then
         qtbot.mouseClick(offer.take, Qt.MouseButton.LeftButton)
         assert win.learn_dock.isVisible() and offer.isHidden() and win.learn_dock.panel.index == 0
+        assert len(win.learn_dock.panel.equation_labels) == len(win.learn_dock.panel.steps[0].equations)
     finally:
         win.close()
     again = MainWindow(settings, device="cpu")                  # the next launch does not ask again

@@ -14,9 +14,13 @@ class EquationError(ValueError):
 @lru_cache(maxsize=128)
 def render_png(tex: str, fontsize: float = 13.0, color: str = "#202020", dpi: int = 100) -> bytes:
     """PNG bytes of ``$tex$`` (mathtext, a TeX subset) on a transparent background."""
+    import logging
+
     import matplotlib
     from matplotlib import mathtext
     from matplotlib.font_manager import FontProperties
+
+    logging.getLogger("matplotlib.mathtext").setLevel(logging.WARNING)  # "substituting symbol N" notes, per glyph
 
     buf = io.BytesIO()
     try:

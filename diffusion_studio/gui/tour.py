@@ -256,6 +256,7 @@ class LearnPanel(QWidget):
         self.next_button.clicked.connect(lambda: self.go(self.index + 1))
         self.show_button.clicked.connect(self.show_me)
         self.equation_labels: list[QLabel] = []
+        self._shown_equations: int | None = None
         self.go(0)
 
     def _eq_color(self) -> str:
@@ -268,6 +269,23 @@ class LearnPanel(QWidget):
         if self.step_combo.currentIndex() != index:
             self.step_combo.setCurrentIndex(index)
         self.title_label.setText(f"<b>Step {index + 1} of {len(self.steps)}: {step.title}</b>")
+        self.text_label.setText(step.text)
+        self.back_button.setEnabled(index > 0)
+        self.next_button.setEnabled(index < len(self.steps) - 1)
+        self.highlighter.clear()
+        self.highlighted = None
+        self._shown_equations = None
+        if self.isVisible():  # rendering (and importing matplotlib) waits until the dock is first shown
+            self._render_equations()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._shown_equations != self.index:
+            self._render_equations()
+
+    def _render_equations(self) -> None:
+        step = self.step
+        self._shown_equations = self.index
         for lab in self.equation_labels:
             self.eq_box.removeWidget(lab)
             lab.deleteLater()
@@ -282,11 +300,6 @@ class LearnPanel(QWidget):
                 lab.setWordWrap(True)
             self.eq_box.addWidget(lab)
             self.equation_labels.append(lab)
-        self.text_label.setText(step.text)
-        self.back_button.setEnabled(index > 0)
-        self.next_button.setEnabled(index < len(self.steps) - 1)
-        self.highlighter.clear()
-        self.highlighted = None
 
     @property
     def step(self) -> TourStep:
@@ -331,8 +344,8 @@ class TourOffer(QWidget):
         self.take.setObjectName("tourOfferTake")
         self.dismiss = QPushButton("Not now")
         self.dismiss.setObjectName("tourOfferDismiss")
+        self.dismiss.setFlat(True)
         for b in (self.take, self.dismiss):
-            b.setFlat(True)
             row.addWidget(b)
         self.take.clicked.connect(lambda: (start(), self.hide()))
         self.dismiss.clicked.connect(self.hide)
