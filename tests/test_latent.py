@@ -222,6 +222,16 @@ def test_cli_train_autoencoder_then_latent_train_then_sample(tmp_path, capsys):
     assert "space      latent" in capsys.readouterr().out
     assert main(["info", str(ae_dir)]) == 0
     assert "fingerprint" in capsys.readouterr().out
+    # --init continues from a trained autoencoder (its settings; a differing one is a usage error)
+    first = load_autoencoder(ae_dir)
+    assert main(["train-autoencoder", "--data", "builtin:shapes", "--init", str(ae_dir), "--steps", "2", "--batch", "8",
+                 "--out", str(tmp_path / "ae2"), "-q"]) == 0
+    second = load_autoencoder(tmp_path / "ae2")
+    assert second.meta["data"]["init"]["fingerprint"] == first.fingerprint and second.config == first.config
+    capsys.readouterr()
+    assert main(["train-autoencoder", "--data", "builtin:shapes", "--init", str(ae_dir), "--factor", "2",
+                 "--steps", "1", "--out", str(tmp_path / "ae3"), "-q"]) == 2
+    assert "--factor" in capsys.readouterr().err
     # a --size other than the autoencoder's is a usage error naming the flag
     assert main(["train", "--data", "builtin:shapes", "--autoencoder", str(ae_dir), "--size", "32", "--steps", "1",
                  "--out", str(tmp_path / "run2"), "-q"]) == 2

@@ -37,6 +37,10 @@ def add_train_autoencoder_parser(sub, common) -> None:
                    help="a folder of images, an image file, builtin:digits|shapes|photos, mnist:PATH or cifar10:PATH")
     p.add_argument("--out", metavar="AE_DIR", required=True, help="the autoencoder's folder (created if needed)")
     p.add_argument("--overwrite", action="store_true", help="replace an autoencoder already in AE_DIR")
+    p.add_argument("--init", metavar="AE",
+                   help="start from this trained autoencoder's weights and settings (a folder or builtin:NAME): "
+                        "train it longer or on other data; --size/--factor/--latent-channels/--base-channels must "
+                        "agree with it or be left out")
     p.add_argument("--size", type=POSITIVE, metavar="PX", help=f"image side, divisible by --factor (default: {D['size']})")
     p.add_argument("--channels", type=int, choices=(1, 3), help="1 (gray) or 3 (RGB) (default: the data's own)")
     p.add_argument("--factor", type=int, choices=(2, 4, 8), help=f"downsampling factor f (default: {D['factor']})")
@@ -94,6 +98,25 @@ class _Subset:
         return self.data.batch(self.indices[indices], device=device, generator=generator, flip=flip)
 
 
+def _load_init(args):
+    """The --init autoencoder; its config fills --size/--factor/... (a differing value is a usage error)."""
+    if args.init is None:
+        return None
+    from ..core.autoencoder_io import load_autoencoder
+
+    ae = load_autoencoder(args.init)
+    c = ae.config
+    for flag, name, have in (("--size", "size", c.image_size), ("--factor", "factor", c.factor),
+                             ("--latent-channels", "latent_channels", c.latent_channels),
+                             ("--base-channels", "base_channels", c.base_channels),
+                             ("--channels", "channels", c.image_channels)):
+        given = getattr(args, name)
+        if given is not None and given != have:
+            raise UsageError(f"argument {flag}: the --init autoencoder has {have}, not {given}")
+        setattr(args, name, have)
+    return ae
+
+
 def cmd_train_autoencoder(args) -> int:
     from ..core.autoencoder import AETrainConfig, AutoencoderConfig, AutoencoderTrainer
     from .train_setup import _describe_data, _load_data
@@ -104,6 +127,7 @@ def cmd_train_autoencoder(args) -> int:
     if mpath.exists() and not args.overwrite:
         raise UsageError(f"argument --out: {out} already holds an autoencoder; add --overwrite or choose another "
                          f"folder")
+    init = _load_init(args)
     holdout = _pick(args, "holdout")
     if not 0 <= holdout < 1:
         raise UsageError(f"argument --holdout: must be in [0, 1), got {holdout:g}")
@@ -134,8 +158,12 @@ def cmd_train_autoencoder(args) -> int:
     # The held-out images are the last ones: the built-in sets are shuffled, a folder is in name order.
     train_set, held = _Subset(ds, range(n_train)), (_Subset(ds, range(n_train, len(ds))) if n_hold else None)
     info = {"spec": args.data, "n": n_train, "held_out": n_hold, "size": size, "channels": ds.channels}
+    if init is not None:
+        info["init"] = {"source": init.source, "fingerprint": init.fingerprint,
+                        "steps": init.meta.get("step"), "elapsed_s": init.meta.get("elapsed_s")}
     try:
-        trainer = AutoencoderTrainer(config, train_set, train, data_info=info)
+        trainer = AutoencoderTrainer(config, train_set, train, data_info=info,
+                                     init=init.model if init is not None else None)
     except ValueError as e:
         raise _field_error(e) from None
     out.mkdir(parents=True, exist_ok=True)

@@ -237,7 +237,8 @@ class AEEvent:
 class AutoencoderTrainer:
     """Trains the autoencoder on an ImageSource with AdamW and an EMA; ``run`` yields one AEEvent per step."""
 
-    def __init__(self, config: AutoencoderConfig, data, train: AETrainConfig, data_info: dict | None = None):
+    def __init__(self, config: AutoencoderConfig, data, train: AETrainConfig, data_info: dict | None = None,
+                 init: Autoencoder | None = None):
         config.validate()
         train.validate()
         if len(data) < 1:
@@ -251,6 +252,9 @@ class AutoencoderTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train.seed)
             self.model = Autoencoder(config).to(self.device)
+        if init is not None:  # continue from trained weights (same config): a fine-tune or a longer run
+            self.model.load_state_dict(init.state_dict())
+            self.model.requires_grad_(True)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=0.0)
         self.gen = torch.Generator().manual_seed(train.seed)
