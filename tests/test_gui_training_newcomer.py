@@ -118,6 +118,7 @@ def test_a_failed_start_leaves_the_panel_clean(qtbot, make_panel, tmp_path, runs
     assert "starting" not in text and "2,000" not in text and text == "not started"
     assert "Loading" not in panel.info_label.text()
     assert panel.view.preview.current is None and len(panel.view.history) == 0
+    assert panel.form.out_edit.text() == ""  # not the run folder that was made for it and removed again
 
 
 # ---- bug 5 and the step-0 preview -------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ class TrainingExtras(QObject):
         form.batch_spin.setValue(0)
         form.batch_spin.setToolTip("Images per optimisation step; each gets its own random t and noise ε. auto: "
                                    f"{self.default_batch}, or the whole dataset when it has fewer images")
+        # Before any run, "Loss by t" already shows its t axis (pyqtgraph's 0..1 default crowded its tick labels).
+        view.bucket_plot.reset(panel.state.schedule.T, TrainConfig().buckets)
         # A loss of 0.06 reads as 0.06, not as "60" on an axis labelled "loss (x0.001)".
         view.loss_plot.getPlotItem().getAxis("left").enableAutoSIPrefix(False)
         # Fixing a field clears the error it caused, in the panel and in the status bar.
@@ -135,6 +137,8 @@ class TrainingExtras(QObject):
             view.preview.clear_image()
             view.preview.set_title("Preview")
             self.panel.info_label.setText("Not started: fix what the message above says, then Start.")
+            if handle.created_dir is not None and not handle.created_dir.exists() and self.panel._out_auto:
+                self.panel.form.out_edit.clear()  # the run folder made for it was removed again
             self.note = None
         else:
             ev = self.panel.last_event
