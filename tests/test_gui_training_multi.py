@@ -47,6 +47,11 @@ def test_the_launch_is_the_clis_train_with_the_forms_settings(tmp_path):
     assert args["--data"] == "builtin:digits" and args["--size"] == "8" and args["--model"] == "tiny"
     assert args["--batch"] == "4" and args["--steps"] == "3" and args["--log-every"] == "1"
     assert args["--schedule"] == "linear" and args["--T"] == "50" and float(args["--beta-end"]) == 0.03
+    assert args["--loss-weighting"] == "uniform" and args["--lr-schedule"] == "constant"
+    timed = _request(tmp_path / "run")
+    timed.config.steps, timed.config.minutes = None, 2.5
+    timed_cmd = training_multi.train_command(timed, 2)
+    assert "--steps" not in timed_cmd and timed_cmd[timed_cmd.index("--minutes") + 1] == "2.5"
     from diffusion_studio.cli import build_parser
 
     parsed, _ = build_parser("train")[0].parse_known_args(cmd[3:])

@@ -54,11 +54,18 @@ def train_command(req, nproc: int, python: str = sys.executable) -> list[str]:
     c = req.config
     out = Path(req.out).parent
     cmd = [python, "-m", "diffusion_studio", "train", "--out", str(out), "--nproc", str(nproc), "--quiet",
-           "--steps", str(c.steps), "--batch", str(c.batch_size), "--lr", repr(c.lr), "--ema-decay", repr(c.ema_decay),
+           "--batch", str(c.batch_size), "--lr", repr(c.lr), "--ema-decay", repr(c.ema_decay),
            "--device", c.device, "--precision", c.precision, "--log-every", "1",
            "--checkpoint-every", str(c.checkpoint_every), "--preview-every", "0"]
+    cmd += ["--steps", str(c.steps)] if c.steps is not None else ["--minutes", repr(c.minutes)]
     if req.resume is not None:
         return cmd + ["--resume"]
+    cmd += ["--warmup", str(c.warmup_steps), "--lr-schedule", c.lr_schedule]
+    for attr, flag in (("loss_weighting", "--loss-weighting"), ("snr_gamma", "--snr-gamma")):
+        if getattr(c, attr, None) is not None:
+            cmd += [flag, str(getattr(c, attr))]
+    if getattr(req, "prediction", None):
+        cmd += ["--prediction", req.prediction]
     s = req.schedule
     if s.kind not in ("linear", "quadratic", "sigmoid", "cosine"):
         raise ValueError(f"Schedule: a {s.kind} schedule cannot be passed to the multi-GPU launch; pick a named one")
