@@ -186,13 +186,12 @@ class FIDInceptionV3(nn.Module):
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], bytes]:
     """Tensors from a .safetensors file or a .pth read with torch.load(weights_only=True); never a full unpickle."""
+    from .safeio import read_regular
+
     p = Path(path)
-    try:
-        blob = p.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(p, "no such Inception weights file") from None
-    except OSError as e:
-        raise CheckpointError(p, f"cannot read ({e.strerror or e})") from None
+    if not os.path.lexists(p):
+        raise CheckpointError(p, "no such Inception weights file")
+    blob = read_regular(p, 1 << 30, CheckpointError, "Inception weights file")  # regular files only: ~100 MB
     if len(blob) > 10 and blob[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
         from safetensors.torch import load as st_load
         try:
