@@ -78,6 +78,9 @@ class ImagesPanel(Panel):
         self.builtin_combo.setToolTip("Images that ship with the app: sample photos, or the first images of a "
                                       "small built-in dataset you can train on without downloading anything.")
         self.builtin_combo.activated.connect(self._on_builtin_activated)
+        # its width follows the dock, not its longest item, so the dock can be narrow on a small screen
+        self.builtin_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.builtin_combo.setMinimumContentsLength(10)
         self.size_combo = QComboBox()
         self.size_combo.setObjectName("sizeCombo")
         for s in SIZES:
