@@ -188,7 +188,7 @@ def test_autoencoder_view_trains_in_a_worker_shows_reconstructions_and_saves(qtb
 
         x = load_dataset("builtin:digits", 8, 1).batch(torch.arange(8))
         with torch.no_grad():
-            again = to_uint8(make_grid(ae.model.decode(ae.model.encode(x)).clamp(-1, 1), nrow=8))
+            again = to_uint8(make_grid(ae.model.decode(ae.model.encode(x)).clamp(-1, 1), nrow=4))
         assert int(np.abs(again.astype(int) - rec.astype(int)).max()) <= 2
         p.inspect(str(tmp_path / "ae"))
         qtbot.waitUntil(lambda: not p.running, timeout=WAIT_MS)

@@ -48,8 +48,8 @@ def latent_grid(z: torch.Tensor, scale: float = 1.0) -> np.ndarray:
 
 
 def picture(step, total, x, rec, z, scale, **kw) -> AEPicture:
-    return AEPicture(step, total, to_uint8(make_grid(x.cpu(), nrow=len(x))),
-                     to_uint8(make_grid(rec.cpu(), nrow=len(x))), latent_grid(z[:4], scale), psnr(rec, x), **kw)
+    return AEPicture(step, total, to_uint8(make_grid(x.cpu(), nrow=4)),
+                     to_uint8(make_grid(rec.cpu(), nrow=4)), latent_grid(z[:4], scale), psnr(rec, x), **kw)
 
 
 class _Subset:

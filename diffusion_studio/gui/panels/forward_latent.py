@@ -111,7 +111,7 @@ class LatentForward(QWidget):
                 self.check.setChecked(False)
                 return
         self.row.setVisible(on)
-        self.panel.layout().setStretchFactor(self, 3 if on else 0)
+        self.panel.layout().setStretchFactor(self, 2 if on else 0)
         if on:
             self._on_t(self.panel.paper_t)
 
