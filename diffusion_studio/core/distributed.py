@@ -228,7 +228,10 @@ def _collective(what: str, fn: Callable, *args, **kwargs) -> Any:
 
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:200]
+    text = lines[0] if lines else type(e).__name__
+    if text.startswith("[") and "] " in text:  # gloo/NCCL prefix their messages with a source file and line
+        text = text.split("] ", 1)[1]
+    return text.split(". This is typically", 1)[0][:200]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
