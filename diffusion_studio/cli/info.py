@@ -62,6 +62,11 @@ def cmd_info(args) -> int:
     from ..core.latent import space_label
 
     lines.append(f"space      {space_label(meta)}")
+    if mc.text_encoder:  # a text model: which encoder its prompts need, and what it was trained to hear
+        examples = [c for c in data.get("captions", []) if isinstance(c, str)][:3] if isinstance(data, dict) else []
+        said = f"; captions like {'; '.join(repr(c) for c in examples)}" if examples else ""
+        lines.append(f"text       prompts through {mc.text_encoder} (cross-attention at "
+                     f"{', '.join(f'{r} px' for r in mc.cross_attn_resolutions) or 'the bottleneck'}){said}")
     target = f" of {train['steps']}" if train.get("steps") else ""
     loss = meta.get("last_loss")
     loss_text = f", last loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
