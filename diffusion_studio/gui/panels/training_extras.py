@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QFrame, QHBoxLayout,
 from ...core.training import TrainConfig
 from .training_session import (METRICS, RunNote, StepPreview, interrupted_record, interrupted_run,
                                read_loss_history)
+from .training_form import DEFAULTS as FORM_DEFAULTS
 from .training_worker import MANIFEST, RunStarted
 
 INTERRUPTED = "interrupted"
@@ -23,7 +24,7 @@ class TrainingExtras(QObject):
     def __init__(self, panel, box_layout):
         super().__init__(panel)
         self.panel = panel
-        self.default_batch = TrainConfig().batch_size
+        self.default_batch = FORM_DEFAULTS.batch_size  # the form's (recipe's) default batch
         self.status_line: str | None = None
         self.restored: tuple[Path, object, object] | None = None   # (manifest, steps, losses) of a loaded run
         self.close_box: QMessageBox | None = None
