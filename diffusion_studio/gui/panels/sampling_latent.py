@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.latent import is_latent_meta, space_from_checkpoint
 from ...core.run_stats import RunStats
@@ -19,8 +19,10 @@ from .sampling_frames import EPS_SCALE, RecordedFrame, StepTick, grid_u8
 
 LATENT_SCALE = 3.0        # scaled latents have std ≈ 1: z/3 maps ±3σ to black..white, as ε is shown
 LATENT_ROWS = 4           # images whose channels the Latent tab shows
-NOTE = ("Latent model: the UNet denoises the latent z_t; the decoder D(z / scale) turns it into pixels. It runs "
-        "twice per shown frame (z_t and x̂₀), not per step, so the pictures cost only the frames you see.")
+NOTE = "The decoder runs once per shown frame (for z_t and x̂₀), not per step."
+NOTE_TIP = ("A latent model: the UNet denoises the latent z_t (shown here channel by channel); the decoder "
+            "D(z / scale) turns z_t and the predicted x̂₀ into the pictures in the panes. It runs only for the frames "
+            "that are recorded and shown, not at every reverse step, so the pictures cost little.")
 
 
 @dataclass(frozen=True)
@@ -80,26 +82,30 @@ class LatentView(QWidget):
         self.setObjectName("latentView")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
-        self.pane = ImagePane("z_t channels", min_size=80)
+        self.pane = ImagePane("z_t channels", min_size=60)
         self.pane.setToolTip("The latent z_t the UNet denoises: one row per image (the first four), one column per "
                              "latent channel, shown as z/3 on grey (±3 std spans black to white)")
-        self.note = QLabel("Load a latent model (trained with an autoencoder) to see its latent z_t here.")
+        self.note = QLabel("A latent model's z_t shows here.")
         self.note.setObjectName("latentNote")
         self.note.setWordWrap(True)
         lay.addWidget(self.pane, 1)
         lay.addWidget(self.note)
+        # Its size must not push the Sampling view's pane grid: the grid shares the height out evenly.
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
 
     def show_frame(self, f: RecordedFrame, panel=None) -> None:
         """Show frame ``f``'s latent; for a latent frame also retitle the panel's panes to say what they show."""
         if not isinstance(f, LatentFrame) or f.latent is None:
             self.pane.clear_image()
             self.pane.set_title("z_t channels (pixel model: none)")
-            self.note.setText("This model denoises pixels directly: there is no latent. Train one with an "
-                              "autoencoder (Training ▸ space: latent) to see z_t here.")
+            self.note.setText("A pixel model: no latent.")
+            self.note.setToolTip("This model denoises pixels directly. Train one in an autoencoder's latent space "
+                                 "(Training ▸ Space ▸ latent) to see its z_t here.")
             return
         self.pane.show_u8(f.latent)
         self.pane.set_title(f"z_t channels (t = {f.paper_t})" if not f.is_final else "z₀ channels, the sample")
         self.note.setText(NOTE)
+        self.note.setToolTip(NOTE_TIP)
         if panel is not None:
             at = "none yet" if f.t_model is None else f"at t = {f.t_model + 1}"
             panel.x_pane.set_title("decoded z₀: the sample" if f.is_final else f"decoded z_t (t = {f.paper_t})")
