@@ -222,3 +222,21 @@ def test_the_apps_training_worker_trains_in_latent_space_and_hands_a_decodable_m
     assert ckpt.model_config.in_channels == 3 and ckpt.model_config.image_size == 4
     space = space_from_checkpoint(handle.checkpoint)  # what the Sampling view gets can be decoded
     assert space.is_latent and space.scale_factor == pytest.approx(0.8)
+
+
+def test_training_form_space_row_fixes_the_size_to_the_autoencoders(qtbot, tmp_path):
+    from diffusion_studio.core.autoencoder_io import save_autoencoder
+    from diffusion_studio.gui.panels.training_form import TrainingForm
+    from diffusion_studio.gui.panels.training_space import attach_space_row
+
+    ae = Autoencoder(AutoencoderConfig(image_size=24, factor=4, base_channels=8, groups=4))
+    save_autoencoder(tmp_path / "ae", ae, 1.0)
+    form = TrainingForm()
+    qtbot.addWidget(form)
+    row = attach_space_row(form)
+    assert row.autoencoder() is None and form.size_spin.isEnabled()
+    row.add_autoencoder(str(tmp_path / "ae"))
+    assert row.autoencoder() == str(tmp_path / "ae")
+    assert form.size_spin.value() == 24 and not form.size_spin.isEnabled()
+    row.setCurrentIndex(0)
+    assert row.autoencoder() is None and form.size_spin.isEnabled()

@@ -46,9 +46,35 @@ class SpaceRow(QComboBox):
         return None if data in (PIXELS, OPEN, None) else str(data)
 
 
+def autoencoder_size(spec: str) -> int | None:
+    """The image side an autoencoder takes, from its manifest alone (None if it cannot be read)."""
+    import json
+
+    from ...core.autoencoder_io import resolve_autoencoder_spec
+
+    try:
+        meta = json.loads(resolve_autoencoder_spec(spec).read_text(encoding="utf-8"))
+        return int(meta["autoencoder"]["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def attach_space_row(form) -> SpaceRow:
-    """Insert the "Space" row under "Data" in the Training form."""
+    """Insert the "Space" row under "Data" in the Training form; a latent space fixes the image size."""
     row = SpaceRow(form)
     form.layout().insertRow(1, "Space", row)
     form.space_row = row
+    size_tip = form.size_spin.toolTip()
+
+    def sync(_index: int = 0) -> None:
+        spec = row.autoencoder()
+        size = autoencoder_size(spec) if spec else None
+        form.size_spin.setEnabled(size is None)
+        if size is not None:
+            form.size_spin.setValue(size)
+            form.size_spin.setToolTip(f"A latent run uses the autoencoder's image size, {size} px")
+        else:
+            form.size_spin.setToolTip(size_tip)
+
+    row.currentIndexChanged.connect(sync)
     return row
