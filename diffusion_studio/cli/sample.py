@@ -16,6 +16,7 @@ GIF_MAX_FRAMES = 60      # frames of the reverse process kept in a GIF (plus the
 GIF_SAMPLES = 16         # samples tiled into each GIF frame
 GIF_TARGET_PX = 256      # GIF frames are upscaled (nearest neighbour) to about this width
 GRID_MAX = 256           # samples tiled into --grid at most
+GRID_MIN_PX = 256        # --grid is enlarged (whole factor, nearest neighbour) to at least this
 
 
 def add_sample_parser(sub, common) -> None:
@@ -179,7 +180,7 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
          f"to {out} in {fmt_duration(took)}")
     if args.grid is not None:
         shown = torch.cat(grid_samples)[:GRID_MAX]
-        save_grid(shown, Path(args.grid).expanduser())
+        save_grid(shown, Path(args.grid).expanduser(), min_side=GRID_MIN_PX)  # a 16 px 4×4 grid is 74 px
         echo(f"grid      {args.grid} ({plural(len(shown), 'image')})")
     if args.gif is not None:
         width = gif_frames[-1].shape[-1]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .enlarge import enlarge, integer_scale
+
 # ITU-R 601-2 luma, the weights Pillow's convert("L") uses, so RGB→gray agrees across the data layer.
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -158,9 +160,16 @@ def save_png(x: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:
     return _atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
-def save_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> Path:
-    """Tile a batch (N,C,H,W) in [-1,1] with make_grid and write it as a PNG."""
-    return save_png(make_grid(x, nrow=nrow, padding=padding), path)
+def save_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2,
+              min_side: int = 0) -> Path:
+    """Tile a batch (N,C,H,W) in [-1,1] with make_grid and write it as a PNG.
+
+    ``min_side`` > 0 enlarges the grid by the smallest whole nearest-neighbour factor that makes its longer side at
+    least that many pixels (a 16 px model's 4×4 grid is 74 px: too small to read)."""
+    grid = make_grid(x, nrow=nrow, padding=padding)
+    if min_side > 0:
+        return save_png(enlarge(to_uint8(grid), integer_scale(grid.shape[1:], min_side)), path)
+    return save_png(grid, path)
 
 
 def _upscale(a: np.ndarray, scale: int) -> np.ndarray:

@@ -2,26 +2,13 @@
 frames and filmstrip frames with their t written under them (text drawn with Qt, so a QGuiApplication must exist)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from PySide6.QtCore import QRect, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 
-MIN_SIDE = 256      # an exported grid's longer side is at least this many pixels
+from ..data.enlarge import MIN_SIDE, enlarge, integer_scale  # noqa: F401  (Qt-free: the CLI uses them too)
+
 STRIP = 18          # height of a caption strip, px
-
-
-def integer_scale(shape: tuple[int, ...], target: int = MIN_SIDE, most: int = 16) -> int:
-    """The smallest whole factor that makes the longer side at least ``target`` (1 when it already is)."""
-    return int(max(1, min(most, math.ceil(target / max(1, max(shape[0], shape[1]))))))
-
-
-def enlarge(img: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour enlargement by a whole factor: every pixel becomes a scale × scale block."""
-    if scale == 1:
-        return np.ascontiguousarray(img)
-    return np.ascontiguousarray(np.repeat(np.repeat(img, scale, axis=0), scale, axis=1))
 
 
 def _rgb(img: np.ndarray) -> np.ndarray:
@@ -35,16 +22,25 @@ def caption_strip(width: int, captions: list[tuple[int, int, str]], height: int 
     image = QImage(width, height, QImage.Format.Format_RGB888)
     image.fill(QColor(0, 0, 0))
     painter = QPainter(image)
-    font = QFont()
-    font.setPixelSize(max(8, height - 6))
-    painter.setFont(font)
     painter.setPen(QColor(255, 255, 255))
     for x, w, text in captions:
+        painter.setFont(_fitting_font(text, w - 2, max(8, height - 6)))  # text wider than its column spills over
         painter.drawText(QRect(x, 0, w, height), int(Qt.AlignmentFlag.AlignCenter), text)
     painter.end()
     ptr = image.constBits()
     rows = np.frombuffer(ptr, dtype=np.uint8, count=image.bytesPerLine() * height).reshape(height, -1)
-    return np.ascontiguousarray(rows[:, : width * 3].reshape(height, width, 3))
+    # a copy: when a row has no padding the slice is a view of the QImage's buffer, freed when this function returns
+    # (its first bytes were then the allocator's, drawn as grey dots at the strip's left edge)
+    return rows[:, : width * 3].reshape(height, width, 3).copy()
+
+
+def _fitting_font(text: str, width: int, size: int, smallest: int = 6) -> QFont:
+    font = QFont()
+    font.setPixelSize(size)
+    while size > smallest and QFontMetrics(font).horizontalAdvance(text) > width:
+        size -= 1
+        font.setPixelSize(size)
+    return font
 
 
 def with_caption(img: np.ndarray, text: str, scale: int = 1) -> np.ndarray:
