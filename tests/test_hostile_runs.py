@@ -247,6 +247,16 @@ def test_a_damaged_log_is_set_aside_and_the_run_resumes(run, tmp_path, capsys, d
         assert steps[0] == 1  # the good lines are kept
 
 
+def test_a_fifo_where_a_fresh_run_logs_is_set_aside(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    os.mkfifo(out / "metrics.jsonl")
+    code, _, err = cli(capsys, *TRAIN, "--steps", "1", "--out", out)
+    assert code == 0, err
+    assert any("metrics.jsonl: damaged (not a regular file (FIFO))" in line for line in err), err
+    assert json.loads((out / "metrics.jsonl").read_text())["step"] == 1
+
+
 # ---- 1 and 7: a running `train` owns its folder; SIGHUP saves --------------------------------------------------------
 @POSIX
 @pytest.mark.timeout(180)

@@ -27,7 +27,7 @@ def set_aside(path: Path, reason: str) -> Path:
         n += 1
         target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
     os.replace(path, target)
-    say(f"{path}: damaged ({reason}); set aside as {target.name}; the run resumes from its checkpoint")
+    say(f"{path}: damaged ({reason}); set aside as {target.name}; the run goes on (the checkpoint is the truth)")
     return target
 
 
@@ -41,6 +41,20 @@ def _read(path: Path, limit: int) -> bytes | None:
         return read_regular(path, limit, CheckpointError, path.name)
     except CheckpointError as e:
         raise _Damaged(e.reason) from None
+
+
+def set_aside_special(path: Path) -> None:
+    """A fresh run opens ``path`` for writing: a FIFO or device there would block or swallow the log; set it aside."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        from ..core.safeio import not_regular_reason
+
+        set_aside(path, not_regular_reason(st.st_mode))
 
 
 def _step_of(line: str) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 from .common import (BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo,
                      field_message, make_bar, one_line, plural, wants_bar)
-from .runstate import clean_metrics
+from .runstate import clean_metrics, set_aside_special
 
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     size=32, model="tiny", steps=1000, batch=64, lr=2e-4, warmup=100, lr_schedule="constant", ema_decay=0.999,
@@ -209,6 +209,7 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     if args.overwrite and out.is_dir():
         _clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
+    set_aside_special(out / "metrics.jsonl")
     info = _data_info(ds, args.data)
     data = latent_setup.encode(space, ds, cfg.flip, info)
     trainer = latent_setup.make_trainer(space, model_config, schedule, data, cfg, out=ckpt_path, data_info=info)
