@@ -61,7 +61,7 @@ def _step_of(line: str) -> int:
     record = json.loads(line)
     step = record.get("step") if isinstance(record, dict) else None
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"no whole-number step in {line[:60]!r}")
+        raise ValueError(f"no whole-number step in {line.strip()[:60]!r}")
     return step
 
 
