@@ -119,6 +119,21 @@ def test_pixel_density_and_the_marginal_it_tends_to():
     assert np.abs(pixel_density(x_T, edges) - normal_pdf(centres)).max() < 0.06
 
 
+def test_a_fixed_sample_of_a_large_image_gives_its_histogram():
+    from diffusion_studio.core.pixel_stats import MAX_HIST_VALUES, pixel_sample
+
+    edges = bin_edges()
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(2, 256, 256, generator=g), torch.rand(1, 256, 256, generator=g) * 2 - 1])
+    sub = pixel_sample(x)
+    assert MAX_HIST_VALUES // 2 < sub.size <= MAX_HIST_VALUES
+    assert np.array_equal(sub, pixel_sample(x))                       # the same pixels every time
+    full, _ = np.histogram(x.numpy().ravel(), bins=edges)
+    assert np.abs(pixel_density(sub, edges) - full / x.numel() / np.diff(edges)).max() < 0.03
+    small = torch.randn(3, 32, 32, generator=g)
+    assert pixel_sample(small).size == small.numel()                  # small images: every pixel
+
+
 def test_prior_mismatch_names_alpha_bar_T():
     msg = prior_mismatch(NoiseSchedule.create("linear", 2))
     assert msg is not None and "0.98" in msg and "N(0, I)" in msg

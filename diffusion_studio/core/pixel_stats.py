@@ -18,13 +18,29 @@ def bin_edges(bins: int = HIST_BINS, lo: float = HIST_RANGE[0], hi: float = HIST
     return np.linspace(lo, hi, bins + 1)
 
 
+MAX_HIST_VALUES = 1 << 16   # a 64-bin density from 65 536 values is within about 1 % of the whole image's
+
+
+def pixel_sample(x: torch.Tensor | np.ndarray, max_values: int = MAX_HIST_VALUES) -> np.ndarray:
+    """x's values as a flat float32 array, every k-th one when there are more than ``max_values`` (a fixed stride,
+    so the same pixels are taken from x_0, ε and x_t, and scrubbing t stays cheap at 512²)."""
+    v = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+    v = v.reshape(-1)
+    step = -(-v.size // max_values)
+    return np.ascontiguousarray(v[::step] if step > 1 else v, dtype=np.float32)
+
+
 def pixel_density(x: torch.Tensor | np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """A density histogram of every value in x over ``edges`` (values outside count in no bin, but in the total, so
-    the area shown is the share of pixels inside the range)."""
-    v = np.asarray(x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64).ravel()
-    counts, _ = np.histogram(v, bins=edges)
-    width = np.diff(edges)
-    return counts / max(1, v.size) / width
+    """A density histogram of the values of x over the uniform ``edges`` (values outside count in no bin but in the
+    total, so the area shown is the share inside the range). Bins are [e_i, e_{i+1}), like np.histogram's, found
+    by one multiply and a bincount: np.histogram's search over edges took ~40 ms for a 256² RGB image."""
+    v = np.asarray(x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float32).ravel()
+    n = len(edges) - 1
+    lo, hi = float(edges[0]), float(edges[-1])
+    idx = np.floor((v - np.float32(lo)) * np.float32(n / (hi - lo)))
+    idx = idx[(idx >= 0) & (idx < n)].astype(np.intp)
+    counts = np.bincount(idx, minlength=n)[:n]
+    return counts / max(1, v.size) / np.diff(edges)
 
 
 def normal_pdf(v: np.ndarray) -> np.ndarray:
