@@ -47,7 +47,7 @@ def test_the_launch_is_the_clis_train_with_the_forms_settings(tmp_path):
     assert args["--data"] == "builtin:digits" and args["--size"] == "8" and args["--model"] == "tiny"
     assert args["--batch"] == "4" and args["--steps"] == "3" and args["--log-every"] == "1"
     assert args["--schedule"] == "linear" and args["--T"] == "50" and float(args["--beta-end"]) == 0.03
-    assert args["--loss-weighting"] == "uniform" and args["--lr-schedule"] == "constant"
+    assert args["--lr-schedule"] == "constant" and args["--warmup"] == str(_request(tmp_path).config.warmup_steps)
     timed = _request(tmp_path / "run")
     timed.config.steps, timed.config.minutes = None, 2.5
     timed_cmd = training_multi.train_command(timed, 2)

@@ -117,6 +117,7 @@ def cmd_sample(args) -> int:
 def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Path) -> int:
     import torch
 
+    from ..core.estimate import describe, seconds_per_step, worth_estimating
     from ..core.sample_check import degenerate
     from ..core.samplers import sample_frames, spaced_timesteps
     from ..core.training import model_fn
@@ -130,11 +131,12 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
     n_steps = len(spaced_timesteps(schedule.T, steps))
     gif_every = max(1, math.ceil(n_steps / GIF_MAX_FRAMES))
     digits = max(5, len(str(n - 1)))
-    kw: dict[str, Any] = dict(steps=steps, clip_x0=args.clip_x0, device=device)
+    sampling = ckpt.meta.get("sampling") or {}  # an imported scheduler's σ_t² and x̂_0 clipping are the defaults
+    kw: dict[str, Any] = dict(steps=steps, clip_x0=args.clip_x0 or bool(sampling.get("clip_x0")), device=device)
     if args.sampler == "ddim":
         kw["eta"] = SAMPLE_DEFAULTS["eta"] if args.eta is None else args.eta
     else:
-        kw["variance"] = args.variance or SAMPLE_DEFAULTS["variance"]
+        kw["variance"] = args.variance or sampling.get("variance") or SAMPLE_DEFAULTS["variance"]
 
     use_bar = wants_bar(args)
     bar = make_bar(total=n_batches * n_steps, unit="step", desc="sample") if use_bar else None
@@ -149,6 +151,9 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
             labels = None if label is None else torch.full((size,), label, dtype=torch.long)
             fn = model_fn(model, device, precision, labels=labels, guidance=guidance)
             want_gif = args.gif is not None and b == 0
+            if b == 0 and worth_estimating(mc.image_size, device):  # a 256-px model on a CPU: say how long first
+                per_step = seconds_per_step(fn, (size, mc.in_channels, mc.image_size, mc.image_size), schedule.T, device)
+                echo(describe(args.sampler, n_steps, n_batches, per_step, mc.image_size))
             final = None
             for frame in sample_frames(fn, schedule, (size, mc.in_channels, mc.image_size, mc.image_size),
                                        args.sampler, seed=args.seed + b, every=1, include_start=want_gif, **kw):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
 import shlex
 import signal
 import sys
@@ -19,6 +20,7 @@ from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG,
                      write_text_atomic)
 from .latent_setup import add_latent_option
 from .runstate import run_history
+from .train_dist import REPEAT_S, add_dist_options, current_dist, distributed_run, launch_if_asked
 from .train_setup import TRAIN_DEFAULTS, check_out_outside_data, setup_fresh, setup_resume
 
 
@@ -66,7 +68,9 @@ def add_train_parser(sub, common) -> None:
                              f"(default: {D['steps']})")
     length.add_argument("--minutes", type=POSITIVE_FLOAT, metavar="M",
                         help="train for M minutes instead of a number of steps (with --resume: M more minutes)")
-    g.add_argument("--batch", type=POSITIVE, metavar="N", help=f"batch size (default: {D['batch']})")
+    g.add_argument("--batch", type=POSITIVE, metavar="N",
+                   help=f"batch size; with several processes the global batch, split evenly over them "
+                        f"(default: {D['batch']})")
     g.add_argument("--lr", type=UNIT_OPEN, metavar="LR", help=f"AdamW learning rate (default: {D['lr']:g})")
     g.add_argument("--warmup", type=NON_NEGATIVE, metavar="N",
                    help=f"learning-rate warm-up steps (default: {D['warmup']})")
@@ -91,10 +95,19 @@ def add_train_parser(sub, common) -> None:
     g.add_argument("--preview-every", type=NON_NEGATIVE, metavar="N",
                    help="save a grid of EMA samples as RUN_DIR/previews/step-NNNNNNN.png every N steps, 0 = never "
                         f"(default: {D['preview_every']})")
+    add_dist_options(p)
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
+    code = launch_if_asked(args)  # --nproc N: this process only launches the N that train
+    if code is not None:
+        return code
+    with distributed_run(args) as ctx:  # a no-op without torchrun's environment
+        return _cmd_train(args, ctx.is_main)
+
+
+def _cmd_train(args, main: bool) -> int:
     from ..core import runlock
     from ..core.checkpoint import CheckpointError
 
@@ -108,7 +121,8 @@ def cmd_train(args) -> int:
     # One writer per run folder, for the whole run (setup included: --overwrite clears files): a second `train`, the
     # GUI or an `export` into this folder is refused with the pid and command of this one.
     try:
-        runlock.acquire(out, "train")
+        if main:  # several processes: rank 0 is the one writer
+            runlock.acquire(out, "train")
     except CheckpointError as e:
         raise CliError(f"{out}: {e.reason}") from None
     try:
@@ -116,11 +130,13 @@ def cmd_train(args) -> int:
             trainer, start = setup_resume(args, out, ckpt_path)
         else:
             trainer, start = setup_fresh(args, out, ckpt_path)
-        _write_run_json(out, args.argv, start if args.resume else None, trainer)
+        if main:
+            _write_run_json(out, args.argv, start if args.resume else None, trainer)
         return _train_loop(args, trainer, out, ckpt_path, start)
     finally:
-        runlock.release(out)
-        if created and not ckpt_path.exists():
+        if main:
+            runlock.release(out)
+        if main and created and not ckpt_path.exists():
             (out / runlock.LOCK_NAME).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 out.rmdir()  # a run that never saved leaves no empty folder behind
@@ -153,6 +169,7 @@ class _StopRequest:
         self.signum: int | None = None
         self.announce: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
         self._old: dict[int, Any] = {}
+        self._first_at = 0.0
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -176,8 +193,10 @@ class _StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
+            if time.monotonic() - self._first_at < REPEAT_S and current_dist().active:
+                return  # torchrun forwards the terminal's Ctrl+C, which also reached us: still the first request
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self._first_at = signum, time.monotonic()
         self.announce("stopping after this step to save a checkpoint (Ctrl+C again to quit without saving)")
 
     @property
@@ -208,17 +227,21 @@ def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
     cfg = trainer.config
     total = cfg.steps
     use_bar = wants_bar(args)
-    lines = Lines(not use_bar)
+    lines = Lines(not use_bar and trainer.dist.is_main)  # several processes: rank 0 reports
     bar = make_bar(total=total, initial=start, unit="step", desc="train") if use_bar else None
     stop = _StopRequest()
     if bar is not None:
         stop.announce = bar.write
+    if not trainer.dist.is_main:
+        stop.announce = lambda text: None  # rank 0 speaks for the run
     window: list[float] = []
+    stopping = False
     last = None
     t0 = time.perf_counter()
     stop.install()
     try:
-        with open(out / "metrics.jsonl", "a" if start else "w", encoding="utf-8") as metrics:
+        metrics_path = out / "metrics.jsonl" if trainer.dist.is_main else os.devnull  # rank 0 logs
+        with open(metrics_path, "a" if start else "w", encoding="utf-8") as metrics:
             for ev in trainer.run():
                 last = ev
                 window.append(ev.loss)
@@ -229,7 +252,7 @@ def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
                     record["preview"] = rel.as_posix()
                 if ev.checkpoint is not None:
                     record["checkpoint"] = ev.checkpoint.name
-                stopping = stop.signum is not None
+                stopping = trainer.dist.any_flag(stop.signum is not None)  # a signal to any rank stops all
                 if ev.step % cfg.log_every == 0 or ev.done or stopping:
                     loss = sum(window) / len(window)
                     window.clear()
@@ -260,7 +283,7 @@ def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
         if bar is not None:
             bar.close()
 
-    if stop.signum is not None:
+    if stopping:
         assert last is not None
         path = trainer.save()
         resume = shlex.join([PROG, "train", "--out", str(out), "--resume"])

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_precision
 from .eps import model_fn  # the samplers' ε_θ; callers may import it from here too
@@ -175,7 +176,8 @@ class Trainer:
             raise ValueError("data: the dataset is empty")
         if config.batch_size > n:
             raise ValueError(f"batch_size: {config.batch_size} is larger than the dataset ({n} images)")
-        self.device = resolve_device(config.device)
+        self.dist = distributed.current()  # rank 0 of 1 unless torchrun started this process
+        self.device = self.dist.local_device(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
         # The initial weights follow the run's seed (same seed, same run: a run stopped and resumed can then match
         # one trained straight through), drawn from a forked global RNG so the caller's random state is untouched.
@@ -191,15 +193,15 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         # The compiled module shares the model's parameters; EMA, checkpoints and previews use the plain module.
-        self._forward = torch.compile(self.model) if config.compile else self.model
+        self._forward = self.dist.wrap(self.model, compile=config.compile)  # DDP when several ranks
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                            fused=fused or None)
         self.step = 0
         self.elapsed_before = 0.0  # training seconds spent before this session (resumes)
         self._active_s = 0.0
-        self.gen = torch.Generator().manual_seed(config.seed)  # data order and t
-        self.noise_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.gen = torch.Generator().manual_seed(self.dist.seed(config.seed))  # data order and t, per rank
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(config.seed + 1))
         self._buckets: list[float | None] = [None] * config.buckets
         self.last_loss = float("nan")
         self._labels = getattr(data, "labels", None) if config.class_conditional else None
@@ -215,18 +217,24 @@ class Trainer:
             lr *= 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
         return lr
 
-    def train_step(self) -> tuple[float, float]:
-        """One step of Algorithm 1; returns (loss, grad norm). Raises TrainingDiverged before a bad update."""
+    def _draw_batch(self, n: int):
+        """This rank's n examples and noise for one step: (t, x0, condition y, ε), from its own generators."""
         cfg, dev = self.config, self.device
-        idx = torch.randint(len(self.data), (cfg.batch_size,), generator=self.gen)
-        t = torch.randint(self.schedule.T, (cfg.batch_size,), generator=self.gen)  # index i ↔ paper t = i + 1
+        idx = torch.randint(len(self.data), (n,), generator=self.gen)
+        t = torch.randint(self.schedule.T, (n,), generator=self.gen)  # index i ↔ paper t = i + 1
         x0 = self.data.batch(idx, device=dev, generator=self.gen, flip=cfg.flip)
         y = None
         if self._labels is not None:
             y = self._labels[idx].clone()
-            y[torch.rand(cfg.batch_size, generator=self.gen) < cfg.p_uncond] = self.model.config.num_classes
+            y[torch.rand(n, generator=self.gen) < cfg.p_uncond] = self.model.config.num_classes
             y = y.to(dev)
         eps = torch.randn(x0.shape, generator=self.noise_gen, device=dev)
+        return t, x0, y, eps
+
+    def train_step(self) -> tuple[float, float]:
+        """One step of Algorithm 1; returns (loss, grad norm). Raises TrainingDiverged before a bad update."""
+        cfg, dev = self.config, self.device
+        t, x0, y, eps = self._draw_batch(self.dist.local_batch(cfg.batch_size))  # --batch is global: split over ranks
         t_dev = t.to(dev)
         x_t = self.schedule.at("sqrt_alpha_bars", t_dev, x0) * x0 + self.schedule.at("sqrt_one_minus_alpha_bars", t_dev, x0) * eps
         for g in self.optimizer.param_groups:
@@ -302,12 +310,12 @@ class Trainer:
                     done = self.step >= total
                     eta = (total - self.step) * cfg.batch_size / rate
                 else:
-                    done = self._active_s + dt >= budget
+                    done = self.dist.any_flag(self._active_s + dt >= budget)  # all ranks stop at one step
                     eta = max(0.0, budget - self._active_s - dt)
                 ev = TrainEvent(step=self.step, total_steps=total, loss=loss, lr=self._lr_at(self.step - 1),
                                 images_per_s=rate, eta_s=eta, elapsed_s=0.0, grad_norm=gnorm,
                                 bucket_loss=list(self._buckets), done=done)
-                if cfg.preview_every and (self.step % cfg.preview_every == 0 or done):
+                if cfg.preview_every and self.dist.is_main and (self.step % cfg.preview_every == 0 or done):
                     ev.preview = self.preview()
                 if self.out is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not done:
                     self._active_s += time.perf_counter() - t0
@@ -351,7 +359,8 @@ class Trainer:
             "model": dict(self.model.state_dict()),
             "ema": dict(self.ema.state_dict()),
             "optim": {},
-            "rng": {"data": self.gen.get_state(), "noise": self.noise_gen.get_state(), "torch": torch.get_rng_state()},
+            "rng": self.dist.gather_rng({"data": self.gen.get_state(), "noise": self.noise_gen.get_state(),
+                                         "torch": torch.get_rng_state()}),
         }
         if self.device.type == "cuda":  # dropout on a GPU draws from the CUDA generator, not the CPU one
             tensors["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -377,7 +386,7 @@ class Trainer:
         if target is None:
             raise ValueError("save: no output path given and the trainer has no output folder")
         tensors, meta = self.checkpoint_state()
-        return save_checkpoint(target, tensors, meta)
+        return self.dist.save_once(lambda: save_checkpoint(target, tensors, meta))  # rank 0 writes, all wait
 
     @classmethod
     def resume(cls, checkpoint: str | Path | Checkpoint, data: ImageSource, out: str | Path | None = None,
@@ -409,6 +418,7 @@ class Trainer:
         trainer.gen.set_state(rng["data"])
         trainer.noise_gen.set_state(rng["noise"])
         torch.set_rng_state(rng["torch"])
+        trainer.dist.restore_rng(trainer.gen, trainer.noise_gen, rng, cfg.seed, ckpt.step)  # ranks > 0: their own
         if "cuda" in rng and trainer.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], trainer.device)
         trainer.step = ckpt.step

@@ -25,6 +25,12 @@ class UNetConfig:
     groups: int = 32
     num_classes: int | None = None  # with classes, label index num_classes is the null ("unconditional") class
     preset: str | None = None
+    # Options that let published weights (diffusers' UNet2DModel, core/convert_diffusers.py) run unchanged; the
+    # defaults are this project's own choices.
+    norm_eps: float = 1e-5
+    time_sin_first: bool = False      # sinusoidal embedding as [sin, cos] (diffusers' flip_sin_to_cos=False)
+    time_freq_shift: float = 0.0      # frequencies exp(−ln(10⁴)·k/(half − shift)); the DDPM checkpoints use 1
+    downsample_padding: int = 1       # 0: pad right/bottom by one, then a stride-2 conv without padding
 
     @property
     def levels(self) -> int:
@@ -57,6 +63,12 @@ class UNetConfig:
             raise bad("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.num_classes is not None and self.num_classes < 1:
             raise bad("num_classes", f"must be at least 1, got {self.num_classes}")
+        if not (isinstance(self.norm_eps, (int, float)) and 0 < self.norm_eps < 1):
+            raise bad("norm_eps", f"must be in (0, 1), got {self.norm_eps!r}")
+        if not (isinstance(self.time_freq_shift, (int, float)) and 0 <= self.time_freq_shift < self.base_channels // 2):
+            raise bad("time_freq_shift", f"must be in [0, {self.base_channels // 2}), got {self.time_freq_shift!r}")
+        if self.downsample_padding not in (0, 1):
+            raise bad("downsample_padding", f"must be 0 or 1, got {self.downsample_padding!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -113,24 +125,25 @@ def preset_config(name: str, image_size: int, in_channels: int, num_classes: int
     return cfg
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0, sin_first: bool = False,
+                       freq_shift: float = 0.0) -> torch.Tensor:
     """Transformer-style sinusoidal embedding of (B,) timesteps → (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - freq_shift))
     args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    emb = torch.cat([torch.sin(args), torch.cos(args)] if sin_first else [torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, groups: int):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, groups: int, eps: float = 1e-5):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.norm1 = nn.GroupNorm(groups, c_in, eps=eps)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_dim, c_out)
-        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity, which trains more stably
@@ -145,10 +158,10 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    def __init__(self, channels: int, heads: int, groups: int):
+    def __init__(self, channels: int, heads: int, groups: int, eps: float = 1e-5):
         super().__init__()
         self.heads = heads
-        self.norm = nn.GroupNorm(groups, channels)
+        self.norm = nn.GroupNorm(groups, channels, eps=eps)
         self.qkv = nn.Conv2d(channels, channels * 3, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
         nn.init.zeros_(self.proj.weight)
@@ -162,12 +175,13 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    def __init__(self, c: int):
+    def __init__(self, c: int, padding: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, stride=2, padding=1)
+        self.pad = padding == 0  # the published DDPM weights were trained with TF's "SAME": one extra row/column
+        self.conv = nn.Conv2d(c, c, 3, stride=2, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return self.conv(F.pad(x, (0, 1, 0, 1)) if self.pad else x)
 
 
 class Upsample(nn.Module):
@@ -198,36 +212,36 @@ class UNet(nn.Module):
         for level, mult in enumerate(cfg.channel_mults):
             for _ in range(cfg.num_res_blocks):
                 c_out = ch * mult
-                blocks = nn.ModuleList([ResBlock(c, c_out, emb_dim, cfg.dropout, cfg.groups)])
+                blocks = nn.ModuleList([ResBlock(c, c_out, emb_dim, cfg.dropout, cfg.groups, cfg.norm_eps)])
                 if res in cfg.attn_resolutions:
-                    blocks.append(AttnBlock(c_out, cfg.num_heads, cfg.groups))
+                    blocks.append(AttnBlock(c_out, cfg.num_heads, cfg.groups, cfg.norm_eps))
                 self.down.append(blocks)
                 c = c_out
                 skips.append(c)
             if level != cfg.levels - 1:
-                self.down.append(nn.ModuleList([Downsample(c)]))
+                self.down.append(nn.ModuleList([Downsample(c, cfg.downsample_padding)]))
                 skips.append(c)
                 res //= 2
 
         self.mid = nn.ModuleList([
-            ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups),
-            AttnBlock(c, cfg.num_heads, cfg.groups),
-            ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups),
+            ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups, cfg.norm_eps),
+            AttnBlock(c, cfg.num_heads, cfg.groups, cfg.norm_eps),
+            ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups, cfg.norm_eps),
         ])
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mults))):
             for i in range(cfg.num_res_blocks + 1):
                 c_out = ch * mult
-                blocks = nn.ModuleList([ResBlock(c + skips.pop(), c_out, emb_dim, cfg.dropout, cfg.groups)])
+                blocks = nn.ModuleList([ResBlock(c + skips.pop(), c_out, emb_dim, cfg.dropout, cfg.groups, cfg.norm_eps)])
                 if res in cfg.attn_resolutions:
-                    blocks.append(AttnBlock(c_out, cfg.num_heads, cfg.groups))
+                    blocks.append(AttnBlock(c_out, cfg.num_heads, cfg.groups, cfg.norm_eps))
                 if level and i == cfg.num_res_blocks:
                     blocks.append(Upsample(c_out))
                     res *= 2
                 self.up.append(blocks)
                 c = c_out
-        self.out = nn.Sequential(nn.GroupNorm(cfg.groups, c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(cfg.groups, c, eps=cfg.norm_eps), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
@@ -241,7 +255,9 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         self._check_input(x)
-        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype))
+        cfg = self.config
+        emb = self.time_mlp(timestep_embedding(t, cfg.base_channels, sin_first=cfg.time_sin_first,
+                                                freq_shift=cfg.time_freq_shift).to(x.dtype))
         if self.class_emb is not None:
             if y is None:  # no label given: the null class, i.e. unconditional
                 y = torch.full((x.shape[0],), self.config.num_classes, device=x.device, dtype=torch.long)

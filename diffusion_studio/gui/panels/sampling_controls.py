@@ -136,6 +136,11 @@ class SamplerControls(QGroupBox):
         """Fit the controls to a model: its own T bounds the steps; class controls only for conditional models."""
         self.T = model.schedule.T
         self.set_classes(model.config.num_classes, model.checkpoint.class_names)
+        sampling = model.checkpoint.meta.get("sampling")
+        if sampling:  # an imported diffusers scheduler: its x̂_0 clipping and DDPM σ_t² are the defaults
+            self.clip_check.setChecked(bool(sampling.get("clip_x0")))
+            if self.sampler[0] == "ddpm":
+                self.select_sampler("ddpm", sampling.get("variance", "beta_tilde"))
         self._on_sampler()
 
     def job(self) -> SamplingJob:

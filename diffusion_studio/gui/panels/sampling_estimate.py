@@ -9,7 +9,7 @@ from ...core.training import model_fn
 def measure(loaded) -> None:
     """Time one ε_θ call on one image (in the loading worker); stored on the LoadedModel as ``step_s_per_image``."""
     cfg = loaded.model.config
-    if not worth_estimating(cfg.image_size, loaded.device) or cfg.text_encoder:
+    if not worth_estimating(cfg.image_size, loaded.device) or getattr(cfg, "text_encoder", None):
         return
     fn = model_fn(loaded.model, loaded.device, "fp32", schedule=loaded.schedule)
     shape = (1, cfg.in_channels, cfg.image_size, cfg.image_size)

@@ -171,7 +171,11 @@ def load_factory(path: str | os.PathLike, name: str, device: torch.device | str)
 
     def load() -> Iterator[None]:
         ckpt = load_checkpoint(path, groups=("model", "ema", "autoencoder"))  # a latent model's decoder too
-        return LoadedModel(name=name, checkpoint=ckpt, model=ckpt.build_model(device), device=torch.device(device))
+        loaded = LoadedModel(name=name, checkpoint=ckpt, model=ckpt.build_model(device), device=torch.device(device))
+        from .sampling_estimate import measure
+
+        measure(loaded)  # a 256-px model on a CPU: one timed step, so a run can say how long it will take
+        return loaded
         yield  # noqa: unreachable — makes this a generator, so the work happens in the worker's first next()
 
     return load
@@ -196,4 +200,4 @@ def gif_scale(width: int, target: int = 256, most: int = 8) -> int:
 
 def short_name(path: str | os.PathLike) -> str:
     p = Path(path)
-    return p.parent.name if p.name == "checkpoint.json" else p.stem
+    return p.parent.name if p.name in ("checkpoint.json", "model_index.json") else p.stem  # diffusers: its folder

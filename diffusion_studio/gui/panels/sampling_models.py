@@ -123,7 +123,8 @@ class ModelChooser(QWidget):
 
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", self.last_dir,
-                                              "Diffusion Studio checkpoints (*.json *.safetensors);;All files (*)")
+                                              "Checkpoints or diffusers model_index.json (*.json *.safetensors);;"
+                                              "All files (*)")
         if path:
             self.open_checkpoint(path)
 

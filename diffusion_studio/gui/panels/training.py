@@ -13,6 +13,7 @@ from ..state import LoadedModel
 from ..workers import GeneratorWorker
 from .base import Panel
 from .training_form import TrainingForm
+from .training_multi import chosen_nproc, multi_gpu_run
 from .training_plots import TrainingView
 from .training_extras import TrainingExtras
 from .training_session import RunNote, StepPreview, new_named_run_dir, run_label
@@ -242,7 +243,9 @@ class TrainingPanel(Panel):
         start_step = req.resume.step if req.resume is not None else 0
         self.view.reset(schedule.T, req.config.buckets, req.config.steps, start_step, fid=req.fid_every > 0)
         self.extras.run_starting(req)
-        worker = GeneratorWorker(lambda: training_run(req, handle), "training")
+        nproc = chosen_nproc(self.form.multi_gpu_check)  # "Use all N GPUs": the CLI's launch, rank 0's events
+        worker = GeneratorWorker(lambda: multi_gpu_run(req, handle, nproc) if nproc > 1 else training_run(req, handle),
+                                 "training")
         worker.yielded.connect(self._on_item)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)

@@ -14,6 +14,7 @@ from ...core.schedule import NoiseSchedule
 from ...core.training import TrainConfig
 from ...core.unet import PRESET_NOTES, PRESETS
 from ...data import BUILTIN_DATASETS
+from .training_multi import multi_gpu_checkbox
 from .training_worker import default_image_size, fid_extractor_for, natural_channels
 
 IMAGES_PANEL = "@images-panel"
@@ -83,6 +84,7 @@ class TrainingForm(QWidget):
         if mps is not None and mps.is_available():
             self.device_combo.addItem("mps (Apple GPU)", "mps")
         self.device_combo.setToolTip("Where training runs: auto takes a CUDA or Apple GPU when there is one")
+        self.multi_gpu_check = multi_gpu_checkbox(self)  # None unless torch sees more than one GPU
         self.precision_combo = QComboBox()
         self.precision_combo.setObjectName("precisionCombo")
         for p in ("auto", "fp32", "bf16"):
@@ -157,6 +159,8 @@ class TrainingForm(QWidget):
         form.addRow("LR", self.lr_edit)
         form.addRow("Steps", self.steps_spin)
         form.addRow("Device", self.device_combo)
+        if self.multi_gpu_check is not None:
+            form.addRow("", self.multi_gpu_check)
         form.addRow("Precision", self.precision_combo)
         form.addRow("EMA", self.ema_spin)
         form.addRow("Preview", self.preview_spin)
