@@ -27,3 +27,70 @@ def test_caption_strip_margins_are_background_for_every_width(qapp, width):
     for i in range(1, n):
         x = i * (width + gap) - gap
         assert labelled[:, x:x + gap].max() == 0, f"text spilled into the gap before frame {i}"
+
+
+# ---- the window fits a 1024×700 screen -----------------------------------------------------------------------------
+def _main_widgets(win):
+    """The widgets a learner looks at: every image pane and plot of the current tab and of the open docks."""
+    import pyqtgraph as pg
+    from PySide6.QtWidgets import QDockWidget, QListWidget
+
+    docks = [d for d in win.findChildren(QDockWidget) if d.isVisible() and not d.visibleRegion().isEmpty()]
+    roots = [win.tabs.currentWidget()] + docks  # a dock behind another's tab is not on screen
+    out = []
+    for root in roots:
+        for w in root.findChildren(pg.GraphicsView) + root.findChildren(QListWidget):
+            if w.isVisible():
+                out.append(w)
+    return out
+
+
+def _clipped(win) -> list:
+    """Main widgets squeezed to (almost) nothing or reaching outside the window."""
+    from PySide6.QtCore import QPoint
+
+    bad = []
+    for w in _main_widgets(win):
+        top_left = w.mapTo(win, QPoint(0, 0))
+        if w.width() < 40 or w.height() < 40:
+            bad.append(("squeezed", type(w).__name__, w.objectName(), w.width(), w.height()))
+        elif top_left.x() < 0 or top_left.y() < 0 or top_left.x() + w.width() > win.width() + 1 \
+                or top_left.y() + w.height() > win.height() + 1:
+            bad.append(("outside", type(w).__name__, w.objectName(), top_left.toTuple(), w.size().toTuple()))
+    return bad
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1280, 800)])
+def test_every_tab_fits_a_small_screen(qtbot, settings, size):
+    from PySide6.QtWidgets import QApplication
+
+    from diffusion_studio.gui.main_window import MainWindow
+
+    settings.setValue("sampling/autostart", False)
+    win = MainWindow(settings, device="cpu")
+    qtbot.addWidget(win)
+    hint = win.minimumSizeHint()
+    assert hint.width() <= 1024 and hint.height() <= 700, hint  # else the window cannot be made that small
+    win.resize(*size)
+    win.show()
+    qtbot.waitExposed(win)
+    assert win.width() == size[0] and win.height() == size[1]
+    win.schedule.compare.setChecked(True)  # the second schedule form must fit the dock too
+    for i in range(win.tabs.count()):
+        win.tabs.setCurrentIndex(i)
+        QApplication.processEvents()
+        qtbot.wait(30)
+        widgets = _main_widgets(win)
+        assert len(widgets) >= 3, win.tabs.tabText(i)  # the thumbnails, the schedule plots and this tab's views
+        assert not _clipped(win), (win.tabs.tabText(i), _clipped(win))
+    assert win.schedule.plots.width() <= win.schedule_dock.width()
+    if win.learn_dock is not None:  # Help ▸ Tour: the Learn dock, in front of the Images dock
+        from diffusion_studio.gui.tour import start_tour
+
+        start_tour(win)
+        QApplication.processEvents()
+        qtbot.wait(30)
+        assert win.learn_dock.width() >= 200 and win.learn_dock.panel.height() >= 200
+        assert not _clipped(win), _clipped(win)
+        assert win.width() == size[0]
+    win.close()

@@ -80,7 +80,7 @@ class ImagesPanel(Panel):
         self.builtin_combo.activated.connect(self._on_builtin_activated)
         # its width follows the dock, not its longest item, so the dock can be narrow on a small screen
         self.builtin_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.builtin_combo.setMinimumContentsLength(10)
+        self.builtin_combo.setMinimumContentsLength(6)  # the dock fits beside the others on a 1024 px screen
         self.size_combo = QComboBox()
         self.size_combo.setObjectName("sizeCombo")
         for s in SIZES:

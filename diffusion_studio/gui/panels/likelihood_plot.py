@@ -181,15 +181,16 @@ class ProbeView(QWidget):
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(2)
-        self.panes = [ImagePane(title, min_size=56) for title in
+        self.panes = [ImagePane(title, min_size=52) for title in
                       ("x<sub>t</sub>", "q: μ̃<sub>t</sub>", "p<sub>θ</sub>: μ<sub>θ</sub>", "|μ̃ − μ<sub>θ</sub>|")]
         for i, pane in enumerate(self.panes):
             grid.addWidget(pane, 0, i)
+            grid.setColumnStretch(i, 1)  # the panes share the room with the text (they are Expanding: else all theirs)
         self.text = QLabel("Hover over the terms plot: q(x_{t−1}|x_t,x₀) and p_θ(x_{t−1}|x_t) at that t, for the "
                            "first image.")
         self.text.setObjectName("probeText")
         self.text.setWordWrap(True)
-        self.text.setMinimumWidth(120)
+        self.text.setMinimumWidth(40)  # wraps into more lines in a narrow (1024 px) window
         grid.addWidget(self.text, 0, 4)
         grid.setColumnStretch(4, 2)
         self.t: int | None = None

@@ -60,13 +60,13 @@ class SchedulePanel(Panel):
         boxes.setHorizontalSpacing(4)
         boxes.setVerticalSpacing(0)
         for i, (key, (_attr, name, color, _row, tip)) in enumerate(CURVES.items()):
-            box = QCheckBox(name.replace("_t", ""))  # short, so four fit across a narrow dock
+            box = QCheckBox(name.replace("_t", ""))  # short, so three fit across a narrow (1024 px screen) dock
             box.setObjectName(f"show_{key}")
             box.setIcon(curve_icon(color))
             box.setChecked(True)
             box.setToolTip(f"Show or hide {name}. {tip}")
             box.toggled.connect(lambda on, k=key: self.plots.set_curve_visible(k, on))
-            boxes.addWidget(box, i // 4, i % 4)
+            boxes.addWidget(box, i // 3, i % 3)
             self.show_boxes[key] = box
 
         self.plots = SchedulePlots(self)
@@ -89,7 +89,8 @@ class SchedulePanel(Panel):
         options.addWidget(self.compare)
         options.addStretch(1)
         options.addWidget(self.log_beta)
-        options.addWidget(self.normalise)
+        row, col = divmod(len(CURVES), 3)
+        boxes.addWidget(self.normalise, row, col, 1, 3 - col)  # after the curve boxes: the options row stays narrow
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
@@ -119,7 +120,7 @@ class SchedulePanel(Panel):
         attach_extras(self)  # sampling cursor, x_T warning, comparison images (schedule_extras.py)
 
     def sizeHint(self) -> QSize:
-        return QSize(400, 760)
+        return QSize(320, 760)  # at 1280 px the central tabs get the rest (400 left them at their minimum)
 
     # ---- the app's schedule ------------------------------------------------------------------------------------------
     @property

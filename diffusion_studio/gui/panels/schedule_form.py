@@ -63,6 +63,7 @@ class ScheduleForm(QWidget):
         self.T.setRange(1, T_MAX)  # 1 is allowed so that the error explains why T must be at least 2
         self.T.setKeyboardTracking(False)  # typing 500 applies 500 on Enter, not 5, 50, 500
         self.T.setAccelerated(True)
+        self.T.setMinimumWidth(66)  # room for "100000" and the arrows; the default hint is wider (1024 px screens)
         self.T.setToolTip("T, the number of noising steps: t runs from 1 to T and ᾱ_T should end near 0.")
         grid.addWidget(self._label("kind", self.kind), 0, 0)
         grid.addWidget(self.kind, 0, 1)
