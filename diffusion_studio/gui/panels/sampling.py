@@ -15,6 +15,7 @@ from ..export_labels import enlarge, integer_scale, with_caption
 from ..imageview import ImagePane
 from ..state import LoadedModel
 from ..workers import GeneratorWorker
+from . import sampling_estimate
 from .base import Panel
 from .sampling_controls import SamplerControls
 from .sampling_frames import (EPS_SCALE, RecordedFrame, SamplingJob, StepTick, gif_frames, gif_scale,
@@ -274,6 +275,10 @@ class SamplingPanel(Panel):
         self.progress.setRange(0, job.steps)
         self.progress.setValue(0)
         self.progress.setFormat(f"step 0 / {job.steps}")
+        estimate = sampling_estimate.note(self.loaded, job)  # big models on a CPU: how long, before it starts
+        if estimate is not None:
+            self.state.message.emit(estimate)
+            self.progress.setFormat(f"step 0 / {job.steps} · {estimate.split(' (')[0]}")
         worker = GeneratorWorker(sampling_factory(self.loaded, job), name="sampling")
         worker.yielded.connect(self._on_frame)
         worker.returned.connect(self._on_returned)
