@@ -78,7 +78,7 @@ def test_prompt_box_and_slider_drive_real_runs_with_attention_maps(panel, qtbot,
     panel.tabs.show_tab("Attention")
     panel.show_frame(len(panel.frames) - 1)
     shown = [cap.text() for img, cap in panel.attention_view.tiles if cap.isVisible()]
-    assert shown == ["red", "square"]
+    assert shown == ["sample", "red", "square"]  # the sample itself, then each word's map over it
     assert not panel.attention_view.tiles[0][0].pixmap().isNull()
 
     blue = _run(panel, qtbot, "blue circle", 4.5)

@@ -12,7 +12,7 @@ import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                               QSlider, QSpinBox, QVBoxLayout, QWidget)
+                               QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from ...core.conditioning import AttentionRecorder
 from ...core.samplers import sample
@@ -108,6 +108,21 @@ def heat(u8: np.ndarray) -> np.ndarray:
     return (rgb * 255).astype(np.uint8)
 
 
+def crop(grid: np.ndarray | None, k: int, side: int) -> np.ndarray:
+    """Image k of a make_grid grid (padding 2, ceil(sqrt(n)) columns) as RGB uint8; grey when there is none yet."""
+    if grid is None:
+        return np.full((side, side, 3), 128, np.uint8)
+    cols = max(1, (grid.shape[1] - 2) // (side + 2))
+    r, c = divmod(k, cols)
+    top, left = 2 + r * (side + 2), 2 + c * (side + 2)
+    tile = grid[top:top + side, left:left + side]
+    return np.repeat(tile[..., None], 3, axis=-1) if tile.ndim == 2 else tile
+
+
+def blend(base: np.ndarray, heat_rgb: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    return (alpha * heat_rgb.astype(np.float32) + (1 - alpha) * base.astype(np.float32)).astype(np.uint8)
+
+
 class PromptBox(QGroupBox):
     """Prompt, negative prompt, guidance w (0–10) and the sweep strip; shown only for a model trained on captions."""
 
@@ -165,7 +180,7 @@ class PromptBox(QGroupBox):
         self.sweep_images, self.sweep_labels = [], []
         for i, w in enumerate(SWEEP_WS):
             img, cap = QLabel(), QLabel(f"w={w:g}")
-            img.setFixedSize(54, 54)
+            img.setFixedSize(48, 48)
             img.setAlignment(Qt.AlignmentFlag.AlignCenter)
             img.setStyleSheet("background: #202020;")
             cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -260,7 +275,7 @@ class PromptBox(QGroupBox):
 
     def show_sweep(self, w: float, u8: np.ndarray) -> None:
         i = SWEEP_WS.index(w)
-        self.sweep_images[i].setPixmap(_pixmap(u8, 54))
+        self.sweep_images[i].setPixmap(_pixmap(u8, 48))
 
 
 class AttentionView(QWidget):
@@ -287,14 +302,18 @@ class AttentionView(QWidget):
         lay.addWidget(self.note)
         self.grid = QGridLayout()
         self.grid.setSpacing(3)
-        lay.addLayout(self.grid)
-        lay.addStretch(1)
+        lay.addLayout(self.grid, 1)
         self.tiles: list[tuple[QLabel, QLabel]] = []
         self._frame = None
         self.image_spin.valueChanged.connect(lambda _v: self.show_frame(self._frame))
         self.setToolTip("Cross-attention weight of each pixel on each word, averaged over heads and over every "
                         "cross-attention layer (upsampled to the image), at the step that made this frame. Each "
                         "map is scaled to its own maximum (as DAAM shows them); bright = listens to that word.")
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._frame is not None:
+            self.show_frame(self._frame)
 
     def show_frame(self, frame) -> None:
         self._frame = frame
@@ -308,19 +327,27 @@ class AttentionView(QWidget):
         n_img = att.maps.shape[0]
         self.image_spin.setMaximum(max(1, n_img))
         i = min(self.image_spin.value(), n_img) - 1
-        side = max(40, min(96, (self.width() - 10) // max(1, min(len(att.words), 4)) - 6))
-        while len(self.tiles) < len(att.words):
+        base = crop(frame.x0, i, att.maps.shape[-1])  # the sample's x̂₀ under its maps, as DAAM overlays them
+        tiles = [("sample", base)] + [(w, blend(base, heat(att.maps[i, k]))) for k, w in enumerate(att.words)]
+        cols = max(1, min(len(tiles), 4))
+        rows = (len(tiles) + cols - 1) // cols
+        side = max(24, min(160, (self.width() - 10) // cols - 6, (self.height() - 50) // rows - 22))
+        while len(self.tiles) < len(tiles):
             img, cap = QLabel(), QLabel()
-            img.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            img.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom)
+            cap.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+            cap.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+            # the pixmap must not set the tab's minimum size: the pane grid decides how large the quadrant is
+            img.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+            img.setMinimumSize(24, 24)
             k = len(self.tiles)
             self.grid.addWidget(img, 2 * (k // 4), k % 4)
             self.grid.addWidget(cap, 2 * (k // 4) + 1, k % 4)
             self.tiles.append((img, cap))
         for k, (img, cap) in enumerate(self.tiles):
-            if k < len(att.words):
-                img.setPixmap(_pixmap(heat(att.maps[i, k]), side))
-                cap.setText(att.words[k])
+            if k < len(tiles):
+                img.setPixmap(_pixmap(tiles[k][1], side))
+                cap.setText(tiles[k][0])
                 img.show()
                 cap.show()
             else:
