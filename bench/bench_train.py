@@ -16,10 +16,15 @@ ratio ours/peer, FLOP utilisation against a measured matmul peak, and the fp32-v
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import types
 from pathlib import Path
+
+if "--emulate-avx2" in sys.argv:  # must be set before torch loads its kernels
+    os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import footer, header, ms, save_json, stats, timeit  # noqa: E402
 
-from diffusion_studio.core.device import cpu_supports_bf16  # noqa: E402
+from diffusion_studio.core.device import cpu_supports_bf16, resolve_precision  # noqa: E402
 from diffusion_studio.core.schedule import NoiseSchedule  # noqa: E402
 from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer  # noqa: E402
 from diffusion_studio.core.unet import count_parameters, preset_config  # noqa: E402
@@ -219,13 +224,17 @@ def main() -> int:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (slow to compile)")
     ap.add_argument("--no-health", action="store_true")
     ap.add_argument("--quick", action="store_true", help="a smoke test: few steps")
+    ap.add_argument("--fp32-only", action="store_true", help="skip every bf16 variant (e.g. with --emulate-avx2)")
+    ap.add_argument("--emulate-avx2", action="store_true",
+                    help="limit oneDNN and ATen to AVX2 (set before torch loads): a CPU without AVX-512/bf16")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.warmup, args.health_steps = 3, 1, 20
     info = header(f"bench_train: DDPM training step, {args.size}×{args.size}×3, batch {args.batch}")
-    bf16_ok = cpu_supports_bf16()
-    print(f"   CPU bf16 support: {bf16_ok} (precision auto, our default, is {'bf16' if bf16_ok else 'fp32'} here)")
+    bf16_ok = cpu_supports_bf16() and not args.fp32_only
+    print(f"   CPU bf16 instructions: {cpu_supports_bf16()} (precision auto, our default, is "
+          f"{resolve_precision('auto', torch.device('cpu'))} here: measured)")
     g = torch.Generator().manual_seed(0)
     data = torch.rand(512, 3, args.size, args.size, generator=g) * 2 - 1
     results: dict = {"machine": info, "runs": {}}
@@ -234,15 +243,19 @@ def main() -> int:
     for preset in args.presets:
         print(f"\n-- {preset}: ours vs peers of the same parameter count")
         S = args.size
-        # each precision in the Trainer's default layout (NHWC for fp32 on a CPU, NCHW for bf16), then the other one
+        # each precision in the layout the calibration measured faster on this CPU (core/calibrate.py), then both
+        # layouts forced, so the table shows whether the calibration chose well
+        fp = OurStep(preset, S, data, B, "fp32").trainer.fast_path
+        print(f"   calibration (fp32): {fp.describe()} {fp.seconds}")
         measure(f"ours {preset} fp32", lambda: OurStep(preset, S, data, B, "fp32"), R, W, runs, B, flops_of=True)
         if bf16_ok:
             measure(f"ours {preset} bf16", lambda: OurStep(preset, S, data, B, "bf16"), R, W, runs, B, flops_of=True)
-        measure(f"ours {preset} fp32 forced NCHW", lambda: OurStep(preset, S, data, B, "fp32", channels_last=False),
-                R, W, runs, B)
-        if bf16_ok:
-            measure(f"ours {preset} bf16 forced channels_last",
-                    lambda: OurStep(preset, S, data, B, "bf16", channels_last=True), R, W, runs, B)
+        for cl, name in ((False, "NCHW"), (True, "NHWC")):
+            measure(f"ours {preset} fp32 forced {name}",
+                    lambda cl=cl: OurStep(preset, S, data, B, "fp32", channels_last=cl), R, W, runs, B)
+            if bf16_ok:
+                measure(f"ours {preset} bf16 forced {name}",
+                        lambda cl=cl: OurStep(preset, S, data, B, "bf16", channels_last=cl), R, W, runs, B)
         if not args.no_compile:
             measure(f"ours {preset} fp32 torch.compile", lambda: OurStep(preset, S, data, B, "fp32", compile=True),
                     R, max(W, 3), runs, B)
@@ -261,7 +274,7 @@ def main() -> int:
                     lambda: LucidStep(preset, S, data, B, True), R, W, runs, B)
 
     print("\n-- ratios (images/s ours ÷ images/s peer; goal ≥ 1.5× each peer)")
-    rec = "bf16" if bf16_ok else "fp32"
+    rec = resolve_precision("auto", torch.device("cpu")) if bf16_ok else "fp32"
     results["ratios"] = {}
     for preset in args.presets:
         for peer in (f"diffusers UNet2DModel {preset}-matched", f"denoising-diffusion-pytorch Unet {preset}-matched"):

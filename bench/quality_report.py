@@ -41,7 +41,7 @@ def draw(ckpt, sampler: str, steps: int, n: int, seed: int, batch: int, clip: bo
          precision: str = "fp32") -> tuple[torch.Tensor, float]:
     model = ckpt.build_model("cpu")
     cfg = model.config
-    fn = model_fn(model, "cpu", precision)
+    fn = model_fn(model, "cpu", precision, schedule=ckpt.schedule)
     out, t0 = [], time.perf_counter()
     for k, start in enumerate(range(0, n, batch)):
         b = min(batch, n - start)

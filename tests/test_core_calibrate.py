@@ -120,3 +120,20 @@ def test_gpu_is_not_calibrated(monkeypatch):
     monkeypatch.setattr(calibrate, "_time_step", lambda *a: pytest.fail("a GPU is not timed here"))
     fp = calibrate.choose(MICRO, 8, "auto", "train", device="cuda")
     assert fp.source == "fixed" and fp.channels_last is False
+
+
+def test_measuring_leaves_the_random_stream_alone_and_never_fails_the_run(fresh, monkeypatch):
+    monkeypatch.setattr(calibrate, "cpu_supports_bf16", lambda: False)
+    dropout = UNetConfig(**{**MICRO.to_dict(), "dropout": 0.3, "channel_mults": (1, 2), "attn_resolutions": (4,)})
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    calibrate.choose(dropout, 4, "auto", "train")  # trains a dropout model for a few steps
+    assert torch.equal(torch.get_rng_state(), before)
+
+    def oom(*a):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+    calibrate.forget()
+    monkeypatch.setattr(calibrate, "_time_step", oom)
+    fp = calibrate.choose(MICRO, 4, "fp32", "sample")
+    assert (fp.channels_last, fp.precision) == (False, "fp32") and "failed" in fp.source

@@ -23,7 +23,7 @@ THREADS_HELP = ("CPU threads for torch (default: torch's choice); on a busy mach
 TRAIN_FIELD_FLAGS = {
     "steps": "--steps", "minutes": "--minutes", "batch_size": "--batch", "lr": "--lr", "ema_decay": "--ema-decay",
     "warmup_steps": "--warmup", "log_every": "--log-every", "lr_schedule": "--lr-schedule", "device": "--device",
-    "precision": "--precision",
+    "precision": "--precision", "loss_weighting": "--loss-weighting", "snr_gamma": "--snr-gamma",
 }
 
 

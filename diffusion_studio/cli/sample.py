@@ -12,6 +12,7 @@ from .common import (NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, THREADS, THREAD
 
 SAMPLE_DEFAULTS: dict[str, Any] = dict(n=16, sampler="ddim", ddim_steps=50, eta=0.0, variance="beta_tilde", seed=0,
                                        batch=64, guidance=2.0, device="auto", precision="auto")
+TEXT_GUIDANCE = 3.0      # default w for prompts (bench/prompt_adherence.py measures the trade-off)
 GIF_MAX_FRAMES = 60      # frames of the reverse process kept in a GIF (plus the start and a held last frame)
 GIF_SAMPLES = 16         # samples tiled into each GIF frame
 GIF_TARGET_PX = 256      # GIF frames are upscaled (nearest neighbour) to about this width
@@ -49,9 +50,14 @@ def add_sample_parser(sub, common) -> None:
                    help=f"also write an animated GIF of the reverse process of the first {GIF_SAMPLES} samples")
     p.add_argument("--label", metavar="K",
                    help="class index or name, for class-conditional models (default: unconditional)")
+    p.add_argument("--prompt", metavar="TEXT",
+                   help='what to draw, for a model trained with --text, e.g. "a red star" (try builtin:shapes)')
+    p.add_argument("--negative-prompt", metavar="TEXT",
+                   help="what to steer away from: replaces ∅ in the guidance (with --prompt)")
     p.add_argument("--guidance", type=NON_NEGATIVE_FLOAT, metavar="W",
-                   help=f"classifier-free guidance weight w in ε_∅ + w(ε_y − ε_∅), with --label "
-                        f"(default: {D['guidance']:g})")
+                   help=f"classifier-free guidance weight w in ε_∅ + w(ε_y − ε_∅), with --label or --prompt; "
+                        f"0 = unconditional, 1 = conditional only (default: {D['guidance']:g} with --label, "
+                        f"{TEXT_GUIDANCE:g} with --prompt)")
     p.add_argument("--device", metavar="DEV", default=D["device"], help=f"(default: {D['device']})")
     p.add_argument("--threads", type=THREADS, metavar="N", help=THREADS_HELP)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=D["precision"],
@@ -79,6 +85,7 @@ def _parse_label(text: str, num_classes: int | None, class_names: list[str] | No
 
 def cmd_sample(args) -> int:
     from ..core.checkpoint import load_checkpoint
+    from .text_setup import prompt_condition
     from ..resources import resolve_model_spec
 
     set_threads(args.threads)
@@ -86,8 +93,10 @@ def cmd_sample(args) -> int:
         raise UsageError("argument --eta: only used by --sampler ddim")
     if args.variance is not None and args.sampler != "ddpm":
         raise UsageError("argument --variance: only used by --sampler ddpm")
-    if args.guidance is not None and args.label is None:
-        raise UsageError("argument --guidance: needs --label")
+    if args.guidance is not None and args.label is None and args.prompt is None:
+        raise UsageError("argument --guidance: needs --label or --prompt")
+    if args.label is not None and args.prompt is not None:
+        raise UsageError("argument --prompt: not with --label (a class-conditional model takes --label)")
     out = out_folder(args.out)
     device, precision = check_device(args.device, args.precision)
 
@@ -107,6 +116,13 @@ def cmd_sample(args) -> int:
             raise UsageError(f"argument --steps: ddpm takes 2 to {T} steps (the model's T), got {steps}")
     label = None if args.label is None else _parse_label(args.label, mc.num_classes, ckpt.class_names)
     guidance = SAMPLE_DEFAULTS["guidance"] if args.guidance is None else args.guidance
+    cond, args.negative_condition, notes = prompt_condition(ckpt, args.prompt, args.negative_prompt,
+                                                            min(args.batch, args.n))
+    for note in notes:
+        echo(f"note      {note}")
+    if cond is not None:
+        label, args.clip_x0 = cond, True  # x̂_0 clipped after guidance: large w otherwise overshoots [-1, 1]
+        guidance = TEXT_GUIDANCE if args.guidance is None else args.guidance
     for opt, value in (("--grid", args.grid), ("--gif", args.gif)):
         if value is not None and Path(value).expanduser().is_dir():
             raise UsageError(f"argument {opt}: {value} is a folder; give a file name")
@@ -121,8 +137,9 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
     from ..core.sample_check import degenerate
     from ..core.samplers import sample_frames, spaced_timesteps
     from ..core.training import model_fn
-    from ..data.convert import make_grid, save_gif, save_grid, save_png
     from .latent_setup import gif_picture
+    from .text_setup import batch_condition
+    from ..data.convert import make_grid, save_gif, save_grid, save_png
 
     mc, schedule = ckpt.model_config, ckpt.schedule
     model = ckpt.build_model(device)
@@ -148,8 +165,10 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
     try:
         for b in range(n_batches):
             size = min(batch, n - b * batch)
-            labels = None if label is None else torch.full((size,), label, dtype=torch.long)
-            fn = model_fn(model, device, precision, labels=labels, guidance=guidance)
+            labels = batch_condition(label, size)
+            fn = model_fn(model, device, precision, labels=labels, guidance=guidance,
+                          negative=batch_condition(getattr(args, "negative_condition", None), size),
+                          schedule=schedule)
             want_gif = args.gif is not None and b == 0
             if b == 0 and worth_estimating(mc.image_size, device):  # a 256-px model on a CPU: say how long first
                 per_step = seconds_per_step(fn, (size, mc.in_channels, mc.image_size, mc.image_size), schedule.T, device)

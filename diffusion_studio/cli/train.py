@@ -18,8 +18,8 @@ from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG,
                      THREADS_HELP, UNIT_HALF_OPEN, UNIT_OPEN, CliError, Lines, Stopped, add_command, echo,
                      fmt_duration, int_at_least, make_bar, out_folder, plural, set_threads, wants_bar,
                      write_text_atomic)
-from .latent_setup import add_latent_option
 from .runstate import run_history
+from .latent_setup import add_latent_option
 from .train_dist import REPEAT_S, add_dist_options, current_dist, distributed_run, launch_if_asked
 from .train_setup import TRAIN_DEFAULTS, check_out_outside_data, setup_fresh, setup_resume
 
@@ -40,7 +40,8 @@ def add_train_parser(sub, common) -> None:
                         "mnist:PATH or cifar10:PATH (required unless --resume, which reloads the run's data)")
     g.add_argument("--out", metavar="RUN_DIR", required=True, help="the run folder (created if needed)")
     g.add_argument("--size", type=POSITIVE, metavar="PX",
-                   help=f"image side in pixels; must be divisible by the model's 2^(levels-1) (default: {D['size']})")
+                   help="image side in pixels; must be divisible by the model's 2^(levels-1) (default: the data's "
+                        f"natural size: 16 for builtin:digits, 28→28 for MNIST, else {D['size']})")
     g.add_argument("--channels", type=int, choices=(1, 3), help="1 (gray) or 3 (RGB) (default: the data's own)")
     g.add_argument("--flip", action="store_true", default=None, help="random horizontal flips (not for digits)")
     g.add_argument("--resume", action="store_true",
@@ -53,6 +54,13 @@ def add_train_parser(sub, common) -> None:
                    help=f"UNet preset: {', '.join(PRESET_NAMES)} (default: {D['model']})")
     g.add_argument("--class-conditional", action="store_true", default=None,
                    help="condition on the data's labels (classifier-free guidance when sampling)")
+    g.add_argument("--text", action="store_true", default=None,
+                   help="condition on the data's captions through the frozen text encoder all-MiniLM-L6-v2 "
+                        "(builtin:shapes/digits caption themselves; folders: metadata.jsonl/.csv, NAME.txt or "
+                        "subfolder names); sample with --prompt")
+    g.add_argument("--p-uncond", type=UNIT_HALF_OPEN, metavar="P",
+                   help="probability of dropping a caption/label to the null condition ∅ in training, which "
+                        "classifier-free guidance needs (default: 0.1)")
     g.add_argument("--schedule", choices=SCHEDULE_KINDS, metavar="KIND",
                    help=f"β schedule: {', '.join(SCHEDULE_KINDS)} (default: {D['schedule']})")
     g.add_argument("--T", type=int_at_least(2), metavar="T", help=f"diffusion steps, at least 2 (default: {D['T']})")
@@ -64,10 +72,11 @@ def add_train_parser(sub, common) -> None:
     g = p.add_argument_group("optimisation")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--steps", type=POSITIVE, metavar="N",
-                        help=f"total optimisation steps of the run, counting earlier ones when resuming "
-                             f"(default: {D['steps']})")
+                        help="total optimisation steps of the run, counting earlier ones when resuming "
+                             f"(default: a time budget of {D['minutes']:g} minutes)")
     length.add_argument("--minutes", type=POSITIVE_FLOAT, metavar="M",
-                        help="train for M minutes instead of a number of steps (with --resume: M more minutes)")
+                        help="train for M minutes of training time, the learning rate scheduled over them (with "
+                             f"--resume: M more minutes) (default: {D['minutes']:g})")
     g.add_argument("--batch", type=POSITIVE, metavar="N",
                    help=f"batch size; with several processes the global batch, split evenly over them "
                         f"(default: {D['batch']})")
@@ -75,16 +84,27 @@ def add_train_parser(sub, common) -> None:
     g.add_argument("--warmup", type=NON_NEGATIVE, metavar="N",
                    help=f"learning-rate warm-up steps (default: {D['warmup']})")
     g.add_argument("--lr-schedule", choices=("constant", "cosine"),
-                   help=f"after warm-up: constant, or cosine decay to lr/10 at the last step (needs --steps) "
+                   help=f"after warm-up: constant, or cosine decay to lr/10 at the last step or minute "
                         f"(default: {D['lr_schedule']})")
+    g.add_argument("--prediction", choices=("eps", "x0", "v"),
+                   help=f"what the network predicts: eps (the seeds' ε), x0, or v = √ᾱ ε − √(1−ᾱ) x0; samplers "
+                        f"convert to ε exactly (default: {D['prediction']})")
+    g.add_argument("--loss-weighting", choices=("uniform", "min_snr"),
+                   help="uniform: the seeds' L_simple; min_snr: Min-SNR-γ weights (Hang et al. 2023), which "
+                        f"converge faster (default: {D['loss_weighting']})")
+    g.add_argument("--snr-gamma", type=POSITIVE_FLOAT, metavar="G",
+                   help=f"γ of Min-SNR-γ (default: {D['snr_gamma']:g})")
     g.add_argument("--ema-decay", type=UNIT_HALF_OPEN, metavar="D",
                    help=f"decay of the weights' moving average used for sampling (default: {D['ema_decay']})")
     g.add_argument("--seed", type=NON_NEGATIVE, metavar="S", help=f"random seed (default: {D['seed']})")
     g.add_argument("--device", metavar="DEV", help=f"auto, cpu, cuda, cuda:N or mps (default: {D['device']})")
     g.add_argument("--threads", type=THREADS, metavar="N", help=THREADS_HELP)
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"),
-                   help="auto = bf16 autocast on CUDA GPUs and CPUs with bf16 instructions (AVX512-BF16/AMX), "
-                        f"fp32 elsewhere (default: {D['precision']})")
+                   help="auto = bf16 autocast on CUDA GPUs, and on CPUs with bf16 instructions where a short "
+                        f"measurement shows it faster; fp32 elsewhere (default: {D['precision']})")
+    g.add_argument("--layout", choices=("auto", "nchw", "nhwc"),
+                   help="memory layout on a CPU: auto = whichever this CPU is measured to train faster (the "
+                        f"measurement is cached) (default: {D['layout']})")
 
     g = p.add_argument_group("logging")
     g.add_argument("--log-every", type=POSITIVE, metavar="N",
@@ -214,7 +234,12 @@ def _describe_training(trainer, out: Path, start: int) -> None:
     echo(f"model     {mc.preset or 'custom'}: {count_parameters(trainer.model):,} parameters, "
          f"{mc.image_size}x{mc.image_size}x{mc.in_channels}{classes}")
     echo(f"schedule  {trainer.schedule.describe()}")
-    echo(f"device    {describe_device(trainer.device)}, {trainer.precision}")
+    from ..core import objective
+
+    fast = getattr(trainer, "fast_path", None)
+    how = f" ({'NHWC' if trainer.channels_last else 'NCHW'}, measured fastest on this CPU)" if fast else ""
+    echo(f"device    {describe_device(trainer.device)}, {trainer.precision}{how}")
+    echo(f"objective {objective.describe(trainer.model.config.prediction, trainer.config.loss_weighting, trainer.config.snr_gamma)}")
     length = f"to step {cfg.steps}" if cfg.steps is not None else f"for {cfg.minutes:g} minutes"
     what = f"resuming at step {start}, training {length}" if start else f"training {length}"
     echo(f"run       {out}: {what}, batch {cfg.batch_size}, lr {cfg.lr:g} (Ctrl+C saves a checkpoint and stops)")

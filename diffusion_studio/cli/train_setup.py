@@ -4,13 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..core.recipe import DEFAULT_SIZE, RECIPE, natural_size
 from .common import (BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo,
                      field_message, make_bar, one_line, plural, wants_bar)
 from .runstate import clean_metrics, set_aside_special
+from .text_setup import add_caption_info, prepare_captions, text_model_config
 
+# The recipe shared with the GUI (core/recipe.py); the image size defaults to the data's natural size.
 TRAIN_DEFAULTS: dict[str, Any] = dict(
-    size=32, model="tiny", steps=1000, batch=64, lr=2e-4, warmup=100, lr_schedule="constant", ema_decay=0.999,
-    schedule="linear", T=1000, beta_start=1e-4, beta_end=0.02, device="auto", precision="auto", seed=0, log_every=10,
+    **RECIPE, size=DEFAULT_SIZE, steps=None, device="auto", precision="auto", layout="auto", seed=0, log_every=10,
     checkpoint_every=500, preview_every=0,
 )
 MAX_LISTED_FAILURES = 50
@@ -173,29 +175,39 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
 
     space = latent_setup.load_space(args)
     preset = _pick(args.model, "model")
-    size = latent_setup.image_size(space, args.size, TRAIN_DEFAULTS["size"])
+    size = latent_setup.image_size(space, args.size, natural_size(args.data))
     unet_size, _ = latent_setup.unet_shape(space, size, args.channels or 3)
     try:
         preset_config(preset, unet_size, args.channels or 3)
     except ValueError as e:
         raise _size_error(preset, unet_size, e) from None
     schedule = _build_schedule(_pick(args.schedule, "schedule"), _pick(args.T, "T"), args.beta_start, args.beta_end)
-    steps = None if args.minutes is not None else _pick(args.steps, "steps")
+    # Neither --steps nor --minutes: the recipe's time budget, over which the learning rate warms up and decays.
+    minutes = args.minutes if args.minutes is not None or args.steps is not None else _pick(None, "minutes")
+    steps = None if minutes is not None else args.steps
     cfg = TrainConfig(
-        steps=steps, minutes=args.minutes, batch_size=_pick(args.batch, "batch"), lr=_pick(args.lr, "lr"),
+        steps=steps, minutes=minutes,
+        loss_weighting=_pick(args.loss_weighting, "loss_weighting"), snr_gamma=_pick(args.snr_gamma, "snr_gamma"),
+        channels_last={"auto": None, "nchw": False, "nhwc": True}[_pick(args.layout, "layout")], batch_size=_pick(args.batch, "batch"), lr=_pick(args.lr, "lr"),
         warmup_steps=_pick(args.warmup, "warmup"), ema_decay=_pick(args.ema_decay, "ema_decay"),
         lr_schedule=_pick(args.lr_schedule, "lr_schedule"),
         seed=_pick(args.seed, "seed"), device=_pick(args.device, "device"),
         precision=_pick(args.precision, "precision"), flip=bool(args.flip),
-        class_conditional=bool(args.class_conditional), log_every=_pick(args.log_every, "log_every"),
+        class_conditional=bool(args.class_conditional), text=bool(args.text), log_every=_pick(args.log_every, "log_every"),
         checkpoint_every=_pick(args.checkpoint_every, "checkpoint_every"),
         preview_every=_pick(args.preview_every, "preview_every"),
     )
+    if args.p_uncond is not None:
+        cfg.p_uncond = args.p_uncond
+    if cfg.text and cfg.class_conditional:
+        raise UsageError("argument --text: not with --class-conditional (a caption already says the class)")
     _validate_config(cfg)
     check_device(cfg.device, cfg.precision)
 
     ds = _load_data(args.data, size, args.channels, wants_bar(args))
     _describe_data(ds)
+    if cfg.text:
+        prepare_captions(ds)
     cfg.batch_size = _check_batch(cfg.batch_size, ds, explicit=args.batch is not None)
     num_classes = None
     if cfg.class_conditional:
@@ -205,6 +217,9 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
         num_classes = ds.num_classes
     latent_setup.check_channels(space, ds)
     model_config = preset_config(preset, *latent_setup.unet_shape(space, size, ds.channels), num_classes)
+    if cfg.text:
+        model_config = text_model_config(model_config)
+    model_config.prediction = _pick(args.prediction, "prediction")
 
     if args.overwrite and out.is_dir():
         _clear_run(out)
@@ -245,7 +260,9 @@ def setup_resume(args, out: Path, ckpt_path: Path):
     _same("--channels", args.channels, img_channels)
     _same("--class-conditional", args.class_conditional, bool(stored.get("class_conditional")),
           "class conditioning" if stored.get("class_conditional") else "no class conditioning")
+    _same("--text", args.text, bool(stored.get("text")), "captions" if stored.get("text") else "no captions")
     _same("--seed", args.seed, stored.get("seed"))
+    _same("--prediction", args.prediction, mc.prediction)
     if any(v is not None for v in (args.schedule, args.T, args.beta_start, args.beta_end)):
         kind = args.schedule or sched.kind
         wanted = _build_schedule(kind, args.T or sched.T, args.beta_start, args.beta_end,
@@ -269,7 +286,10 @@ def setup_resume(args, out: Path, ckpt_path: Path):
                        ("lr_schedule", args.lr_schedule),
                        ("ema_decay", args.ema_decay), ("flip", args.flip), ("device", args.device),
                        ("precision", args.precision), ("log_every", args.log_every),
-                       ("checkpoint_every", args.checkpoint_every), ("preview_every", args.preview_every)):
+                       ("checkpoint_every", args.checkpoint_every), ("preview_every", args.preview_every),
+                       ("loss_weighting", args.loss_weighting), ("snr_gamma", args.snr_gamma),
+                       ("channels_last", None if args.layout is None else {"auto": None, "nchw": False,
+                                                                           "nhwc": True}[args.layout])):
         if value is not None:
             overrides[key] = value
     cfg = TrainConfig.from_dict({**stored, **overrides})
@@ -298,10 +318,12 @@ def setup_resume(args, out: Path, ckpt_path: Path):
         cfg.batch_size = overrides["batch_size"] = batch
     if cfg.class_conditional and ds.labels is None:
         raise UsageError(f"argument --data: the run is class-conditional but {ds.name or ds.spec} has no labels")
+    if cfg.text:
+        prepare_captions(ds)
     clean_metrics(out / "metrics.jsonl", ckpt.step)
     data = latent_setup.encode(space, ds, cfg.flip, ckpt.meta.get("data") or _data_info(ds, spec))
     trainer = latent_setup.resume_trainer(space, ckpt, data, ckpt_path, **overrides)
     if args.data is not None:
         trainer.data_info = _data_info(ds, args.data)
+        add_caption_info(trainer)
     return trainer, ckpt.step
-

@@ -202,10 +202,19 @@ def choose(model_config, batch: int, precision: str = "auto", mode: str = "train
             return cached
         from .unet import UNet  # here, not at the top: unet imports nothing of ours, but keep this module light
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = UNet(model_config).train(mode == "train")
-        seconds = measure(model, model_config, batch, precisions, mode == "train", timer)
+        # The measurement must leave no trace: not on the caller's random stream (dropout draws from it, so a run
+        # that measured and one that read the cache would differ), and not as an error of its own — a CPU that
+        # cannot even run a small batch gets the conventional layout, and the run itself reports what went wrong.
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = UNet(model_config).train(mode == "train")
+                seconds = measure(model, model_config, batch, precisions, mode == "train", timer)
+        except (RuntimeError, MemoryError) as e:
+            fallback = FastPath(False, "fp32" if precision == "auto" else precision, {},
+                                f"fixed: measuring failed ({type(e).__name__})")
+            _memory[key] = fallback
+            return fallback
         cl, prec = decide(seconds)
         labels = {f"{'NHWC' if c else 'NCHW'} {p}": round(s, 6) for (c, p), s in seconds.items()}
         result = FastPath(cl, prec, labels)

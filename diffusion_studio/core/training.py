@@ -11,11 +11,12 @@ from typing import Any, Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from . import calibrate, distributed, objective
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_precision
 from .eps import model_fn  # the samplers' ε_θ; callers may import it from here too
 from .samplers import ddim_sample
+from .text import caption_table
 from .schedule import NoiseSchedule
 from .unet import UNet, UNetConfig
 
@@ -82,9 +83,12 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"           # auto: bf16 where the hardware has it (CUDA, CPUs with AVX512-BF16/AMX), else fp32
     flip: bool = False                # random horizontal flips (not for digits: a flipped 2 is not a 2)
-    channels_last: bool | None = None  # NHWC memory format; None: on for fp32 on a CPU only (see Trainer.channels_last)
+    channels_last: bool | None = None  # NHWC memory format; None: on a CPU whichever it measures faster, else NCHW
+    loss_weighting: str = "uniform"   # or "min_snr": Min-SNR-γ (core/objective.py); uniform is the seeds' L_simple
+    snr_gamma: float = 5.0
     compile: bool = False             # torch.compile the training forward pass (GPU fast path; slow first steps)
     class_conditional: bool = False   # feed labels, dropped to the null class with probability p_uncond
+    text: bool = False                # feed the data's captions (core/text.py), dropped to ∅ with probability p_uncond
     p_uncond: float = 0.1
     log_every: int = 10
     preview_every: int = 0            # 0: no previews
@@ -118,8 +122,7 @@ class TrainConfig:
             raise bad("p_uncond", f"must be in [0, 1], got {self.p_uncond}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise bad("lr_schedule", f"must be constant or cosine, got {self.lr_schedule!r}")
-        if self.lr_schedule == "cosine" and self.steps is None:
-            raise bad("lr_schedule", "cosine decay needs a number of steps, not a time budget")
+        objective.check("eps", self.loss_weighting, self.snr_gamma)
         if self.buckets < 1 or self.log_every < 1:
             raise bad("buckets" if self.buckets < 1 else "log_every", "must be at least 1")
         # Checked here, not when first used: a bad preview setting would otherwise fail only after training started.
@@ -178,28 +181,38 @@ class Trainer:
             raise ValueError(f"batch_size: {config.batch_size} is larger than the dataset ({n} images)")
         self.dist = distributed.current()  # rank 0 of 1 unless torchrun started this process
         self.device = self.dist.local_device(resolve_device(config.device))
-        self.precision = resolve_precision(config.precision, self.device)
+        # On a CPU the layout and, for 'auto', the precision are what this CPU is measured to run fastest
+        # (core/calibrate.py, cached per machine); on a GPU NCHW, and the layout is the user's choice.
+        fast = None
+        if self.device.type == "cpu" and (config.precision == "auto" or config.channels_last is None):
+            resolve_precision(config.precision, self.device)  # validates the name
+            # Several processes: rank 0 measures and every rank takes its choice (DDP needs one layout everywhere).
+            fast = self.dist.broadcast(calibrate.choose(model_config, config.batch_size, config.precision, "train",
+                                                        self.device) if self.dist.is_main else None)
+        self.fast_path = fast
+        self.precision = fast.precision if fast is not None else resolve_precision(config.precision, self.device)
         # The initial weights follow the run's seed (same seed, same run: a run stopped and resumed can then match
         # one trained straight through), drawn from a forked global RNG so the caller's random state is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = UNet(model_config)
         self.model = model.to(self.device)
-        # NHWC: oneDNN's fp32 convolutions trained the tiny preset 1.1–1.25× faster in it on a CPU, its bf16 ones
-        # 0.85× (bench/RESULTS.md); on a GPU it is the user's choice (bench/bench_gpu.py measures it).
         self.channels_last = (config.channels_last if config.channels_last is not None
-                              else self.device.type == "cpu" and self.precision == "fp32")
+                              else fast is not None and fast.channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         # The compiled module shares the model's parameters; EMA, checkpoints and previews use the plain module.
         self._forward = self.dist.wrap(self.model, compile=config.compile)  # DDP when several ranks
-        fused = self.device.type == "cuda"
+        # Fused AdamW: one pass over each parameter instead of a dozen (about 5x less optimizer time on a 2-core CPU).
+        fused = self.device.type in ("cuda", "cpu")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                            fused=fused or None)
         self.step = 0
         self.elapsed_before = 0.0  # training seconds spent before this session (resumes)
         self._active_s = 0.0
+        self._time_total: float | None = None  # a time-budget run's total training seconds (set by run())
+        self._snr = schedule.snr.to(self.device, torch.float32)
         self.gen = torch.Generator().manual_seed(self.dist.seed(config.seed))  # data order and t, per rank
         self.noise_gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(config.seed + 1))
         self._buckets: list[float | None] = [None] * config.buckets
@@ -207,13 +220,20 @@ class Trainer:
         self._labels = getattr(data, "labels", None) if config.class_conditional else None
         if config.class_conditional and (self._labels is None or model_config.num_classes is None):
             raise ValueError("class_conditional: needs a labelled dataset and a model built with num_classes")
+        self._text = caption_table(data, model_config) if config.text else None
+        if self._text is not None:  # example captions and their words: the sampler offers and checks prompts with them
+            self.data_info = {**self.data_info, **self._text.info()}
 
     # ---- one step -----------------------------------------------------------------------------------------------
     def _lr_at(self, step: int) -> float:
         cfg = self.config
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        if cfg.lr_schedule == "cosine" and cfg.steps:
-            progress = min(1.0, max(0.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)))
+        if cfg.lr_schedule == "cosine":
+            if cfg.steps:
+                progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+            else:  # a time budget: decay over the training time the run has (all sessions of it)
+                progress = self.elapsed_s / self._time_total if self._time_total else 0.0
+            progress = min(1.0, max(0.0, progress))
             lr *= 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
         return lr
 
@@ -228,6 +248,8 @@ class Trainer:
             y = self._labels[idx].clone()
             y[torch.rand(n, generator=self.gen) < cfg.p_uncond] = self.model.config.num_classes
             y = y.to(dev)
+        elif self._text is not None:
+            y = self._text.batch(idx, cfg.p_uncond, self.gen, dev)
         eps = torch.randn(x0.shape, generator=self.noise_gen, device=dev)
         return t, x0, y, eps
 
@@ -236,7 +258,11 @@ class Trainer:
         cfg, dev = self.config, self.device
         t, x0, y, eps = self._draw_batch(self.dist.local_batch(cfg.batch_size))  # --batch is global: split over ranks
         t_dev = t.to(dev)
-        x_t = self.schedule.at("sqrt_alpha_bars", t_dev, x0) * x0 + self.schedule.at("sqrt_one_minus_alpha_bars", t_dev, x0) * eps
+        sqrt_ab = self.schedule.at("sqrt_alpha_bars", t_dev, x0)
+        sqrt_1mab = self.schedule.at("sqrt_one_minus_alpha_bars", t_dev, x0)
+        x_t = sqrt_ab * x0 + sqrt_1mab * eps
+        prediction = self.model.config.prediction
+        target = objective.target(prediction, x0, eps, sqrt_ab, sqrt_1mab)
         for g in self.optimizer.param_groups:
             g["lr"] = self._lr_at(self.step)
         if self.channels_last:
@@ -244,8 +270,9 @@ class Trainer:
         self.model.train()
         with autocast(dev, self.precision):
             eps_pred = self._forward(x_t, t_dev, y)
-        per_sample = F.mse_loss(eps_pred.float(), eps, reduction="none").mean(dim=(1, 2, 3))
-        loss = per_sample.mean()
+        per_sample = F.mse_loss(eps_pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+        weights = objective.loss_weights(prediction, cfg.loss_weighting, self._snr[t_dev], cfg.snr_gamma)
+        loss = (weights * per_sample).mean()
         if not torch.isfinite(loss):
             raise TrainingDiverged(self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
@@ -288,6 +315,7 @@ class Trainer:
         if total is not None and self.step >= total:
             return
         budget = cfg.minutes * 60 if cfg.minutes is not None else None
+        self._time_total = self.elapsed_before + budget if budget is not None else None
         rate = None
         self._active_s = 0.0  # time spent inside steps; a paused generator (not being advanced) does not count
         try:
@@ -345,7 +373,9 @@ class Trainer:
         """A few samples from the EMA weights with DDIM from a fixed seed, so previews are comparable over time."""
         cfg, mc = self.config, self.model.config
         n = n or cfg.preview_n
-        fn = model_fn(self.ema, self.device, self.precision)
+        cond = self._text.preview_condition(n, self.device) if self._text is not None else None
+        fn = model_fn(self.ema, self.device, self.precision, condition=cond, guidance=3.0 if cond is not None else 1.0,
+                      channels_last=self.channels_last, schedule=self.schedule)
         last = None
         for last in ddim_sample(fn, self.schedule, (n, mc.in_channels, mc.image_size, mc.image_size),
                                 steps=min(cfg.preview_steps, self.schedule.T), seed=cfg.preview_seed if seed is None else seed,
@@ -414,6 +444,12 @@ class Trainer:
             state.setdefault(int(pid), {})[name] = v
         opt_state["state"] = state
         trainer.optimizer.load_state_dict(opt_state)
+        # A checkpoint stores moments in NCHW order; a model kept in NHWC needs them in its own layout, since the
+        # fused AdamW kernel walks a parameter and its moments as flat memory (a mismatch silently mixes elements).
+        for p, st in trainer.optimizer.state.items():
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p).copy_(v)
         rng = ckpt.tensors["rng"]
         trainer.gen.set_state(rng["data"])
         trainer.noise_gen.set_state(rng["noise"])

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditioning import Context, CrossAttnBlock, TextConditioning
+
 
 @dataclass
 class UNetConfig:
@@ -31,6 +33,10 @@ class UNetConfig:
     time_sin_first: bool = False      # sinusoidal embedding as [sin, cos] (diffusers' flip_sin_to_cos=False)
     time_freq_shift: float = 0.0      # frequencies exp(−ln(10⁴)·k/(half − shift)); the DDPM checkpoints use 1
     downsample_padding: int = 1       # 0: pad right/bottom by one, then a stride-2 conv without padding
+    prediction: str = "eps"  # what the output means: eps, x0 or v (core/objective.py); samplers always get ε
+    text_encoder: str | None = None   # text conditioning (core/conditioning.py): the encoder the model was trained with
+    context_dim: int = 0              # its token width
+    cross_attn_resolutions: tuple[int, ...] = ()
 
     @property
     def levels(self) -> int:
@@ -69,11 +75,16 @@ class UNetConfig:
             raise bad("time_freq_shift", f"must be in [0, {self.base_channels // 2}), got {self.time_freq_shift!r}")
         if self.downsample_padding not in (0, 1):
             raise bad("downsample_padding", f"must be 0 or 1, got {self.downsample_padding!r}")
+        if self.prediction not in ("eps", "x0", "v"):
+            raise bad("prediction", f"must be eps, x0 or v, got {self.prediction!r}")
+        if self.text_encoder is not None and (self.context_dim < 1 or self.num_classes is not None):
+            raise bad("context_dim", "a text-conditioned model needs context_dim ≥ 1 and no num_classes")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channel_mults"] = list(self.channel_mults)
         d["attn_resolutions"] = list(self.attn_resolutions)
+        d["cross_attn_resolutions"] = list(self.cross_attn_resolutions)
         return d
 
     @classmethod
@@ -85,7 +96,7 @@ class UNetConfig:
         if unknown:
             raise ValueError(f"model config has unknown field(s): {', '.join(sorted(unknown))}")
         d = dict(d)
-        for k in ("channel_mults", "attn_resolutions"):
+        for k in ("channel_mults", "attn_resolutions", "cross_attn_resolutions"):
             if k in d:
                 d[k] = tuple(int(v) for v in d[k])
         cfg = cls(**d)
@@ -204,6 +215,7 @@ class UNet(nn.Module):
         emb_dim = ch * 4
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.text = TextConditioning(cfg.context_dim, emb_dim) if cfg.text_encoder else None
         self.inp = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -215,6 +227,8 @@ class UNet(nn.Module):
                 blocks = nn.ModuleList([ResBlock(c, c_out, emb_dim, cfg.dropout, cfg.groups, cfg.norm_eps)])
                 if res in cfg.attn_resolutions:
                     blocks.append(AttnBlock(c_out, cfg.num_heads, cfg.groups, cfg.norm_eps))
+                if self.text is not None and res in cfg.cross_attn_resolutions:
+                    blocks.append(CrossAttnBlock(c_out, cfg.context_dim, cfg.num_heads, cfg.groups))
                 self.down.append(blocks)
                 c = c_out
                 skips.append(c)
@@ -228,6 +242,8 @@ class UNet(nn.Module):
             AttnBlock(c, cfg.num_heads, cfg.groups, cfg.norm_eps),
             ResBlock(c, c, emb_dim, cfg.dropout, cfg.groups, cfg.norm_eps),
         ])
+        if self.text is not None:  # the bottleneck always listens to the caption
+            self.mid.insert(2, CrossAttnBlock(c, cfg.context_dim, cfg.num_heads, cfg.groups))
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mults))):
@@ -236,6 +252,8 @@ class UNet(nn.Module):
                 blocks = nn.ModuleList([ResBlock(c + skips.pop(), c_out, emb_dim, cfg.dropout, cfg.groups, cfg.norm_eps)])
                 if res in cfg.attn_resolutions:
                     blocks.append(AttnBlock(c_out, cfg.num_heads, cfg.groups, cfg.norm_eps))
+                if self.text is not None and res in cfg.cross_attn_resolutions:
+                    blocks.append(CrossAttnBlock(c_out, cfg.context_dim, cfg.num_heads, cfg.groups))
                 if level and i == cfg.num_res_blocks:
                     blocks.append(Upsample(c_out))
                     res *= 2
@@ -253,12 +271,19 @@ class UNet(nn.Module):
         if h % cfg.divisor or w % cfg.divisor:
             raise ValueError(f"input size {h}×{w} is not divisible by {cfg.divisor}")
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | Context | None = None) -> torch.Tensor:
+        """``y``: class labels (index num_classes = ∅), or a text Context for a text model; None = ∅."""
         self._check_input(x)
         cfg = self.config
         emb = self.time_mlp(timestep_embedding(t, cfg.base_channels, sin_first=cfg.time_sin_first,
                                                 freq_shift=cfg.time_freq_shift).to(x.dtype))
-        if self.class_emb is not None:
+        ctx = None
+        if isinstance(y, Context) and self.text is None:
+            raise ValueError("this model is not text-conditioned; it takes no prompt")
+        if self.text is not None:
+            add, tokens, mask = self.text(y, x.shape[0], x.device)
+            emb, ctx = emb + add.to(emb.dtype), (tokens, mask)
+        elif self.class_emb is not None:
             if y is None:  # no label given: the null class, i.e. unconditional
                 y = torch.full((x.shape[0],), self.config.num_classes, device=x.device, dtype=torch.long)
             emb = emb + self.class_emb(y)
@@ -266,15 +291,23 @@ class UNet(nn.Module):
         hs = [h]
         for blocks in self.down:
             for layer in blocks:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+                h = _apply(layer, h, emb, ctx)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = _apply(layer, h, emb, ctx)
         for blocks in self.up:
             h = torch.cat([h, hs.pop()], dim=1)
             for layer in blocks:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+                h = _apply(layer, h, emb, ctx)
         return self.out(h)
+
+
+def _apply(layer: nn.Module, h: torch.Tensor, emb: torch.Tensor, ctx) -> torch.Tensor:
+    if isinstance(layer, ResBlock):
+        return layer(h, emb)
+    if isinstance(layer, CrossAttnBlock):
+        return layer(h, *ctx)
+    return layer(h)
 
 
 def count_parameters(model: nn.Module) -> int:

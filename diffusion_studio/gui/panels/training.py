@@ -8,6 +8,8 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QFileDialog, QGroupBox, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSplitter,
                                QVBoxLayout)
 
+from ...core.recipe import RECIPE
+from .training_length import objective_choice
 from ...core.training import TrainConfig, TrainEvent
 from ..state import LoadedModel
 from ..workers import GeneratorWorker
@@ -20,6 +22,7 @@ from .training_session import RunNote, StepPreview, new_named_run_dir, run_label
 from .training_worker import (MANIFEST, FIDPoint, RunHandle, RunOutcome, RunRequest, RunStarted, check_request,
                               fid_extractor_for, load_job, runs_dir, save_job, training_run)
 from .training_space import attach_space_row
+from .training_text import attach_caption_row
 
 
 class TrainingPanel(Panel):
@@ -50,6 +53,7 @@ class TrainingPanel(Panel):
 
         self.form = TrainingForm()
         attach_space_row(self.form)  # "Space: pixels / latent (autoencoder)" (training_latent.py)
+        attach_caption_row(self.form)  # "Condition on captions" (training_text.py)
         self.view = TrainingView()
         self.start_button = QPushButton("Start")
         self.start_button.setObjectName("startButton")
@@ -184,15 +188,19 @@ class TrainingPanel(Panel):
             raise ValueError(f"Learning rate (lr): {text!r} is not a number (write e.g. 2e-4)") from None
         spec = f.spec()
         fid_every = f.fid_spin.value() if f.fid_check.isChecked() and f.fid_check.isEnabled() else 0
-        config = TrainConfig(steps=f.steps_spin.value(), batch_size=f.batch_spin.value() or self.extras.default_batch, lr=lr,
+        steps, minutes = f.length.steps_and_minutes()
+        prediction, weighting = objective_choice(f.objective_combo)
+        config = TrainConfig(steps=steps, minutes=minutes, warmup_steps=RECIPE["warmup"],
+                             lr_schedule=RECIPE["lr_schedule"], loss_weighting=weighting, snr_gamma=RECIPE["snr_gamma"],
+                             batch_size=f.batch_spin.value() or self.extras.default_batch, lr=lr,
                              ema_decay=f.ema_spin.value(), device=f.device_combo.currentData(),
                              precision=f.precision_combo.currentData(), preview_every=f.preview_spin.value(),
-                             checkpoint_every=f.save_every_spin.value())
+                             checkpoint_every=f.save_every_spin.value(), text=f.caption_row.check.isChecked())
         req = RunRequest(dataset_spec=spec or "", image_size=f.size_spin.value(), preset=f.preset_combo.currentData(),
                          schedule=self.state.schedule, config=config, out=Path("."),
                          resume=self.resume_checkpoint, model_device=self.state.device,
                          fid_every=fid_every, fid_extractor=fid_extractor_for(spec) if fid_every else None,
-                         fid_samples=self.fid_samples, auto_batch=f.batch_spin.value() == 0)
+                         fid_samples=self.fid_samples, auto_batch=f.batch_spin.value() == 0, prediction=prediction)
         req.autoencoder = f.space_row.autoencoder()
         check_request(req)
         return req

@@ -14,12 +14,14 @@ from ...core.schedule import NoiseSchedule
 from ...core.training import TrainConfig
 from ...core.unet import PRESET_NOTES, PRESETS
 from ...data import BUILTIN_DATASETS
-from .training_multi import multi_gpu_checkbox
+from ...core.recipe import RECIPE
+from .training_length import LengthField, objective_combo
 from .training_worker import default_image_size, fid_extractor_for, natural_channels
+from .training_multi import multi_gpu_checkbox
 
 IMAGES_PANEL = "@images-panel"
 FOLDER = "@folder"
-DEFAULTS = TrainConfig()
+DEFAULTS = TrainConfig(lr=RECIPE["lr"], ema_decay=RECIPE["ema_decay"], batch_size=RECIPE["batch"])
 
 
 def _spin(lo: int, hi: int, value: int, name: str, tip: str, step: int = 1) -> QSpinBox:
@@ -69,8 +71,9 @@ class TrainingForm(QWidget):
         self.lr_edit.setObjectName("lrEdit")
         self.lr_edit.setToolTip("AdamW learning rate, e.g. 2e-4 (Ho et al. use 2e-4; tiny models tolerate 1e-3). "
                                 "Too high and the loss becomes NaN")
-        self.steps_spin = _spin(1, 10_000_000, 2000, "stepsSpin", "Total optimisation steps of the run "
-                                "(when continuing a checkpoint: the step to reach)", 100)
+        self.length = LengthField()
+        self.steps_spin, self.minutes_spin = self.length.steps_spin, self.length.minutes_spin
+        self.objective_combo = objective_combo()
         self.device_combo = QComboBox()
         self.device_combo.setObjectName("deviceCombo")
         auto = resolve_device("auto")
@@ -157,7 +160,8 @@ class TrainingForm(QWidget):
         form.addRow("Model", self.preset_combo)
         form.addRow("Batch", self.batch_spin)
         form.addRow("LR", self.lr_edit)
-        form.addRow("Steps", self.steps_spin)
+        form.addRow("Length", self.length)
+        form.addRow("Objective", self.objective_combo)
         form.addRow("Device", self.device_combo)
         if self.multi_gpu_check is not None:
             form.addRow("", self.multi_gpu_check)
@@ -277,6 +281,10 @@ class TrainingForm(QWidget):
         self.lr_edit.setText(f"{train.lr:g}")
         steps = train.steps or 0
         self.steps_spin.setValue(steps if steps > ckpt.step else ckpt.step + max(steps, 1000))
+        if train.steps is None and train.minutes:  # a time-budget run continues for as long again
+            self.minutes_spin.setValue(float(train.minutes))
+        key = f"{ckpt.model_config.prediction},{train.loss_weighting}"
+        self.objective_combo.setCurrentIndex(max(0, self.objective_combo.findData(key)))
         self.ema_spin.setValue(train.ema_decay)
         self.preview_spin.setValue(train.preview_every)
         self.save_every_spin.setValue(train.checkpoint_every)
@@ -293,6 +301,10 @@ class TrainingForm(QWidget):
         self.batch_spin.setValue(setting("batch_size", self.batch_spin.value(), int))
         self.lr_edit.setText(setting("lr", self.lr_edit.text(), str))
         self.steps_spin.setValue(setting("steps", self.steps_spin.value(), int))
+        self.minutes_spin.setValue(setting("minutes", self.minutes_spin.value(), float))
+        self.length.set_unit(setting("length_unit", "minutes", str))
+        objective = setting("objective", "", str)
+        self.objective_combo.setCurrentIndex(max(0, self.objective_combo.findData(objective)))
         for combo, key in ((self.device_combo, "device"), (self.precision_combo, "precision")):
             combo.setCurrentIndex(max(0, combo.findData(setting(key, "auto", str))))
         self.ema_spin.setValue(setting("ema_decay", self.ema_spin.value(), float))
@@ -303,6 +315,8 @@ class TrainingForm(QWidget):
         spec = self.spec()
         values = {"image_size": self.size_spin.value(), "preset": self.preset_combo.currentData(),
                   "batch_size": self.batch_spin.value(), "lr": self.lr_edit.text(), "steps": self.steps_spin.value(),
+                  "minutes": self.minutes_spin.value(), "length_unit": self.length.unit(),
+                  "objective": self.objective_combo.currentData(),
                   "device": self.device_combo.currentData(), "precision": self.precision_combo.currentData(),
                   "ema_decay": self.ema_spin.value(), "preview_every": self.preview_spin.value(),
                   "save_every": self.save_every_spin.value()}

@@ -219,6 +219,10 @@ class TrainingView(QWidget):
         if ev.total_steps:
             self.progress.setRange(0, ev.total_steps)
             self.progress.setValue(min(ev.step, ev.total_steps))
+        elif ev.eta_s is not None:  # a time budget: the bar fills with training time
+            total_s = max(ev.elapsed_s + ev.eta_s, 1e-9)
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(min(1000, int(1000 * ev.elapsed_s / total_s)))
         text = progress_text(ev.step, ev.total_steps, ev.images_per_s, None if ev.done else ev.eta_s)
         self.progress.setFormat(("paused · " if paused else "") + text)
         self.loss_label.setText(f"loss {ev.loss:.4f} (smoothed {self.history.smooth[-1]:.4f})"

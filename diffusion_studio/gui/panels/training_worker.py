@@ -19,8 +19,10 @@ from ...core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ...core.device import resolve_device, resolve_precision
 from ...core.schedule import NoiseSchedule
 from ...core.training import TrainConfig, Trainer
+from ...core.recipe import natural_size
 from ...core.unet import UNet, count_parameters, preset_config
 from .training_session import MetricsLog, RunNote, first_preview, fit_batch
+from .training_text_run import caption_notes, text_model_config
 
 RUNS_ENV = "DIFFUSION_STUDIO_RUNS"
 MANIFEST = "checkpoint.json"
@@ -50,6 +52,7 @@ class RunRequest:
     fid_extractor: str | None = None           # e.g. "builtin:digits"
     fid_samples: int = 256
     auto_batch: bool = False                   # the batch was not chosen by the user: cut it to a small dataset
+    prediction: str = "eps"                    # what the model predicts (core/objective.py)
     autoencoder: str | None = None             # train in this autoencoder's latent space (None: pixels)
 
 
@@ -150,7 +153,7 @@ def natural_channels(spec: str) -> int:
 
 
 def default_image_size(spec: str | None) -> int:
-    return 16 if spec and str(spec).strip().lower() == "builtin:digits" else 32
+    return natural_size(spec)
 
 
 def name_field(message: str) -> str:
@@ -253,17 +256,22 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
         space = latent.run_space(req.autoencoder, req.resume)  # None: pixels (training_latent.py)
         size, channels = latent.image_shape(space, size, channels)
         data = load_dataset(req.dataset_spec, size, channels, cancel=handle.cancel.is_set)
+        for note in caption_notes(req.config, data):  # a text run: captions (training_text.py)
+            yield RunNote(note)
         image_data, data = data, latent.encode(space, data, req.config.flip)  # a latent run: encoded once
         note = fit_batch(req.config, len(data), explicit=not req.auto_batch or req.resume is not None)
         if note:
             yield RunNote(note)
         if req.resume is not None:
             c = req.config
-            trainer = latent.resume_trainer(space, req.resume, data, out=req.out, steps=c.steps, batch_size=c.batch_size, lr=c.lr,
+            trainer = latent.resume_trainer(space, req.resume, data, out=req.out, steps=c.steps, minutes=c.minutes,
+                                     batch_size=c.batch_size, lr=c.lr, loss_weighting=c.loss_weighting,
                                      ema_decay=c.ema_decay, device=c.device, precision=c.precision,
                                      preview_every=c.preview_every, checkpoint_every=c.checkpoint_every)
         else:
             model_config = preset_config(req.preset, *latent.unet_shape(space, size, image_data.channels))
+            model_config.prediction = req.prediction
+            model_config = text_model_config(req.config, model_config)
             trainer = latent.make_trainer(space, model_config, req.schedule, data, req.config, out=req.out)
         handle.trainer = trainer
         handle.start_step = trainer.step
