@@ -92,3 +92,22 @@ def test_model_fn_nhwc_gives_the_same_eps_in_nchw_layout():
     assert all_nhwc(model)
     assert fast.is_contiguous() and fast.shape == ref.shape
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_nhwc_resume_keeps_the_optimizer_moments_in_the_weights_layout(tmp_path):
+    """The checkpoint stores Adam's moments in NCHW order; fused AdamW walks a weight and its moments as flat memory,
+    so a resumed NHWC run must get them back in NHWC (it once updated with elements mixed up)."""
+    straight, split = trainer("fp32", True), trainer("fp32", True)
+    for _ in range(2):
+        straight.train_step()
+        split.train_step()
+    resumed = Trainer.resume(load_checkpoint(split.save(tmp_path / "run")), split.data)
+    assert resumed.channels_last
+    for p, st in resumed.optimizer.state.items():
+        if p.ndim == 4:
+            assert all(v.stride() == p.stride() for k, v in st.items() if torch.is_tensor(v) and v.shape == p.shape)
+    for _ in range(2):
+        straight.train_step()
+        resumed.train_step()
+    for pa, pb in zip(straight.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(pb, pa, rtol=1e-5, atol=1e-6)
