@@ -119,6 +119,17 @@ def crop(grid: np.ndarray | None, k: int, side: int) -> np.ndarray:
     return np.repeat(tile[..., None], 3, axis=-1) if tile.ndim == 2 else tile
 
 
+def best_layout(n: int, width: int, height: int) -> tuple[int, int]:
+    """(columns, tile side) that make n square tiles (each with a caption line) largest in width × height."""
+    best = (1, 0)
+    for cols in range(1, n + 1):
+        rows = (n + cols - 1) // cols
+        side = min(width // cols - 6, height // rows - 22)
+        if side > best[1]:
+            best = (cols, side)
+    return best[0], max(24, min(192, best[1]))
+
+
 def blend(base: np.ndarray, heat_rgb: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     return (alpha * heat_rgb.astype(np.float32) + (1 - alpha) * base.astype(np.float32)).astype(np.uint8)
 
@@ -329,21 +340,25 @@ class AttentionView(QWidget):
         i = min(self.image_spin.value(), n_img) - 1
         base = crop(frame.x0, i, att.maps.shape[-1])  # the sample's x̂₀ under its maps, as DAAM overlays them
         tiles = [("sample", base)] + [(w, blend(base, heat(att.maps[i, k]))) for k, w in enumerate(att.words)]
-        cols = max(1, min(len(tiles), 4))
-        rows = (len(tiles) + cols - 1) // cols
-        side = max(24, min(160, (self.width() - 10) // cols - 6, (self.height() - 50) // rows - 22))
+        cols, side = best_layout(len(tiles), self.width() - 10, self.height() - 50)
         while len(self.tiles) < len(tiles):
             img, cap = QLabel(), QLabel()
-            img.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom)
+            img.setAlignment(Qt.AlignmentFlag.AlignCenter)
             cap.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
             cap.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
             # the pixmap must not set the tab's minimum size: the pane grid decides how large the quadrant is
             img.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
             img.setMinimumSize(24, 24)
-            k = len(self.tiles)
-            self.grid.addWidget(img, 2 * (k // 4), k % 4)
-            self.grid.addWidget(cap, 2 * (k // 4) + 1, k % 4)
             self.tiles.append((img, cap))
+        if getattr(self, "_cols", None) != (cols, len(tiles)):  # re-flow the tiles into the best column count
+            self._cols = (cols, len(tiles))
+            for k, (img, cap) in enumerate(self.tiles):
+                self.grid.removeWidget(img)
+                self.grid.removeWidget(cap)
+                self.grid.addWidget(img, 2 * (k // cols), k % cols)
+                self.grid.addWidget(cap, 2 * (k // cols) + 1, k % cols)
+            for r in range(2 * len(self.tiles) + 2):
+                self.grid.setRowStretch(r, 1 if r % 2 == 0 and r // 2 < (len(tiles) + cols - 1) // cols else 0)
         for k, (img, cap) in enumerate(self.tiles):
             if k < len(tiles):
                 img.setPixmap(_pixmap(tiles[k][1], side))
