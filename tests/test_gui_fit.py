@@ -65,6 +65,7 @@ def test_every_tab_fits_a_small_screen(qtbot, settings, size):
     from PySide6.QtWidgets import QApplication
 
     from diffusion_studio.gui.main_window import MainWindow
+    from test_gui_first_hour import _truncated
 
     settings.setValue("sampling/autostart", False)
     win = MainWindow(settings, device="cpu")
@@ -83,7 +84,11 @@ def test_every_tab_fits_a_small_screen(qtbot, settings, size):
         widgets = _main_widgets(win)
         assert len(widgets) >= 3, win.tabs.tabText(i)  # the thumbnails, the schedule plots and this tab's views
         assert not _clipped(win), (win.tabs.tabText(i), _clipped(win))
+        assert not _truncated(win), (win.tabs.tabText(i), _truncated(win))  # also no label cut at 1024×700
     assert win.schedule.plots.width() <= win.schedule_dock.width()
+    win.sampling.player_bar.frame_label.setText("frame 1000 / 1000")  # a long run's frame count
+    QApplication.processEvents()
+    assert win.minimumSizeHint().width() <= 1024 and win.width() == size[0]
     if win.learn_dock is not None:  # Help ▸ Tour: the Learn dock, in front of the Images dock
         from diffusion_studio.gui.tour import start_tour
 
@@ -92,5 +97,7 @@ def test_every_tab_fits_a_small_screen(qtbot, settings, size):
         qtbot.wait(30)
         assert win.learn_dock.width() >= 200 and win.learn_dock.panel.height() >= 200
         assert not _clipped(win), _clipped(win)
+        assert not _truncated(win), _truncated(win)
+        assert win.learn_dock.panel.width() <= win.learn_dock.width()  # nothing of the step cut off at the right
         assert win.width() == size[0]
     win.close()

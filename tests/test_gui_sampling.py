@@ -293,16 +293,20 @@ def test_export_png_and_gif(panel, qtbot, ckpt_path, tmp_path):
     assert run(panel, qtbot) == "done"
     assert panel.export_grid(tmp_path / "grid.png")
     png = np.asarray(Image.open(tmp_path / "grid.png"))
-    assert np.array_equal(png, panel.frames[-1].x)
+    x = panel.frames[-1].x
+    k = png.shape[0] // x.shape[0]  # the grid is enlarged by a whole nearest-neighbour factor to be readable
+    assert k >= 1 and png.shape[:2] == (k * x.shape[0], k * x.shape[1])
+    assert np.array_equal(png[::k, ::k], x) and np.array_equal(png[k - 1::k, k - 1::k], x)
 
     assert panel.export_gif(tmp_path / "anim.gif", fps=10)
     gif = Image.open(tmp_path / "anim.gif")
     h, w = panel.frames[0].x.shape
     scale = sampling_frames.gif_scale(w)
-    assert scale > 1 and gif.size == (w * scale, h * scale)  # upscaled by nearest neighbour
+    from diffusion_studio.gui.export_labels import STRIP
+    assert scale > 1 and gif.size == (w * scale, h * scale + STRIP)  # upscaled by nearest neighbour, t under it
     assert gif.n_frames == len(panel.frames) == 6
     gif.seek(gif.n_frames - 1)
-    last = np.asarray(gif.convert("L"))[::scale, ::scale]
+    last = np.asarray(gif.convert("L"))[: h * scale : scale, ::scale]
     assert close(last, panel.frames[-1].x)
 
     assert panel.export_gif(tmp_path / "side.gif", with_x0=True)

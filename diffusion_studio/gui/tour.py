@@ -249,6 +249,7 @@ class LearnPanel(QWidget):
         self.next_button = QPushButton("Next")
         self.next_button.setObjectName("tourNext")
         for b in (self.back_button, self.show_button, self.next_button):
+            b.setMinimumWidth(60)  # the style's 80 each made the panel wider than the dock on a 1024 px screen
             row.addWidget(b)
         lay.addLayout(row)
         lay.addStretch(1)
@@ -288,6 +289,7 @@ class LearnPanel(QWidget):
         self._shown_equations = self.index
         for lab in self.equation_labels:
             self.eq_box.removeWidget(lab)
+            lab.hide()  # until the deferred delete runs it would sit, unlaid-out, over the step combo
             lab.deleteLater()
         self.equation_labels = []
         for tex in step.equations:

@@ -80,7 +80,7 @@ class ImagesPanel(Panel):
         self.builtin_combo.activated.connect(self._on_builtin_activated)
         # its width follows the dock, not its longest item, so the dock can be narrow on a small screen
         self.builtin_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.builtin_combo.setMinimumContentsLength(6)  # the dock fits beside the others on a 1024 px screen
+        self.builtin_combo.setMinimumContentsLength(10)
         self.size_combo = QComboBox()
         self.size_combo.setObjectName("sizeCombo")
         for s in SIZES:
@@ -88,7 +88,7 @@ class ImagesPanel(Panel):
         self.size_combo.setToolTip("Working resolution of x₀: the image is centre-cropped to a square and resized "
                                    "to this size before noise is added.")
         row.addWidget(self.builtin_combo, 1)
-        row.addWidget(QLabel("Size:"))
+        self.size_combo.setAccessibleName("Size")  # its items say "… px"; a "Size:" label cut the combo beside it
         row.addWidget(self.size_combo)
         lay.addLayout(row)
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QWidget
 
 from ...data.convert import to_uint8
 from ..imageview import ImagePane
@@ -190,10 +190,35 @@ class ProbeView(QWidget):
                            "first image.")
         self.text.setObjectName("probeText")
         self.text.setWordWrap(True)
-        self.text.setMinimumWidth(40)  # wraps into more lines in a narrow (1024 px) window
-        grid.addWidget(self.text, 0, 4)
+        # in a narrow (1024 px) window the text wraps into more lines than the row is high: it scrolls, not cut off
+        text_scroll = QScrollArea()
+        text_scroll.setWidget(self.text)
+        text_scroll.setWidgetResizable(True)
+        text_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        text_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        text_scroll.setMinimumWidth(40)
+        self._grid, self._text_scroll, self._text_below = grid, text_scroll, None
         grid.setColumnStretch(4, 2)
+        self._place_text(below=False)
         self.t: int | None = None
+
+    NARROW = 420  # below this width the text goes under the panes: beside them it was a column of cut-off words
+
+    def _place_text(self, below: bool) -> None:
+        if below == self._text_below:
+            return
+        self._text_below = below
+        self._grid.removeWidget(self._text_scroll)
+        if below:
+            self._grid.addWidget(self._text_scroll, 1, 0, 1, 4)
+        else:
+            self._grid.addWidget(self._text_scroll, 0, 4, 2, 1)
+        self._grid.setRowStretch(0, 2 if below else 1)
+        self._grid.setRowStretch(1, 1 if below else 0)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self._place_text(event.size().width() < self.NARROW)
+        super().resizeEvent(event)
 
     def show_probe(self, t: int, probe, variance: str, name: str) -> None:
         self.t = t

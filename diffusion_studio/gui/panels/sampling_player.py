@@ -147,7 +147,7 @@ class PlayerBar(QWidget):
         self.fps_spin.setRange(1, 500)
         self.fps_spin.setValue(15)
         self.fps_spin.setSuffix(" fps")
-        lay.addWidget(QLabel("Speed"))
+        self.fps_spin.setAccessibleName("Speed")  # "15 fps" says it; a "Speed" label made the tab too wide for 1024 px
         self.fps_spin.setToolTip("Playback speed in recorded frames per second; when the display cannot keep up, "
                                  "frames are skipped so playback keeps time")
         lay.addWidget(self.fps_spin)
