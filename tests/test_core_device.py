@@ -86,3 +86,23 @@ def test_autocast_contexts():
 
 def test_describe_device():
     assert describe_device("cpu").startswith("CPU (")
+
+
+def test_an_isa_cap_below_bf16_means_no_bf16(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (how a CPU without AVX-512/bf16 is emulated) takes the bf16 path away."""
+    try:
+        for cap, allowed in (("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", None), ("ALL", None)):
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+            device_mod.cpu_supports_bf16.cache_clear()
+            if allowed is False:
+                assert device_mod.cpu_supports_bf16() is False, cap
+                assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+            else:  # no cap below bf16: the CPU's own flags decide
+                monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+                device_mod.cpu_supports_bf16.cache_clear()
+                own = device_mod.cpu_supports_bf16()
+                monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+                device_mod.cpu_supports_bf16.cache_clear()
+                assert device_mod.cpu_supports_bf16() == own, cap
+    finally:
+        device_mod.cpu_supports_bf16.cache_clear()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import lru_cache
 
 import torch
@@ -46,9 +47,15 @@ def describe_device(device: torch.device | str) -> str:
 
 @lru_cache(maxsize=None)
 def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is actually faster."""
+    """True where the CPU has native bf16 instructions (AVX512-BF16 or AMX) that oneDNN may use: a cap such as
+    ONEDNN_MAX_CPU_ISA=AVX2 (how a CPU without them is emulated, e.g. bench/time_to_quality.py --emulate-avx2)
+    takes them away."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and cap != "ALL" and not any(s in cap for s in ("BF16", "AMX", "AVX10")):
+        return False
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = f.read()
     except OSError:
         return False
     return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
