@@ -182,11 +182,10 @@ class TrainingView(QWidget):
         grid.setContentsMargins(0, 0, 0, 0)
         grid.addWidget(self.loss_plot, 0, 0, 1, 2)
         grid.addWidget(self.fid_plot, 1, 0, 1, 2)  # a short strip under the loss, shown only when FID is on
-        grid.addWidget(self.bucket_plot, 2, 0)
-        grid.addWidget(self.preview, 2, 1)
+        self._stacked: bool | None = None
+        self._place_bottom(stacked=False)
         grid.setRowStretch(0, 3)
         grid.setRowStretch(1, 0)
-        grid.setRowStretch(2, 2)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         lay = QVBoxLayout(self)
@@ -194,6 +193,27 @@ class TrainingView(QWidget):
         lay.addWidget(self.progress)
         lay.addLayout(numbers)
         lay.addLayout(grid, 1)
+
+    NARROW = 400  # below this width "Loss by t" and the preview stack (side by side the plot was ~80 px wide)
+
+    def _place_bottom(self, stacked: bool) -> None:
+        if stacked == self._stacked:
+            return
+        self._stacked = stacked
+        for w in (self.bucket_plot, self.preview):
+            self.grid.removeWidget(w)
+        if stacked:
+            self.grid.addWidget(self.bucket_plot, 2, 0, 1, 2)
+            self.grid.addWidget(self.preview, 3, 0, 1, 2)
+        else:
+            self.grid.addWidget(self.bucket_plot, 2, 0)
+            self.grid.addWidget(self.preview, 2, 1)
+        self.grid.setRowStretch(2, 2)
+        self.grid.setRowStretch(3, 2 if stacked else 0)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self._place_bottom(event.size().width() < self.NARROW)
+        super().resizeEvent(event)
 
     def reset(self, T: int, buckets: int, total: int | None, start_step: int = 0, fid: bool = False) -> None:
         self.history = LossHistory()
