@@ -161,7 +161,8 @@ def test_config_round_trip_through_json():
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"in_channels": 2}, "in_channels"),
+    ({"in_channels": 0}, "in_channels"),
+    ({"in_channels": 65}, "in_channels"),  # 2..64 are latent channels (core/latent.py)
     ({"groups": 7}, "groups"),
     ({"num_heads": 3}, "num_heads"),
     ({"dropout": 1.0}, "dropout"),

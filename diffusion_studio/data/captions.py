@@ -1,5 +1,6 @@
-"""Captions for images: written from what builtin:shapes drew, digit words for builtin:digits, and for folders read
-from a Hugging Face imagefolder metadata.jsonl / metadata.csv, sidecar NAME.txt files, or the subfolder names."""
+"""Captions for images: what builtin:shapes drew, digit words, or a folder's metadata, sidecars or subfolders."""
+# Folders: a Hugging Face imagefolder metadata.jsonl / metadata.csv (file_name + text), NAME.txt beside each image,
+# otherwise the subfolder name.
 from __future__ import annotations
 
 import csv
