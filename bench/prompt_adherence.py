@@ -80,7 +80,8 @@ def shapes_report(args) -> dict:
     t0 = time.perf_counter()
     train_set, test_set = shapes(size, 3, n=args.judge_n, seed=101), shapes(size, 3, n=1000, seed=202)
     judge, metrics = train_feature_net(train_set.batch(torch.arange(len(train_set))), train_set.labels,
-                                       epochs=args.judge_epochs, seed=0, class_names=list(SHAPE_CLASSES))
+                                       epochs=args.judge_epochs, seed=0, class_names=list(SHAPE_CLASSES),
+                                       feature_dim=32)  # 32-d: FID over a few hundred samples stays full-rank
     real = test_set.batch(torch.arange(len(test_set)))
     with torch.no_grad():
         real_shape_acc = float((judge.logits(real).argmax(1) == test_set.labels).float().mean())
