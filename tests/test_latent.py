@@ -236,3 +236,19 @@ def test_cli_train_autoencoder_then_latent_train_then_sample(tmp_path, capsys):
     assert main(["train", "--data", "builtin:shapes", "--autoencoder", str(ae_dir), "--size", "32", "--steps", "1",
                  "--out", str(tmp_path / "run2"), "-q"]) == 2
     assert "--size" in capsys.readouterr().err
+
+
+def test_shipped_latent_model_decodes_with_the_shipped_autoencoder():
+    """builtin:shapes-latent embeds builtin:shapes-ae (same fingerprint) and samples 32 px RGB pictures."""
+    from diffusion_studio.core.eps import model_fn
+    from diffusion_studio.core.samplers import sample
+    from diffusion_studio.resources import resolve_model_spec
+
+    ckpt = load_checkpoint(resolve_model_spec("builtin:shapes-latent"))
+    ae = load_autoencoder("builtin:shapes-ae")
+    space = space_from_checkpoint(ckpt, ae)  # the shipped pair agrees; another autoencoder would be refused
+    assert space.fingerprint == ae.fingerprint and ckpt.model_config.in_channels == ae.config.latent_channels
+    fn = model_fn(ckpt.build_model("cpu"), "cpu", "fp32", labels=torch.tensor([3, 3]), guidance=2.0)
+    z = sample(fn, ckpt.schedule, (2, 4, 8, 8), "ddim", steps=3, seed=0)
+    x = space.decode(z)
+    assert x.shape == (2, 3, 32, 32) and float(x.min()) >= -1 and float(x.max()) <= 1
