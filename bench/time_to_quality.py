@@ -80,8 +80,9 @@ def train(out: Path, minutes: float, flags: list[str], snapshots: tuple[float, .
 def score(path: Path, n: int, seed: int) -> dict:
     ckpt = load_checkpoint(path)
     x, wall = draw(ckpt, "ddim", 50, n, seed, 256, True, "fp32")
-    if x.shape[-1] != 16:  # the feature net and the real set at the classifier's own 16 px
-        x = torch.nn.functional.interpolate(x, size=(16, 16), mode="area")
+    if x.shape[-1] != 16:  # judged at the classifier's 16 px, resized as the dataset itself is (bicubic up, area down)
+        mode = "bicubic" if x.shape[-1] < 16 else "area"
+        x = torch.nn.functional.interpolate(x, size=(16, 16), mode=mode).clamp(-1, 1)
     real = load_dataset("builtin:digits", 16)
     feats = load_feature_extractor("builtin:digits")
     sc = classifier_score(feats, x)
@@ -95,7 +96,9 @@ def score(path: Path, n: int, seed: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10])
-    ap.add_argument("--recipes", nargs="+", default=["new", "old"], choices=("new", "old"))
+    ap.add_argument("--recipes", nargs="+", default=["new", "old"], choices=("new", "old", "new8"),
+                    help="new8: the new recipe at the digits' own 8 px, for --minutes-new8 only")
+    ap.add_argument("--minutes-new8", type=float, nargs="+", default=[5])
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--emulate-avx2", action="store_true", help="limit oneDNN/ATen to AVX2 and use fp32")
@@ -113,14 +116,17 @@ def main() -> int:
             flags = (OLD_FLAGS + old_precision_flags(no_bf16)) if recipe == "old" else \
                 (["--precision", "fp32"] if no_bf16 else [])
             print(f"\n-- {recipe} recipe: {' '.join(flags) or '(the defaults)'}", flush=True)
+            minutes = args.minutes_new8 if recipe == "new8" else args.minutes
+            if recipe == "new8":
+                flags = flags + ["--size", "8"]
             if recipe == "old":
-                longest = max(args.minutes)
-                runs = train(Path(tmp) / "old", longest, flags, tuple(args.minutes))
+                longest = max(minutes)
+                runs = train(Path(tmp) / "old", longest, flags, tuple(minutes))
             else:
                 runs = {}
-                for m in args.minutes:
-                    runs.update(train(Path(tmp) / f"new-{m:g}", m, flags))
-            for m in args.minutes:
+                for m in minutes:
+                    runs.update(train(Path(tmp) / f"{recipe}-{m:g}", m, flags))
+            for m in minutes:
                 r = runs[m]
                 s = score(r["path"], args.n, args.seed)
                 row = dict(recipe=recipe, minutes=m, steps=r["steps"], img_s=round(r["img_s"], 1), **s)

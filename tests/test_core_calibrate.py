@@ -18,6 +18,7 @@ MICRO = UNetConfig(image_size=8, in_channels=3, base_channels=16, channel_mults=
 @pytest.fixture
 def fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSION_STUDIO_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibrate, "busy", lambda: False)  # the machine running the tests may well be busy
     calibrate.forget()
     yield tmp_path
     calibrate.forget()
@@ -137,3 +138,18 @@ def test_measuring_leaves_the_random_stream_alone_and_never_fails_the_run(fresh,
     monkeypatch.setattr(calibrate, "_time_step", oom)
     fp = calibrate.choose(MICRO, 4, "fp32", "sample")
     assert (fp.channels_last, fp.precision) == (False, "fp32") and "failed" in fp.source
+
+
+def test_a_measurement_under_load_is_not_written_to_the_cache(fresh, monkeypatch):
+    monkeypatch.setattr(calibrate, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(calibrate, "busy", lambda: True)
+    calls: list = []
+    monkeypatch.setattr(calibrate, "_time_step", fake_timer({(False, "fp32"): 1.0, (True, "fp32"): 2.0}, calls))
+    assert calibrate.choose(MICRO, 8, "fp32", "train").source == "measured"
+    assert not calibrate.cache_path().exists()
+    n = len(calls)
+    calibrate.choose(MICRO, 8, "fp32", "train")
+    assert len(calls) == n  # kept for this process
+    calibrate.forget()
+    calibrate.choose(MICRO, 8, "fp32", "train")
+    assert len(calls) > n  # the next process measures again

@@ -123,6 +123,18 @@ def _from_entry(entry) -> FastPath | None:
     return None
 
 
+def busy() -> bool:
+    """True when the 1-minute load average exceeds the cores this process may use (other work competes)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        return os.getloadavg()[0] > cores
+    except (AttributeError, OSError):
+        return False
+
+
 def _candidates(precisions: tuple[str, ...]) -> list[tuple[bool, str]]:
     return [(cl, p) for p in precisions for cl in (False, True)]
 
@@ -219,8 +231,11 @@ def choose(model_config, batch: int, precision: str = "auto", mode: str = "train
         labels = {f"{'NHWC' if c else 'NCHW'} {p}": round(s, 6) for (c, p), s in seconds.items()}
         result = FastPath(cl, prec, labels)
         _memory[key] = result
-        _write_cache(key, {"channels_last": cl, "precision": prec, "seconds": labels,
-                           "when": time.strftime("%Y-%m-%d %H:%M:%S")})
+        # A measurement taken while other work fills the cores is kept for this process only: the next one measures
+        # again rather than inherit a choice that the load may have made.
+        if not busy():
+            _write_cache(key, {"channels_last": cl, "precision": prec, "seconds": labels,
+                               "when": time.strftime("%Y-%m-%d %H:%M:%S")})
         return result
 
 

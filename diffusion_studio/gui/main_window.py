@@ -48,12 +48,12 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         for panel in (self.forward, self.training, self.sampling):
             self.tabs.addTab(panel, panel.title)
-        self.autoencoder = AutoencoderPanel(*args)  # issue 12: the autoencoder of latent models
-        self.panels.append(self.autoencoder)
-        self.tabs.addTab(self.autoencoder, self.autoencoder.title)
         self.likelihood = LikelihoodPanel(*args)  # issue 13: the variational bound term by term
         self.panels.append(self.likelihood)
         self.tabs.addTab(self.likelihood, self.likelihood.title)
+        self.autoencoder = AutoencoderPanel(*args)  # issue 12: the autoencoder of latent models
+        self.panels.append(self.autoencoder)
+        self.tabs.addTab(self.autoencoder, self.autoencoder.title)
         self.setCentralWidget(self.tabs)
         self.images_dock = self._dock(self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.schedule_dock = self._dock(self.schedule, Qt.DockWidgetArea.RightDockWidgetArea)

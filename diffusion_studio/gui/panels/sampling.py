@@ -15,7 +15,6 @@ from ..export_labels import enlarge, integer_scale, with_caption
 from ..imageview import ImagePane
 from ..state import LoadedModel
 from ..workers import GeneratorWorker
-from . import sampling_estimate
 from .base import Panel
 from .sampling_controls import SamplerControls
 from .sampling_frames import (EPS_SCALE, RecordedFrame, SamplingJob, StepTick, gif_frames, gif_scale,
@@ -26,6 +25,7 @@ from .sampling_player import PaneGrid, PlayerBar
 from .sampling_latent import add_latent_tab
 from .sampling_tabs import SamplingTabs
 from .sampling_text import install as install_text, job_for as text_job
+from . import sampling_estimate
 
 HINT = "Train a model in the Training tab or open a checkpoint (File ▸ Open Checkpoint…)"
 DISPLAY_HZ = 25
