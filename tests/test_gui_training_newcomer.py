@@ -254,6 +254,13 @@ def test_closing_mid_training_asks_then_the_next_start_offers_to_continue(qtbot,
     qtbot.waitUntil(lambda: not win.isVisible(), timeout=SLOW)
     assert not win.pool.running
     saved = load_checkpoint(panel.handle.saved_path)
+    # The closed window's Python wrappers are collected now, while no worker runs: collected later, mid-run, shiboken
+    # destroys its menus in the GUI thread while the training thread holds a Qt mutex and waits for the GIL — a
+    # deadlock seen once in CI.
+    import gc
+
+    gc.collect()
+    qtbot.wait(50)
 
     again = MainWindow(QSettings(settings.fileName(), QSettings.Format.IniFormat), device="cpu")
     qtbot.addWidget(again)
