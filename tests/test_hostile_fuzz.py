@@ -68,6 +68,8 @@ REGRESSIONS = [
     (("model", "channel_mults"), [None], "model.channel_mults[0]"),  # was "int() argument must be a string..."
     (("schedule", "params"), {"beta_start": "x"}, "schedule.params.beta_start"),  # was "could not convert string"
     (("model", "attn_resolutions"), 7, "model.attn_resolutions"),  # was "'int' object is not iterable"
+    # a config that is valid but not the weights' own: refused naming the weights file it disagrees with
+    (("model", "attn_resolutions"), [], "do not match the model config"),
     (("model", "image_size"), "8", "model.image_size"),      # was "'<' not supported between 'str' and 'int'"
     (("train", "batch_size"), 2**70, "train.batch_size"),    # was accepted, failing later in training
     (("schedule", "T"), 10**9, "schedule.T"),                # built 10^9-step tensors (killed for memory)
@@ -84,7 +86,10 @@ def _load_mutated(path: Path, base: dict, address: tuple, value, needle: str = "
     try:
         load_checkpoint(path)
     except CheckpointError as e:
-        one_line(e, path.name)
+        weights = meta.get("weights")
+        named = str(e).split(": ", 1)[0]
+        # one line naming the manifest, or the weights file it points to when the two disagree
+        one_line(e, weights if isinstance(weights, str) and named == weights else path.name)
         assert needle in str(e), (needle, str(e))
     else:
         assert not needle, f"{address} = {value!r} was accepted"
