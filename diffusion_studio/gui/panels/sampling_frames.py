@@ -105,11 +105,21 @@ class StepTick:
     stats: StepStats | None = None
 
 
+def pixel_frame(f: Frame, nrow: int | None, elapsed_s: float, stats) -> RecordedFrame:
+    return RecordedFrame(
+        step=f.step, n_steps=f.n_steps, t=f.t, t_model=f.t_model,
+        x=grid_u8(f.x, nrow),
+        x0=None if f.x0_pred is None else grid_u8(f.x0_pred, nrow),
+        eps=None if f.eps_pred is None else grid_u8(f.eps_pred / EPS_SCALE, nrow),
+        elapsed_s=elapsed_s, stats=stats)
+
+
 def record(frames: Iterator[Frame], every: int = 1, nrow: int | None = None,
-           run_stats: RunStats | None = None) -> Iterator[RecordedFrame | StepTick]:
-    """Turn the sampler's per-step Frames into RecordedFrames at the start, every ``every``-th step and the last step,
-    and StepTicks in between (in the worker thread). The sampler runs with every=1 so the worker can stop after any
-    step, not only after a recorded one; closing this closes the sampler."""
+           run_stats: RunStats | None = None, make=pixel_frame) -> Iterator[RecordedFrame | StepTick]:
+    """Turn the sampler's per-step Frames into recorded frames (``make``: pixel_frame, or a latent model's decoding
+    maker) at the start, every ``every``-th step and the last step, and StepTicks in between (in the worker thread).
+    The sampler runs with every=1 so the worker can stop after any step, not only after a recorded one; closing this
+    closes the sampler."""
     t0 = time.perf_counter()
     try:
         for f in frames:
@@ -117,12 +127,7 @@ def record(frames: Iterator[Frame], every: int = 1, nrow: int | None = None,
             if not (f.step == 0 or f.step == f.n_steps or f.step % every == 0):
                 yield StepTick(f.step, f.n_steps, time.perf_counter() - t0, stats)
                 continue
-            yield RecordedFrame(
-                step=f.step, n_steps=f.n_steps, t=f.t, t_model=f.t_model,
-                x=grid_u8(f.x, nrow),
-                x0=None if f.x0_pred is None else grid_u8(f.x0_pred, nrow),
-                eps=None if f.eps_pred is None else grid_u8(f.eps_pred / EPS_SCALE, nrow),
-                elapsed_s=time.perf_counter() - t0, stats=stats)
+            yield make(f, nrow, time.perf_counter() - t0, stats)
     finally:
         close = getattr(frames, "close", None)
         if close is not None:

@@ -2,7 +2,6 @@
 the latent z_t itself, channel by channel."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -15,7 +14,7 @@ from ...core.run_stats import RunStats
 from ...core.samplers import Frame
 from ...data.convert import make_grid, to_uint8
 from ..imageview import ImagePane
-from .sampling_frames import EPS_SCALE, RecordedFrame, StepTick, grid_u8
+from .sampling_frames import EPS_SCALE, RecordedFrame, StepTick, grid_u8, record
 
 LATENT_SCALE = 3.0        # scaled latents have std ≈ 1: z/3 maps ±3σ to black..white, as ε is shown
 LATENT_ROWS = 4           # images whose channels the Latent tab shows
@@ -53,24 +52,16 @@ def channel_grid(z: torch.Tensor, rows: int = LATENT_ROWS, scale: float = LATENT
 
 def latent_record(frames: Iterator[Frame], space, every: int = 1, nrow: int | None = None,
                   run_stats: RunStats | None = None) -> Iterator[LatentFrame | StepTick]:
-    """Like sampling_frames.record, for a latent model: each recorded frame decodes z_t and x̂₀ (in the worker)."""
-    t0 = time.perf_counter()
-    try:
-        for f in frames:
-            stats = run_stats.update(f) if run_stats is not None else None
-            if not (f.step == 0 or f.step == f.n_steps or f.step % every == 0):
-                yield StepTick(f.step, f.n_steps, time.perf_counter() - t0, stats)
-                continue
-            yield LatentFrame(
-                step=f.step, n_steps=f.n_steps, t=f.t, t_model=f.t_model,
-                x=grid_u8(space.decode(f.x), nrow),
-                x0=None if f.x0_pred is None else grid_u8(space.decode(f.x0_pred), nrow),
-                eps=None if f.eps_pred is None else channel_grid(f.eps_pred, scale=EPS_SCALE),
-                elapsed_s=time.perf_counter() - t0, stats=stats, latent=channel_grid(f.x))
-    finally:
-        close = getattr(frames, "close", None)
-        if close is not None:
-            close()
+    """sampling_frames.record for a latent model: each recorded frame decodes z_t and x̂₀ (in the worker)."""
+    def make(f: Frame, nrow, elapsed_s: float, stats) -> LatentFrame:
+        return LatentFrame(
+            step=f.step, n_steps=f.n_steps, t=f.t, t_model=f.t_model,
+            x=grid_u8(space.decode(f.x), nrow),
+            x0=None if f.x0_pred is None else grid_u8(space.decode(f.x0_pred), nrow),
+            eps=None if f.eps_pred is None else channel_grid(f.eps_pred, scale=EPS_SCALE),
+            elapsed_s=elapsed_s, stats=stats, latent=channel_grid(f.x))
+
+    return record(frames, every, nrow, run_stats, make=make)
 
 
 class LatentView(QWidget):
