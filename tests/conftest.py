@@ -67,6 +67,41 @@ def settings(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def runs(tmp_path, monkeypatch):
+    """A temporary runs folder (DIFFUSION_STUDIO_RUNS), so training tests never write into the user's."""
+    d = tmp_path / "runs"
+    monkeypatch.setenv("DIFFUSION_STUDIO_RUNS", str(d))
+    return d
+
+
+@pytest.fixture
+def make_training_panel(qtbot, settings, runs):
+    """Builds standalone Training panels, each with its own state and worker pool: ``make(T=50)``; shut down after."""
+    from diffusion_studio.core.schedule import NoiseSchedule
+    from diffusion_studio.gui.panels.training import TrainingPanel
+    from diffusion_studio.gui.state import AppState
+    from diffusion_studio.gui.workers import WorkerPool
+
+    made = []
+
+    def make(T: int = 50):
+        state = AppState(device="cpu")
+        state.set_schedule(NoiseSchedule.create("linear", T))
+        pool = WorkerPool()
+        panel = TrainingPanel(state, pool, settings)
+        qtbot.addWidget(panel)
+        panel.resize(900, 650)
+        panel.show()
+        made.append((panel, pool))
+        return panel
+
+    yield make
+    for panel, pool in made:
+        panel.shutdown()
+        assert pool.shutdown(timeout_ms=20_000)  # (no event processing here: pytest-qt may have queued deletions)
+
+
+@pytest.fixture
 def window(qtbot, settings):
     """The real main window (offscreen), closed at the end of the test the way a user closes it."""
     from diffusion_studio.gui.main_window import MainWindow

@@ -95,6 +95,9 @@ def test_sampling_a_latent_model_shows_decoded_frames_and_the_latent(panel, qtbo
     assert np.array_equal(shown.latent.shape, channel_grid(final.x).shape)
 
     # the Latent tab shows z_t of the frame on screen; the panes say they are decoded
+    tabs = panel.tabs  # a latent class model: its Latent tab shows, the Attention tab (text models) does not
+    assert tabs.isTabVisible(tabs.indexOf(panel.latent_view))
+    assert not tabs.isTabVisible(tabs.indexOf(panel.attention_view))
     panel.tabs.show_tab("Latent")
     panel.player_bar.show_index(1)
     qtbot.waitUntil(lambda: panel.latent_view.pane.current is not None, timeout=5000)

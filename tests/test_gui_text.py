@@ -75,6 +75,8 @@ def test_prompt_box_and_slider_drive_real_runs_with_attention_maps(panel, qtbot,
     assert all(f.attention is not None for f in panel.frames if f.t_model is not None)
     tab = panel.tabs.tab("Attention")
     assert tab is panel.attention_view
+    tabs = panel.tabs  # a pixel-space text model: its Attention tab shows, the Latent tab does not
+    assert tabs.isTabVisible(tabs.indexOf(tab)) and not tabs.isTabVisible(tabs.indexOf(panel.latent_view))
     panel.tabs.show_tab("Attention")
     panel.show_frame(len(panel.frames) - 1)
     shown = [cap.text() for img, cap in panel.attention_view.tiles if cap.isVisible()]

@@ -21,36 +21,9 @@ SLOW = 120_000  # ms; generous: the CPU is shared with other test runs
 
 
 @pytest.fixture
-def runs(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "runs"
-    monkeypatch.setenv("DIFFUSION_STUDIO_RUNS", str(d))
-    return d
-
-
-@pytest.fixture
-def make_panel(qtbot, settings, runs):
-    """A standalone Training panel with its own state and worker pool (tiny runs, T = 50)."""
-    from diffusion_studio.gui.panels.training import TrainingPanel
-    from diffusion_studio.gui.state import AppState
-    from diffusion_studio.gui.workers import WorkerPool
-
-    made = []
-
-    def make():
-        state = AppState(device="cpu")
-        state.set_schedule(NoiseSchedule.create("linear", 50))
-        pool = WorkerPool()
-        panel = TrainingPanel(state, pool, settings)
-        qtbot.addWidget(panel)
-        panel.resize(900, 650)
-        panel.show()
-        made.append((panel, pool))
-        return panel
-
-    yield make
-    for panel, pool in made:
-        panel.shutdown()
-        assert pool.shutdown(timeout_ms=20_000)  # (no event processing here: pytest-qt may have queued deletions)
+def make_panel(make_training_panel):
+    """Standalone Training panels (tiny runs, T = 50)."""
+    return lambda: make_training_panel(T=50)
 
 
 def configure(panel, steps: int, size: int = 8, batch: int = 8, lr: str = "1e-3", preview: int = 0,

@@ -21,35 +21,9 @@ SLOW = 120_000
 
 
 @pytest.fixture
-def runs(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "runs"
-    monkeypatch.setenv("DIFFUSION_STUDIO_RUNS", str(d))
-    return d
-
-
-@pytest.fixture
-def make_panel(qtbot, settings, runs):
-    from diffusion_studio.gui.panels.training import TrainingPanel
-    from diffusion_studio.gui.state import AppState
-    from diffusion_studio.gui.workers import WorkerPool
-
-    made = []
-
-    def make():
-        state = AppState(device="cpu")
-        state.set_schedule(NoiseSchedule.create("linear", 20))
-        pool = WorkerPool()
-        panel = TrainingPanel(state, pool, settings)
-        qtbot.addWidget(panel)
-        panel.resize(900, 650)
-        panel.show()
-        made.append((panel, pool))
-        return panel
-
-    yield make
-    for panel, pool in made:
-        panel.shutdown()
-        assert pool.shutdown(timeout_ms=20_000)
+def make_panel(make_training_panel):
+    """Standalone Training panels (tiny runs, T = 20)."""
+    return lambda: make_training_panel(T=20)
 
 
 def seven_images(folder: Path, n: int = 7) -> Path:

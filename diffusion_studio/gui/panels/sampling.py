@@ -186,6 +186,7 @@ class SamplingPanel(Panel):
         if self.frames and getattr(self, "_made_with", None) is not model and not self.running:
             self._clear_frames()  # the other model's frames must not stay on screen under this one's name
         self.controls.set_model(model)
+        self.tabs.set_model(model)  # the Latent and Attention tabs only for the models they concern
         self._idle_hint()
         self.error_label.hide()
         self._update_buttons()

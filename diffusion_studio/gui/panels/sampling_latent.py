@@ -106,5 +106,6 @@ class LatentView(QWidget):
 
 def add_latent_tab(tabs) -> LatentView:
     view = LatentView()
-    tabs.add_tab(view, "Latent", "A latent model's z_t, channel by channel; the panes show its decoded pictures")
+    tabs.add_tab(view, "Latent", "A latent model's z_t, channel by channel; the panes show its decoded pictures",
+                 applies=lambda loaded: is_latent_meta(loaded.checkpoint.meta))
     return view

@@ -93,14 +93,28 @@ class SamplingTabs(QTabWidget):
         self.setObjectName("samplingTabs")
         self.setDocumentMode(True)
         self.setMinimumSize(120, 100)
+        self._applies: dict = {}
         self.run_curves = RunCurves()
         self.add_tab(self.run_curves, "Run curves", "Per-step numbers of the run so far")
 
-    def add_tab(self, widget: QWidget, title: str, tip: str = "") -> int:
+    def add_tab(self, widget: QWidget, title: str, tip: str = "", applies=None) -> int:
+        """Add a tab; ``applies(loaded_model) -> bool``, if given, shows it only for the models it concerns (the
+        Latent tab for latent models, Attention for text models) — see ``set_model``."""
         i = self.addTab(widget, title)
         if tip:
             self.setTabToolTip(i, tip)
+        if applies is not None:
+            self._applies[widget] = applies
+            self.setTabVisible(i, False)  # no model yet
         return i
+
+    def set_model(self, loaded) -> None:
+        """Show the tabs that concern ``loaded`` and hide the others; a hidden current tab gives way to Run curves."""
+        for widget, applies in self._applies.items():
+            i = self.indexOf(widget)
+            self.setTabVisible(i, bool(loaded is not None and applies(loaded)))
+        if not self.isTabVisible(self.currentIndex()):
+            self.setCurrentWidget(self.run_curves)
 
     def tab(self, title: str) -> QWidget | None:
         for i in range(self.count()):

@@ -375,7 +375,8 @@ def install(panel) -> None:
     panel.prompt_box = PromptBox()
     panel.controls.parentWidget().layout().insertWidget(1, panel.prompt_box)
     panel.attention_view = AttentionView()
-    panel.tabs.add_tab(panel.attention_view, "Attention", tip="per-word cross-attention maps at the frame shown")
+    panel.tabs.add_tab(panel.attention_view, "Attention", tip="per-word cross-attention maps at the frame shown",
+                       applies=is_text_model)
     panel.model_loaded.connect(panel.prompt_box.set_model)
     panel.prompt_box.sweep_requested.connect(lambda: start_sweep(panel))
     panel.sweep_worker = None
