@@ -238,6 +238,29 @@ def test_cli_train_autoencoder_then_latent_train_then_sample(tmp_path, capsys):
     assert "--size" in capsys.readouterr().err
 
 
+def test_cli_text_conditioned_latent_model_samples_a_prompt(tmp_path, capsys):
+    """--text and --autoencoder together: captions cross-attend into the latent UNet; a prompt samples decoded PNGs."""
+    from PIL import Image
+
+    from diffusion_studio.cli import main
+
+    ae_dir, run, out = tmp_path / "ae", tmp_path / "run", tmp_path / "samples"
+    assert main(["train-autoencoder", "--data", "builtin:shapes", "--size", "16", "--factor", "4",
+                 "--base-channels", "8", "--steps", "2", "--batch", "8", "--out", str(ae_dir), "-q"]) == 0
+    assert main(["train", "--data", "builtin:shapes", "--autoencoder", str(ae_dir), "--text", "--steps", "2",
+                 "--batch", "8", "--out", str(run), "-q", "--precision", "fp32"]) == 0
+    ckpt = load_checkpoint(run / "checkpoint.json")
+    assert ckpt.model_config.text_encoder and ckpt.model_config.in_channels == 4 and "latent" in ckpt.meta
+    assert main(["sample", "--model", str(run), "--prompt", "a red star", "--guidance", "3", "--n", "2", "--steps",
+                 "2", "--out", str(out), "-q", "--precision", "fp32"]) == 0
+    files = sorted(out.glob("sample_*.png"))
+    assert len(files) == 2 and Image.open(files[0]).size == (16, 16) and Image.open(files[0]).mode == "RGB"
+    capsys.readouterr()
+    assert main(["info", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert "space      latent" in said and "prompts through" in said
+
+
 def test_shipped_latent_model_decodes_with_the_shipped_autoencoder():
     """builtin:shapes-latent embeds builtin:shapes-ae (same fingerprint) and samples 32 px RGB pictures."""
     from diffusion_studio.core.eps import model_fn
