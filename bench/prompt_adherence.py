@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from diffusion_studio.core.checkpoint import load_checkpoint  # noqa: E402
 from diffusion_studio.core.eps import model_fn  # noqa: E402
 from diffusion_studio.core.features import train_feature_net  # noqa: E402
+from diffusion_studio.core.latent import PixelSpace, space_from_checkpoint  # noqa: E402
 from diffusion_studio.core.fid import compute_fid  # noqa: E402
 from diffusion_studio.core.samplers import sample  # noqa: E402
 from diffusion_studio.core.text import get_encoder  # noqa: E402
@@ -53,7 +54,11 @@ def ink_colour(images: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def generate(ckpt, model, prompts: list[str], n: int, w: float, steps: int, seed: int, batch: int) -> torch.Tensor:
+def generate(ckpt, model, prompts: list[str], n: int, w: float, steps: int, seed: int, batch: int,
+             space=None) -> torch.Tensor:
+    """Images in [−1, 1]: pixel models clip x̂₀ after guidance; a latent model (``space``) samples unclipped latents
+    and decodes them, as `diffusion-studio sample` does."""
+    space = space or PixelSpace()
     enc = get_encoder(model.config.text_encoder)
     emb = enc.encode(prompts)
     cfg = model.config
@@ -66,17 +71,18 @@ def generate(ckpt, model, prompts: list[str], n: int, w: float, steps: int, seed
         ctx = type(ctx)(*(c[idx] for c in ctx))
         fn = model_fn(model, "cpu", PRECISION, condition=ctx, guidance=w, schedule=ckpt.schedule)
         out.append(sample(fn, ckpt.schedule, (len(chunk), cfg.in_channels, cfg.image_size, cfg.image_size), "ddim",
-                          steps=steps, seed=seed + s, clip_x0=True))
-    return torch.cat(out).clamp(-1, 1)
+                          steps=steps, seed=seed + s, clip_x0=space.clips_x0))
+    return space.decode(torch.cat(out)).clamp(-1, 1)
 
 
 PRECISION = "fp32"
 
 
 def shapes_report(args) -> dict:
-    ckpt = load_checkpoint(resolve_model_spec(args.model), groups=("model", "ema"))
+    ckpt = load_checkpoint(resolve_model_spec(args.model), groups=("model", "ema", "autoencoder"))
     model = ckpt.build_model("cpu")
-    size = model.config.image_size
+    space = space_from_checkpoint(ckpt)  # pixels, or the latent model's own autoencoder
+    size = space.config.image_size if space.is_latent else model.config.image_size
     t0 = time.perf_counter()
     train_set, test_set = shapes(size, 3, n=args.judge_n, seed=101), shapes(size, 3, n=1000, seed=202)
     judge, metrics = train_feature_net(train_set.batch(torch.arange(len(train_set))), train_set.labels,
@@ -101,7 +107,7 @@ def shapes_report(args) -> dict:
     rows = []
     for w in args.w:
         t1 = time.perf_counter()
-        x = generate(ckpt, model, prompts, args.n, w, args.steps, args.seed, args.batch)
+        x = generate(ckpt, model, prompts, args.n, w, args.steps, args.seed, args.batch, space)
         with torch.no_grad():
             shape_ok = judge.logits(x).argmax(1) == want_shape
         colour_ok = ink_colour(x) == want_colour

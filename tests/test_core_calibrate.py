@@ -153,3 +153,28 @@ def test_a_measurement_under_load_is_not_written_to_the_cache(fresh, monkeypatch
     calibrate.forget()
     calibrate.choose(MICRO, 8, "fp32", "train")
     assert len(calls) > n  # the next process measures again
+
+
+def test_auto_precision_for_sampling_holds_for_the_process_whatever_the_thread_count(monkeypatch):
+    """The measurement is keyed by thread count; bf16_pays keeps its first answer, so 'auto' cannot flip between
+    bf16 and fp32 within a session when the threads change (the same seed must draw the same pictures)."""
+    answers = iter(["bf16", "fp32", "fp32"])
+    calls = []
+
+    def fake_choose(*args, **kwargs):
+        calls.append(torch.get_num_threads())
+        return calibrate.FastPath(False, next(answers), {})
+
+    monkeypatch.setattr(calibrate, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(calibrate, "choose", fake_choose)
+    calibrate.forget()
+    n = torch.get_num_threads()
+    try:
+        assert calibrate.bf16_pays() is True
+        torch.set_num_threads(1 if n != 1 else 2)
+        assert calibrate.bf16_pays() is True and len(calls) == 1  # not measured again, not flipped
+        calibrate.forget()  # dropping the in-process answers measures afresh
+        assert calibrate.bf16_pays() is False and len(calls) == 2
+    finally:
+        torch.set_num_threads(n)
+        calibrate.forget()

@@ -256,6 +256,11 @@ def test_cli_text_conditioned_latent_model_samples_a_prompt(tmp_path, capsys):
     files = sorted(out.glob("sample_*.png"))
     assert len(files) == 2 and Image.open(files[0]).size == (16, 16) and Image.open(files[0]).mode == "RGB"
     capsys.readouterr()
+    # a latent has no [−1, 1] range: --clip-x0 is refused in one line rather than crushing the latents
+    assert main(["sample", "--model", str(run), "--prompt", "a red star", "--clip-x0", "--n", "1", "--steps", "2",
+                 "--out", str(tmp_path / "clipped"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--clip-x0" in err and "latent" in err and len(err.splitlines()) == 1
     assert main(["info", str(run)]) == 0
     said = capsys.readouterr().out
     assert "space      latent" in said and "prompts through" in said

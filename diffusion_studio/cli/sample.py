@@ -120,8 +120,10 @@ def cmd_sample(args) -> int:
                                                             min(args.batch, args.n))
     for note in notes:
         echo(f"note      {note}")
-    if cond is not None:
-        label, args.clip_x0 = cond, True  # x̂_0 clipped after guidance: large w otherwise overshoots [-1, 1]
+    if args.clip_x0 and not args.space.clips_x0:
+        raise UsageError("argument --clip-x0: a latent model's x̂_0 is a latent with no [-1, 1] range; leave it out")
+    if cond is not None:  # pixels: x̂_0 clipped after guidance (large w otherwise overshoots [-1, 1]); latents: never
+        label, args.clip_x0 = cond, args.space.clips_x0
         guidance = TEXT_GUIDANCE if args.guidance is None else args.guidance
     for opt, value in (("--grid", args.grid), ("--gif", args.gif)):
         if value is not None and Path(value).expanduser().is_dir():

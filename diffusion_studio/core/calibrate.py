@@ -34,6 +34,7 @@ MAX_BATCH = 32                  # timing a smaller batch is enough to rank the c
 
 _lock = threading.Lock()
 _memory: dict[str, "FastPath"] = {}
+_bf16_answer: bool | None = None  # bf16_pays(), once measured
 
 
 @dataclass(frozen=True)
@@ -241,15 +242,23 @@ def choose(model_config, batch: int, precision: str = "auto", mode: str = "train
 
 def forget() -> None:
     """Drop the in-process answers (tests; after changing the thread count the key changes anyway)."""
+    global _bf16_answer
     with _lock:
         _memory.clear()
+        _bf16_answer = None
 
 
 def bf16_pays() -> bool:
     """Whether bf16 autocast is measurably faster than fp32 on this CPU, judged on the tiny preset's forward pass
-    (what 'auto' precision means for sampling). False without native bf16 instructions, without measuring."""
+    (what 'auto' precision means for sampling). False without native bf16 instructions, without measuring.
+
+    The first answer holds for the rest of the process: the measurement's key includes the thread count, and a
+    precision that flipped with it would make the same seed draw different pictures within one session."""
+    global _bf16_answer
     if not cpu_supports_bf16():
         return False
-    from .unet import preset_config
+    if _bf16_answer is None:
+        from .unet import preset_config
 
-    return choose(preset_config("tiny", 16, 1), 16, "auto", "sample").precision == "bf16"
+        _bf16_answer = choose(preset_config("tiny", 16, 1), 16, "auto", "sample").precision == "bf16"
+    return _bf16_answer

@@ -26,6 +26,7 @@ class PixelSpace:
 
     is_latent = False
     name = "pixels"
+    clips_x0 = True  # images live in [−1, 1]: clipping x̂₀ there is the DDPM/DDIM default with guidance
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -42,6 +43,9 @@ class LatentSpace:
 
     is_latent = True
     name = "latent"
+    # Scaled latents have no [−1, 1] range (std ≈ 1, tails past ±3): clipping x̂₀ there would crush them, so latent
+    # samplers never clip (as latent diffusion does); the decoder's output is clamped instead.
+    clips_x0 = False
 
     def __init__(self, model: Autoencoder, scale_factor: float, fingerprint_: str, source: str = ""):
         self.model = model.eval().requires_grad_(False)

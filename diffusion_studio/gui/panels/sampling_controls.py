@@ -5,11 +5,17 @@ import numpy as np
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QSpinBox)
 
+from ...core.latent import is_latent_meta
 from ..state import LoadedModel
 from .sampling_frames import SamplingJob, auto_every
 
 SAMPLERS = [("DDPM (σ² = β̃)", "ddpm", "beta_tilde"), ("DDPM (σ² = β)", "ddpm", "beta"), ("DDIM", "ddim", "beta_tilde")]
 
+
+CLIP_TIP = ("Clamp the predicted x̂₀ to the data range [−1, 1] before taking the step (improved-diffusion's default; it "
+            "keeps DDIM's first big steps from saturating). Off is exactly Algorithm 2")
+CLIP_LATENT_TIP = ("Off for a latent model: its x̂₀ is a scaled latent (std ≈ 1, no [−1, 1] range), which clipping "
+                   "would crush; the decoder's pictures are clamped instead")
 
 class SamplerControls(QGroupBox):
     """The form that describes one sampling run; ``job()`` reads it as a SamplingJob."""
@@ -60,9 +66,8 @@ class SamplerControls(QGroupBox):
         self.clip_check = QCheckBox("Clip predicted x₀ to [−1, 1]")
         self.clip_check.setObjectName("clipCheck")
         self.clip_check.setChecked(True)
-        self.clip_check.setToolTip("Clamp the predicted x̂₀ to the data range [−1, 1] before taking the step "
-                                   "(improved-diffusion's default; it keeps DDIM's first big steps from saturating). "
-                                   "Off is exactly Algorithm 2")
+        self._pixel_clip = True  # the choice kept while a latent model greys the box out
+        self.clip_check.setToolTip(CLIP_TIP)
         form.addRow(self.clip_check)
         self.every_spin = self._spin("everySpin", 0, 1000, "Record a frame every N steps (plus the start and the "
                                      "end). Fewer frames cost less memory and display time; auto records about 50")
@@ -137,11 +142,28 @@ class SamplerControls(QGroupBox):
         self.T = model.schedule.T
         self.set_classes(model.config.num_classes, model.checkpoint.class_names)
         sampling = model.checkpoint.meta.get("sampling")
+        self._fit_clip(is_latent_meta(model.checkpoint.meta))
         if sampling:  # an imported diffusers scheduler: its x̂_0 clipping and DDPM σ_t² are the defaults
             self.clip_check.setChecked(bool(sampling.get("clip_x0")))
             if self.sampler[0] == "ddpm":
                 self.select_sampler("ddpm", sampling.get("variance", "beta_tilde"))
         self._on_sampler()
+
+    def _fit_clip(self, latent: bool) -> None:
+        """A latent has no [−1, 1] range to clip x̂₀ to: off and greyed for a latent model; the user's own choice
+        comes back with the next pixel model."""
+        if latent and self.clip_check.isEnabled():
+            self._pixel_clip = self.clip_check.isChecked()
+            self.clip_check.setChecked(False)
+        elif not latent and not self.clip_check.isEnabled():
+            self.clip_check.setChecked(self._pixel_clip)
+        self.clip_check.setEnabled(not latent)
+        self.clip_check.setToolTip(CLIP_LATENT_TIP if latent else CLIP_TIP)
+
+    @property
+    def pixel_clip(self) -> bool:
+        """The clip choice for pixel models (what the settings keep, whatever model is loaded now)."""
+        return self.clip_check.isChecked() if self.clip_check.isEnabled() else self._pixel_clip
 
     def job(self) -> SamplingJob:
         sampler, variance = self.sampler
@@ -165,6 +187,6 @@ class SamplerControls(QGroupBox):
     def save(self, put) -> None:
         for key, value in (("sampler", self.sampler_combo.currentIndex()), ("ddim_steps", self._steps["ddim"]),
                            ("eta", self.eta_spin.value()), ("n_images", self.n_spin.value()),
-                           ("seed", self.seed_spin.value()), ("clip_x0", self.clip_check.isChecked()),
+                           ("seed", self.seed_spin.value()), ("clip_x0", self.pixel_clip),
                            ("every", self.every_spin.value())):
             put(key, value)

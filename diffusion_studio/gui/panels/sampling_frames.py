@@ -154,14 +154,14 @@ def sampling_factory(loaded: LoadedModel, job: SamplingJob, precision: str = "au
         cond, negative, words = text_conditions(loaded, job)  # (None, None, None) without a prompt
         fn = model_fn(model, device, prec, labels=job_labels(job, cfg.num_classes) if cond is None else cond,
                       guidance=job.guidance, negative=negative, schedule=loaded.schedule)
-        shape = (job.n_images, cfg.in_channels, cfg.image_size, cfg.image_size)
-        frames = sample_frames(fn, loaded.schedule, shape, job.sampler, steps=job.steps, variance=job.variance,
-                               eta=job.eta, clip_x0=job.clip_x0, seed=job.seed, device=device,
-                               every=1, include_start=True)
-        run_stats = RunStats(loaded.schedule, job.sampler, job.variance, job.eta)
         from .sampling_latent import latent_record, latent_space_of
 
         space = latent_space_of(loaded)  # a latent model's frames are decoded here, in the worker
+        shape = (job.n_images, cfg.in_channels, cfg.image_size, cfg.image_size)
+        frames = sample_frames(fn, loaded.schedule, shape, job.sampler, steps=job.steps, variance=job.variance,
+                               eta=job.eta, clip_x0=job.clip_x0 and space is None, seed=job.seed, device=device,
+                               every=1, include_start=True)  # (a latent has no [−1, 1] range to clip x̂₀ to)
+        run_stats = RunStats(loaded.schedule, job.sampler, job.variance, job.eta)
         if space is not None:
             out = latent_record(frames, space, every=job.effective_every(), run_stats=run_stats)
         else:

@@ -81,11 +81,16 @@ def sweep_factory(loaded, job: SamplingJob, ws=SWEEP_WS):
         cond, neg, _ = text_conditions(loaded, one)
         cfg = loaded.model.config
         steps = min(job.steps, 25) if job.sampler == "ddim" else min(job.steps, 50)
+        from .sampling_latent import latent_space_of
+
+        space = latent_space_of(loaded)  # a latent model: sample latents (never clipped), show the decoded picture
         for w in ws:
             fn = model_fn(loaded.model, loaded.device, "fp32", condition=cond, negative=neg, guidance=w,
                           schedule=loaded.schedule)
             x = sample(fn, loaded.schedule, (1, cfg.in_channels, cfg.image_size, cfg.image_size), "ddim",
-                       steps=steps, seed=job.seed, clip_x0=True, device=loaded.device)
+                       steps=steps, seed=job.seed, clip_x0=space is None, device=loaded.device)
+            if space is not None:
+                x = space.decode(x)
             yield w, to_uint8(x[0].clamp(-1, 1).cpu())
     return run
 
