@@ -348,7 +348,7 @@ def test_dataset_choice_follows_the_images_panel_and_sets_defaults(make_panel, t
     panel = make_panel()
     f = panel.form
     item = f.dataset_combo.model().item(0)
-    assert f.spec() == "builtin:digits" and f.size_spin.value() == 16 and not item.isEnabled()
+    assert f.spec() == "builtin:digits" and f.size_spin.value() == 8 and not item.isEnabled()
     assert f.channels_label.text().startswith("1")
     f.set_dataset_spec("builtin:shapes")
     assert f.size_spin.value() == 32 and f.channels_label.text().startswith("3")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_studio.core.recipe import RECIPE, natural_size
+from diffusion_studio.core.recipe import RECIPE, SMALL_SIDE, natural_size, recipe_for
 from diffusion_studio.core.schedule import NoiseSchedule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -16,11 +16,18 @@ SHARED = {"minutes": "minutes", "lr": "lr", "warmup_steps": "warmup", "lr_schedu
 
 
 def test_natural_sizes():
-    assert natural_size("builtin:digits") == 16  # 8×8 digits: the smallest side the tiny UNet takes
+    assert natural_size("builtin:digits") == 8  # the 8×8 digits as they are (and the smallest side tiny takes)
     assert natural_size("builtin:shapes") == 32
     assert natural_size("mnist:/somewhere") == 28 and natural_size("cifar10:/x") == 32
     assert natural_size("some/folder", native=30) == 32 and natural_size("some/folder") == 32
     assert natural_size(None) == 32
+
+
+def test_small_images_get_a_larger_batch_and_learning_rate():
+    small, big = recipe_for(SMALL_SIDE), recipe_for(SMALL_SIDE * 2)
+    assert big == RECIPE and (small["batch"], small["lr"]) == (2 * RECIPE["batch"], 1.5 * RECIPE["lr"])
+    assert {k: v for k, v in small.items() if k not in ("batch", "lr")} == \
+        {k: v for k, v in RECIPE.items() if k not in ("batch", "lr")}
 
 
 def cli_trainer(tmp_path: Path, *extra: str):
@@ -34,6 +41,11 @@ def cli_trainer(tmp_path: Path, *extra: str):
     return trainer
 
 
+def form_batch(panel) -> tuple[str, int]:
+    """What the Batch box shows, and the batch a run would take."""
+    return panel.form.batch_spin.text(), panel.build_request().config.batch_size
+
+
 def test_cli_and_gui_defaults_are_the_same_recipe(tmp_path, qtbot, settings, monkeypatch):
     from diffusion_studio.gui.panels.training import TrainingPanel
     from diffusion_studio.gui.state import AppState
@@ -41,9 +53,10 @@ def test_cli_and_gui_defaults_are_the_same_recipe(tmp_path, qtbot, settings, mon
 
     trainer = cli_trainer(tmp_path)
     cli = trainer.config
-    assert cli.steps is None and trainer.model.config.image_size == 16 and trainer.model.config.prediction == "eps"
+    assert cli.steps is None and trainer.model.config.image_size == 8 and trainer.model.config.prediction == "eps"
+    digits = recipe_for(8)
     for field, key in SHARED.items():
-        assert getattr(cli, field) == RECIPE[key], field
+        assert getattr(cli, field) == digits[key], field
 
     state = AppState(device="cpu")
     state.set_schedule(NoiseSchedule.create("linear", 1000))
@@ -54,10 +67,20 @@ def test_cli_and_gui_defaults_are_the_same_recipe(tmp_path, qtbot, settings, mon
         panel.form.set_dataset_spec("builtin:digits")
         req = panel.build_request()
         gui = req.config
-        assert gui.steps is None and req.image_size == 16 and req.prediction == "eps"
+        assert gui.steps is None and req.image_size == 8 and req.prediction == "eps"
         for field in SHARED:
             assert getattr(gui, field) == getattr(cli, field), field
-        assert req.auto_batch and cli.batch_size == RECIPE["batch"]
+        assert req.auto_batch and cli.batch_size == gui.batch_size == digits["batch"] == 128
+        # the batch and lr follow the recipe when the size changes, unless the user set their own
+        form = panel.form
+        assert form_batch(panel) == ("auto (128)", 128)
+        form = panel.form
+        form.set_dataset_spec("builtin:shapes")
+        assert (form.size_spin.value(), form.lr_edit.text(), form_batch(panel)) == (32, "0.002", ("auto (64)", 64))
+        form.lr_edit.setText("5e-4")
+        form.set_dataset_spec("builtin:digits")
+        assert (form.size_spin.value(), form.lr_edit.text(), form_batch(panel)) == (8, "5e-4", ("auto (128)", 128))
+        form.lr_edit.setText("0.003")
         # typing a step count makes it a step-count run; the time budget comes back with its own box
         panel.form.steps_spin.setValue(300)
         req = panel.build_request()

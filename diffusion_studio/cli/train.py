@@ -21,6 +21,7 @@ from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG,
 from .runstate import run_history
 from .latent_setup import add_latent_option
 from .train_dist import REPEAT_S, add_dist_options, current_dist, distributed_run, launch_if_asked
+from ..core.recipe import SMALL_IMAGES, SMALL_SIDE
 from .train_setup import TRAIN_DEFAULTS, check_out_outside_data, setup_fresh, setup_resume
 
 
@@ -79,8 +80,9 @@ def add_train_parser(sub, common) -> None:
                              f"--resume: M more minutes) (default: {D['minutes']:g})")
     g.add_argument("--batch", type=POSITIVE, metavar="N",
                    help=f"batch size; with several processes the global batch, split evenly over them "
-                        f"(default: {D['batch']})")
-    g.add_argument("--lr", type=UNIT_OPEN, metavar="LR", help=f"AdamW learning rate (default: {D['lr']:g})")
+                        f"(default: {D['batch']}; {SMALL_IMAGES['batch']} for images of {SMALL_SIDE} px or less)")
+    g.add_argument("--lr", type=UNIT_OPEN, metavar="LR", help=f"AdamW learning rate (default: {D['lr']:g}; "
+                   f"{SMALL_IMAGES['lr']:g} for images of {SMALL_SIDE} px or less)")
     g.add_argument("--warmup", type=NON_NEGATIVE, metavar="N",
                    help=f"learning-rate warm-up steps (default: {D['warmup']})")
     g.add_argument("--lr-schedule", choices=("constant", "cosine"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.recipe import DEFAULT_SIZE, RECIPE, natural_size
+from ..core.recipe import DEFAULT_SIZE, RECIPE, natural_size, recipe_for
 from .common import (BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo,
                      field_message, make_bar, one_line, plural, wants_bar)
 from .runstate import clean_metrics, set_aside_special
@@ -76,8 +76,11 @@ def _data_info(ds, spec: str) -> dict[str, Any]:
 
 
 # ---- checks ----------------------------------------------------------------------------------------------------------
-def _pick(value, key: str):
-    return TRAIN_DEFAULTS[key] if value is None else value
+def _pick(value, key: str, image_size: int | None = None):
+    """The user's value, else the recipe's (for images of ``image_size`` px where the recipe depends on it)."""
+    if value is not None:
+        return value
+    return recipe_for(image_size)[key] if image_size is not None else TRAIN_DEFAULTS[key]
 
 
 def _size_error(preset: str, size: int, e: Exception) -> UsageError:
@@ -188,7 +191,7 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     cfg = TrainConfig(
         steps=steps, minutes=minutes,
         loss_weighting=_pick(args.loss_weighting, "loss_weighting"), snr_gamma=_pick(args.snr_gamma, "snr_gamma"),
-        channels_last={"auto": None, "nchw": False, "nhwc": True}[_pick(args.layout, "layout")], batch_size=_pick(args.batch, "batch"), lr=_pick(args.lr, "lr"),
+        channels_last={"auto": None, "nchw": False, "nhwc": True}[_pick(args.layout, "layout")], batch_size=_pick(args.batch, "batch", size), lr=_pick(args.lr, "lr", size),
         warmup_steps=_pick(args.warmup, "warmup"), ema_decay=_pick(args.ema_decay, "ema_decay"),
         lr_schedule=_pick(args.lr_schedule, "lr_schedule"),
         seed=_pick(args.seed, "seed"), device=_pick(args.device, "device"),

@@ -9,10 +9,10 @@ from PySide6.QtCore import QEvent, QObject
 from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
                                QPushButton, QVBoxLayout)
 
+from ...core.recipe import recipe_for
 from ...core.training import TrainConfig
 from .training_session import (METRICS, RunNote, StepPreview, interrupted_record, interrupted_run,
                                read_loss_history)
-from .training_form import DEFAULTS as FORM_DEFAULTS
 from .training_worker import MANIFEST, RunStarted
 
 INTERRUPTED = "interrupted"
@@ -24,7 +24,7 @@ class TrainingExtras(QObject):
     def __init__(self, panel, box_layout):
         super().__init__(panel)
         self.panel = panel
-        self.default_batch = FORM_DEFAULTS.batch_size  # the form's (recipe's) default batch
+        self.form = panel.form
         self.status_line: str | None = None
         self.restored: tuple[Path, object, object] | None = None   # (manifest, steps, losses) of a loaded run
         self.close_box: QMessageBox | None = None
@@ -33,10 +33,9 @@ class TrainingExtras(QObject):
 
         # Batch: 0 is "auto": the default batch, cut to the dataset's size when that is smaller.
         form.batch_spin.setMinimum(0)
-        form.batch_spin.setSpecialValueText(f"auto ({self.default_batch})")
         form.batch_spin.setValue(0)
-        form.batch_spin.setToolTip("Images per optimisation step; each gets its own random t and noise ε. auto: "
-                                   f"{self.default_batch}, or the whole dataset when it has fewer images")
+        self._show_auto_batch()
+        form.size_spin.valueChanged.connect(self._show_auto_batch)  # the recipe's batch depends on the image side
         # Before any run, "Loss by t" already shows its t axis (pyqtgraph's 0..1 default crowded its tick labels).
         view.bucket_plot.reset(panel.state.schedule.T, TrainConfig().buckets)
         # A loss of 0.06 reads as 0.06, not as "60" on an axis labelled "loss (x0.001)".
@@ -81,6 +80,17 @@ class TrainingExtras(QObject):
         self._offered: Path | None = None
         self.offer_interrupted()
 
+
+    @property
+    def default_batch(self) -> int:
+        """The recipe's batch for the form's image size (core/recipe.py: larger for tiny images)."""
+        return recipe_for(self.form.size_spin.value())["batch"]
+
+    def _show_auto_batch(self, _side: int = 0) -> None:
+        b = self.default_batch
+        self.form.batch_spin.setSpecialValueText(f"auto ({b})")
+        self.form.batch_spin.setToolTip("Images per optimisation step; each gets its own random t and noise ε. "
+                                        f"auto: {b} at this image size, or the whole dataset when it has fewer images")
     def eventFilter(self, obj, event) -> bool:
         if obj in self._wrapped and event.type() in (QEvent.Type.Resize, QEvent.Type.Show):
             need = obj.heightForWidth(max(1, obj.width())) if obj.text() else 0

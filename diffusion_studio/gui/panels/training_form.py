@@ -1,6 +1,7 @@
 """The Training panel's settings form: dataset, image size, model preset and the hyper-parameters of a run."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from ...core.schedule import NoiseSchedule
 from ...core.training import TrainConfig
 from ...core.unet import PRESET_NOTES, PRESETS
 from ...data import BUILTIN_DATASETS
-from ...core.recipe import RECIPE
+from ...core.recipe import RECIPE, recipe_for
 from .training_length import LengthField, objective_combo
 from .training_worker import default_image_size, fid_extractor_for, natural_channels
 from .training_multi import multi_gpu_checkbox
@@ -71,6 +72,8 @@ class TrainingForm(QWidget):
         self.lr_edit.setObjectName("lrEdit")
         self.lr_edit.setToolTip("AdamW learning rate, e.g. 2e-4 (Ho et al. use 2e-4; tiny models tolerate 1e-3). "
                                 "Too high and the loss becomes NaN")
+        self._recipe_side = self.size_spin.value()  # the image side the batch and lr defaults were taken for
+        self.size_spin.valueChanged.connect(self._follow_recipe)
         self.length = LengthField()
         self.steps_spin, self.minutes_spin = self.length.steps_spin, self.length.minutes_spin
         self.objective_combo = objective_combo()
@@ -218,6 +221,20 @@ class TrainingForm(QWidget):
         if idx == self.dataset_combo.currentIndex():
             self._on_index(idx)
         self.dataset_combo.setCurrentIndex(idx)
+
+    def _follow_recipe(self, side: int) -> None:
+        """The recipe's batch and lr depend on the image side (core/recipe.py: larger batches for tiny images);
+        follow it when the size changes, unless the user has set their own values."""
+        old, new = recipe_for(self._recipe_side), recipe_for(side)
+        self._recipe_side = side
+        if self.batch_spin.value() == old["batch"]:
+            self.batch_spin.setValue(new["batch"])
+        try:
+            same_lr = math.isclose(float(self.lr_edit.text()), old["lr"])
+        except ValueError:
+            same_lr = False
+        if same_lr:
+            self.lr_edit.setText(f"{new['lr']:g}")
 
     def _on_index(self, index: int) -> None:
         if self.dataset_combo.itemData(index) == FOLDER:
