@@ -42,6 +42,8 @@ from diffusion_studio.data import load_dataset  # noqa: E402
 from quality_report import draw  # noqa: E402
 
 GOAL = dict(minutes=5, confident=0.90, classes=10, max_min=2.5)
+# The first recipe of issue 14 (2026-12-01: tiny UNet at 16 px, batch 64, lr 2e-3), before the digits' own 8 px.
+PREV16_FLAGS = ["--size", "16", "--model", "tiny", "--batch", "64", "--lr", "2e-3"]
 # The defaults before issue 14 (the old TRAIN_DEFAULTS and the layout rule "NHWC for fp32 on a CPU").
 OLD_FLAGS = ["--size", "32", "--batch", "64", "--lr", "2e-4", "--warmup", "100", "--lr-schedule", "constant",
              "--ema-decay", "0.999", "--loss-weighting", "uniform", "--prediction", "eps"]
@@ -96,9 +98,9 @@ def score(path: Path, n: int, seed: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10])
-    ap.add_argument("--recipes", nargs="+", default=["new", "old"], choices=("new", "old", "new8"),
-                    help="new8: the new recipe at the digits' own 8 px, for --minutes-new8 only")
-    ap.add_argument("--minutes-new8", type=float, nargs="+", default=[5])
+    ap.add_argument("--recipes", nargs="+", default=["new", "old"], choices=("new", "old", "prev16"),
+                    help="prev16: the first recipe of issue 14 (tiny at 16 px, batch 64), for --minutes-prev16 only")
+    ap.add_argument("--minutes-prev16", type=float, nargs="+", default=[5])
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--emulate-avx2", action="store_true", help="limit oneDNN/ATen to AVX2 and use fp32")
@@ -116,9 +118,9 @@ def main() -> int:
             flags = (OLD_FLAGS + old_precision_flags(no_bf16)) if recipe == "old" else \
                 (["--precision", "fp32"] if no_bf16 else [])
             print(f"\n-- {recipe} recipe: {' '.join(flags) or '(the defaults)'}", flush=True)
-            minutes = args.minutes_new8 if recipe == "new8" else args.minutes
-            if recipe == "new8":
-                flags = flags + ["--size", "8"]
+            minutes = args.minutes_prev16 if recipe == "prev16" else args.minutes
+            if recipe == "prev16":
+                flags = flags + PREV16_FLAGS
             if recipe == "old":
                 longest = max(minutes)
                 runs = train(Path(tmp) / "old", longest, flags, tuple(minutes))

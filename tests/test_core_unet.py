@@ -25,7 +25,7 @@ def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch
     return model
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("preset", ["micro", "tiny", "small"])
 @pytest.mark.parametrize("size", [16, 24, 32, 48])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_output_shape_equals_input_shape(preset, size, channels):

@@ -280,3 +280,38 @@ def test_shipped_latent_model_decodes_with_the_shipped_autoencoder():
     z = sample(fn, ckpt.schedule, (2, 4, 8, 8), "ddim", steps=3, seed=0)
     x = space.decode(z)
     assert x.shape == (2, 3, 32, 32) and float(x.min()) >= -1 and float(x.max()) <= 1
+
+
+def _ink(images: torch.Tensor) -> torch.Tensor:
+    """Mean RGB (in [−1, 1]) of each image's pixels that stand out from its border's median colour."""
+    border = torch.cat([images[:, :, 0], images[:, :, -1], images[:, :, :, 0], images[:, :, :, -1]], dim=-1)
+    bg = border.median(dim=-1).values[:, :, None, None]
+    far = (images - bg).norm(dim=1, keepdim=True) > 0.5
+    return (images * far).sum(dim=(2, 3)) / far.sum(dim=(2, 3)).clamp(min=1)
+
+
+def test_shipped_text_model_draws_the_prompted_colour_through_the_cli(tmp_path, capsys):
+    """builtin:shapes is the text-to-image latent model: it embeds builtin:shapes-ae, and `sample --prompt` writes
+    32 px decoded pictures whose ink is the prompted colour."""
+    import numpy as np
+    from PIL import Image
+
+    from diffusion_studio.cli import main
+    from diffusion_studio.resources import resolve_model_spec
+
+    ckpt = load_checkpoint(resolve_model_spec("builtin:shapes"))
+    assert ckpt.model_config.text_encoder and space_from_checkpoint(ckpt).fingerprint == \
+        load_autoencoder("builtin:shapes-ae").fingerprint
+    inks = {}
+    for prompt in ("a red star", "a blue circle"):
+        out = tmp_path / prompt.replace(" ", "-")
+        assert main(["sample", "--model", "builtin:shapes", "--prompt", prompt, "--n", "4", "--steps", "10",
+                     "--out", str(out), "-q", "--precision", "fp32", "--seed", "1"]) == 0
+        files = sorted(out.glob("sample_*.png"))
+        assert len(files) == 4 and all(Image.open(f).size == (32, 32) for f in files)
+        x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32))
+                         .permute(2, 0, 1) / 127.5 - 1 for f in files])
+        inks[prompt] = _ink(x)
+    red, blue = inks["a red star"], inks["a blue circle"]
+    assert (red[:, 0] > red[:, 1] + 0.5).all() and (red[:, 0] > red[:, 2] + 0.5).all(), red
+    assert (blue[:, 2] > blue[:, 0] + 0.5).all(), blue

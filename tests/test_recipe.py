@@ -26,8 +26,9 @@ def test_natural_sizes():
 def test_small_images_get_a_larger_batch_and_learning_rate():
     small, big = recipe_for(SMALL_SIDE), recipe_for(SMALL_SIDE * 2)
     assert big == RECIPE and (small["batch"], small["lr"]) == (2 * RECIPE["batch"], 1.5 * RECIPE["lr"])
-    assert {k: v for k, v in small.items() if k not in ("batch", "lr")} == \
-        {k: v for k, v in RECIPE.items() if k not in ("batch", "lr")}
+    assert (small["model"], RECIPE["model"]) == ("micro", "tiny")
+    assert {k: v for k, v in small.items() if k not in ("batch", "lr", "model")} == \
+        {k: v for k, v in RECIPE.items() if k not in ("batch", "lr", "model")}
 
 
 def cli_trainer(tmp_path: Path, *extra: str):
@@ -53,7 +54,8 @@ def test_cli_and_gui_defaults_are_the_same_recipe(tmp_path, qtbot, settings, mon
 
     trainer = cli_trainer(tmp_path)
     cli = trainer.config
-    assert cli.steps is None and trainer.model.config.image_size == 8 and trainer.model.config.prediction == "eps"
+    mc = trainer.model.config
+    assert cli.steps is None and mc.image_size == 8 and mc.prediction == "eps" and mc.preset == "micro"
     digits = recipe_for(8)
     for field, key in SHARED.items():
         assert getattr(cli, field) == digits[key], field
@@ -71,12 +73,14 @@ def test_cli_and_gui_defaults_are_the_same_recipe(tmp_path, qtbot, settings, mon
         for field in SHARED:
             assert getattr(gui, field) == getattr(cli, field), field
         assert req.auto_batch and cli.batch_size == gui.batch_size == digits["batch"] == 128
+        assert req.preset == "micro"
         # the batch and lr follow the recipe when the size changes, unless the user set their own
         form = panel.form
         assert form_batch(panel) == ("auto (128)", 128)
         form = panel.form
         form.set_dataset_spec("builtin:shapes")
         assert (form.size_spin.value(), form.lr_edit.text(), form_batch(panel)) == (32, "0.002", ("auto (64)", 64))
+        assert form.preset_combo.currentData() == "tiny"
         form.lr_edit.setText("5e-4")
         form.set_dataset_spec("builtin:digits")
         assert (form.size_spin.value(), form.lr_edit.text(), form_batch(panel)) == (8, "5e-4", ("auto (128)", 128))

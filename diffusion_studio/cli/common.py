@@ -13,7 +13,7 @@ PROG = "diffusion-studio"
 
 # Mirrors of core's names, kept here so that --help and argument errors need no torch import (tests/test_cli.py
 # checks they match core.unet.PRESETS and core.schedule.KINDS).
-PRESET_NAMES = ("tiny", "small", "base", "ddpm-cifar")
+PRESET_NAMES = ("micro", "tiny", "small", "base", "ddpm-cifar")
 SCHEDULE_KINDS = ("linear", "cosine", "sigmoid", "quadratic")
 BETA_RANGE_KINDS = ("linear", "quadratic", "sigmoid")
 

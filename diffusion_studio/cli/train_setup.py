@@ -177,8 +177,8 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     from . import latent_setup
 
     space = latent_setup.load_space(args)
-    preset = _pick(args.model, "model")
     size = latent_setup.image_size(space, args.size, natural_size(args.data))
+    preset = _pick(args.model, "model", size)
     unet_size, _ = latent_setup.unet_shape(space, size, args.channels or 3)
     try:
         preset_config(preset, unet_size, args.channels or 3)

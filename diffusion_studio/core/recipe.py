@@ -22,9 +22,10 @@ PREVIOUS: dict[str, Any] = dict(
 )
 # Images of SMALL_SIDE px or less: a step's fixed costs (dozens of small kernels, the optimizer, the EMA) outweigh
 # its arithmetic, so a larger batch trains more images per second (the tiny UNet at 8 px, 2 threads, AVX2 fp32:
-# 505 img/s at batch 64, 699 at 128), with a learning rate raised to match (bench/RESULTS.md §9).
+# 505 img/s at batch 64, 699 at 128), with a learning rate raised to match; and the narrower micro UNet (0.28M
+# parameters, 2.1× tiny's images/s there) reaches better samples in the same minutes (bench/RESULTS.md §9).
 SMALL_SIDE = 8
-SMALL_IMAGES: dict[str, Any] = dict(batch=128, lr=3e-3)
+SMALL_IMAGES: dict[str, Any] = dict(batch=128, lr=3e-3, model="micro")
 DEFAULT_SIZE = 32
 # The digits are 8×8 (sklearn's 16 grey levels): trained as they are, not upscaled (2.5× the images per second of
 # 16 px and better samples in the same minutes, bench/RESULTS.md §9). Shapes are drawn at any size; 32 shows them.

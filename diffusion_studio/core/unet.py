@@ -107,6 +107,8 @@ class UNetConfig:
 # Presets: attention resolutions are given relative to the image size ("at 1/2 of the input side"), so every
 # preset works at every valid size instead of the 64×64-only attention of the code the seeds quote.
 PRESETS: dict[str, dict[str, Any]] = {
+    # ≈ 0.28M parameters: 8 px images (the digits) on a CPU, the fastest to good samples there (bench/RESULTS.md §9).
+    "micro": dict(base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1, attn_fractions=(4,), groups=8, num_heads=4),
     # ≈ 1.1M parameters: 16–32 px on a CPU in minutes.
     "tiny": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_fractions=(4,), groups=8, num_heads=4),
     # ≈ 6.5M: 32–64 px.
@@ -118,6 +120,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        num_heads=1, dropout=0.1),
 }
 PRESET_NOTES = {
+    "micro": "≈0.28M parameters, 8 px (the digits' default), the quickest to good samples on a CPU",
     "tiny": "≈1.1M parameters, 16–32 px, trains on a CPU in minutes",
     "small": "≈6.5M parameters, 32–64 px",
     "base": "≈17M parameters, 64 px",

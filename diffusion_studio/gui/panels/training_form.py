@@ -65,6 +65,7 @@ class TrainingForm(QWidget):
         for i, name in enumerate(PRESETS):
             self.preset_combo.addItem(name, name)
             self.preset_combo.setItemData(i, PRESET_NOTES.get(name, ""), 3)
+        self.preset_combo.setCurrentIndex(self.preset_combo.findData(RECIPE["model"]))
         self.preset_combo.setToolTip("Size of the UNet ε_θ(x_t, t): " + "; ".join(f"{k}: {v}" for k, v in PRESET_NOTES.items()))
         self.batch_spin = _spin(1, 100_000, DEFAULTS.batch_size, "batchSpin",
                                 "Images per optimisation step; each gets its own random t and noise ε")
@@ -235,6 +236,8 @@ class TrainingForm(QWidget):
             same_lr = False
         if same_lr:
             self.lr_edit.setText(f"{new['lr']:g}")
+        if self.preset_combo.currentData() == old["model"]:
+            self.preset_combo.setCurrentIndex(self.preset_combo.findData(new["model"]))
 
     def _on_index(self, index: int) -> None:
         if self.dataset_combo.itemData(index) == FOLDER:
@@ -314,7 +317,8 @@ class TrainingForm(QWidget):
         if spec.startswith("builtin:") and self.dataset_combo.findData(spec) >= 0:
             self.set_dataset_spec(spec)
         self.size_spin.setValue(setting("image_size", self.size_spin.value(), int))
-        self.preset_combo.setCurrentIndex(max(0, self.preset_combo.findData(setting("preset", "tiny", str))))
+        self.preset_combo.setCurrentIndex(max(0, self.preset_combo.findData(
+            setting("preset", self.preset_combo.currentData(), str))))
         self.batch_spin.setValue(setting("batch_size", self.batch_spin.value(), int))
         self.lr_edit.setText(setting("lr", self.lr_edit.text(), str))
         self.steps_spin.setValue(setting("steps", self.steps_spin.value(), int))
