@@ -11,6 +11,11 @@ its learning rate over its budget, so each budget is its own run; the old one ke
 Each model then draws 256 DDIM-50 samples, scored by the shipped digit classifier (confident = softmax > 0.8, all ten
 digits, max/min class count) and the offline FID in its feature space. Goal (issue 14): after 5 minutes, ≥ 90 %
 confident, all ten digits, max/min ≤ 2.5.
+
+The issue's end-to-end check scores what the CLI itself writes (its own sampler defaults, no clipping):
+    diffusion-studio train --data builtin:digits --minutes 5 --out RUN
+    diffusion-studio sample --model RUN --n 256 --out DIR
+    python bench/time_to_quality.py --score-dir DIR
 """
 from __future__ import annotations
 
@@ -82,6 +87,22 @@ def train(out: Path, minutes: float, flags: list[str], snapshots: tuple[float, .
 def score(path: Path, n: int, seed: int) -> dict:
     ckpt = load_checkpoint(path)
     x, wall = draw(ckpt, "ddim", 50, n, seed, 256, True, "fp32")
+    return judge(x, wall)
+
+
+def read_pngs(folder: Path) -> torch.Tensor:
+    """The greyscale PNGs `diffusion-studio sample --out DIR` wrote, as a (N, 1, H, W) batch in [−1, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted(Path(folder).glob("sample_*.png"))
+    if not files:
+        raise SystemExit(f"{folder}: no sample_*.png files")
+    return torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("L"), dtype=np.float32))[None] / 127.5 - 1
+                        for f in files])
+
+
+def judge(x: torch.Tensor, wall: float = 0.0) -> dict:
     if x.shape[-1] != 16:  # judged at the classifier's 16 px, resized as the dataset itself is (bicubic up, area down)
         mode = "bicubic" if x.shape[-1] < 16 else "area"
         x = torch.nn.functional.interpolate(x, size=(16, 16), mode=mode).clamp(-1, 1)
@@ -105,7 +126,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--emulate-avx2", action="store_true", help="limit oneDNN/ATen to AVX2 and use fp32")
     ap.add_argument("--json")
+    ap.add_argument("--score-dir", metavar="DIR", help="only score the PNGs `diffusion-studio sample --out DIR` wrote "
+                    "(the issue's end-to-end check: train --minutes 5, then sample --n 256)")
     args = ap.parse_args()
+    if args.score_dir:
+        s = judge(read_pngs(Path(args.score_dir)))
+        print(f"{args.score_dir}: {len(read_pngs(Path(args.score_dir)))} samples  FID {s['fid']:.2f}  confident "
+              f"{s['confident']:.1%}  digits {s['classes']}  max/min {s['max_min']}  {s['counts']}")
+        return 0
     from common import header
 
     info = header("time_to_quality: builtin:digits, DDIM-50 × 256, digit classifier + FID")
