@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from diffusion_studio import cli
+from diffusion_studio.core.recipe import recipe_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,7 +46,8 @@ def test_default_batch_becomes_the_dataset_size_with_one_line(tmp_path):
     code, out, err = run_cli(tmp_path, "train", "--data", str(data), *TINY, "--out", "run")
     assert code == 0, err
     lines = [ln for ln in out.splitlines() if ln.startswith("batch")]
-    assert len(lines) == 1 and "batch     7" in lines[0] and "default batch 64" in lines[0], out
+    default = recipe_for(8)["batch"]  # the recipe's batch for 8-px images
+    assert len(lines) == 1 and "batch     7" in lines[0] and f"default batch {default}" in lines[0], out
     manifest = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
     assert manifest["train"]["batch_size"] == 7 and manifest["step"] == 2
 
