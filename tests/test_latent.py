@@ -264,6 +264,24 @@ def test_cli_text_conditioned_latent_model_samples_a_prompt(tmp_path, capsys):
     assert main(["info", str(run)]) == 0
     said = capsys.readouterr().out
     assert "space      latent" in said and "prompts through" in said
+    # the app's sampling worker: per-word maps laid over the DECODED pictures (16 px here, not the 4-px latent), and
+    # the Attention tab's "sample" tile is that picture, not an empty one
+    import numpy as np
+
+    from diffusion_studio.gui.panels.sampling_frames import SamplingJob, load_factory, sampling_factory
+    from diffusion_studio.gui.panels.sampling_text import crop
+
+    gen = load_factory(run / "checkpoint.json", "run", "cpu")()
+    try:
+        next(gen)
+    except StopIteration as stop:
+        loaded = stop.value
+    job = SamplingJob(steps=2, n_images=2, every=1, clip_x0=False, prompt="a red star", guidance=3.0)
+    frames = [f for f in sampling_factory(loaded, job, precision="fp32")() if getattr(f, "attention", None)]
+    last = frames[-1]
+    assert last.attention.words == ["a", "red", "star"] and last.attention.maps.shape == (2, 3, 16, 16)
+    tile = crop(last.x0, 1, last.attention.maps.shape[-1])
+    assert tile.shape == (16, 16, 3) and np.array_equal(tile, last.x0[2:18, 20:36])
 
 
 def test_shipped_latent_model_decodes_with_the_shipped_autoencoder():

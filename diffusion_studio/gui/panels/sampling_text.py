@@ -60,7 +60,10 @@ def with_attention(frames: Iterator, loaded, words: list[str] | None, n_images: 
     if words is None:
         yield from frames
         return
-    size = loaded.model.config.image_size
+    from .sampling_latent import latent_space_of
+
+    space = latent_space_of(loaded)  # a latent model's maps are laid over its decoded pictures: upsample to their size
+    size = space.config.image_size if space is not None else loaded.model.config.image_size
     keep = [i for i, w in enumerate(words) if w not in SPECIAL]
     with AttentionRecorder(loaded.model) as rec:
         for item in frames:
