@@ -1,6 +1,7 @@
 """Shared test set-up: offscreen Qt, settings kept off disk, and a guard that fails tests leaving threads or timers."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -161,6 +162,8 @@ def no_leftover_threads_or_timers(request):
         t.join(timeout=5)
     alive = [t.name for t in leftover if t.is_alive()]
     assert not alive, f"test left Python threads running: {alive}"
+    if "qtbot" in request.fixturenames:  # the test's Qt wrappers die here, on the GUI thread, not in a later
+        gc.collect()                     # test's worker thread (a collection there can deadlock against Qt)
 
 
 # ---- the digits and their shipped feature network (test_features, test_fid) -------------------------------------

@@ -6,6 +6,7 @@ on the generator then runs its ``finally`` blocks, which is where a training run
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import traceback
@@ -105,6 +106,10 @@ class WorkerPool(QObject):
         self._workers: list[GeneratorWorker] = []
 
     def start(self, worker: GeneratorWorker) -> GeneratorWorker:
+        # Collect garbage here, on the GUI thread: left for later, a collection that the worker's own allocations
+        # trigger would destroy closed windows' Qt wrappers in the worker thread, which can deadlock against the GUI
+        # thread (seen in a test run: the worker stuck in copy.deepcopy while the GUI thread waited for it).
+        gc.collect()
         self._workers.append(worker)
         worker.finished.connect(self._on_finished)  # a bound slot of a GUI-thread object: queued to this thread
         worker.start()
