@@ -264,9 +264,11 @@ def test_a_running_train_owns_its_folder_and_sighup_saves(tmp_path, capsys):
     """While a CLI `train` runs, a second `train` and a save from this process (as the GUI's Save would) are refused,
     naming the running process; SIGHUP (the terminal closed) then saves like SIGTERM, and the lock goes with it."""
     out = tmp_path / "r"
+    # (SIGHUP restored in the child: under nohup it inherits SIG_IGN, which `train` rightly leaves ignored)
     proc = subprocess.Popen([sys.executable, "-m", "diffusion_studio", *TRAIN, "--steps", "100000",
                              "--checkpoint-every", "0", "--out", str(out)], env=_env(), stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         for line in proc.stderr:
             if line.startswith("step "):
