@@ -101,12 +101,15 @@ def grid(x):
 
 # The panel samples with precision "auto" (bf16 autocast on CPUs with bf16 instructions, fp32 elsewhere): the
 # independent reference runs the core sampler with the same arithmetic.
-PANEL_PRECISION = resolve_precision("auto", torch.device("cpu"))
+# Resolved when a reference is built, after the panel's run — not at import: collection imports every test module
+# first, and another module's calibrate.forget() in between would let the panel measure (and choose) afresh.
+def panel_precision() -> str:
+    return resolve_precision("auto", torch.device("cpu"))
 
 
 def independent_model(path):
     ckpt = load_checkpoint(path)
-    return ckpt, model_fn(ckpt.build_model("cpu"), "cpu", PANEL_PRECISION)
+    return ckpt, model_fn(ckpt.build_model("cpu"), "cpu", panel_precision())
 
 
 def close(a, b):
@@ -415,7 +418,7 @@ def test_class_conditional_controls_and_labels(panel, qtbot, tmp_path):
     job = panel.job
     assert job.label == 1 and job.guidance == 3.0 and job.clip_x0
     ckpt = load_checkpoint(path)
-    fn = model_fn(ckpt.build_model("cpu"), "cpu", PANEL_PRECISION, labels=torch.tensor([1, 1]), guidance=3.0)
+    fn = model_fn(ckpt.build_model("cpu"), "cpu", panel_precision(), labels=torch.tensor([1, 1]), guidance=3.0)
     want = sample(fn, ckpt.schedule, (2, 1, SIZE, SIZE), "ddim", steps=2, seed=4, clip_x0=True)
     assert close(panel.frames[-1].x, grid(want))
     assert sampling_frames.job_labels(job.__class__(label=-1, n_images=5), 3).tolist() == [0, 1, 2, 0, 1]
