@@ -17,6 +17,7 @@ CLIP_TIP = ("Clamp the predicted x̂₀ to the data range [−1, 1] before takin
 CLIP_LATENT_TIP = ("Off for a latent model: its x̂₀ is a scaled latent (std ≈ 1, no [−1, 1] range), which clipping "
                    "would crush; the decoder's pictures are clamped instead")
 
+
 class SamplerControls(QGroupBox):
     """The form that describes one sampling run; ``job()`` reads it as a SamplingJob."""
 
