@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from diffusion_studio.core.checkpoint import load_checkpoint  # noqa: E402
 from diffusion_studio.core.eps import model_fn  # noqa: E402
-from diffusion_studio.core.features import train_feature_net  # noqa: E402
+from diffusion_studio.core.features import load_feature_net, save_feature_net, train_feature_net  # noqa: E402
 from diffusion_studio.core.latent import PixelSpace, space_from_checkpoint  # noqa: E402
 from diffusion_studio.core.fid import compute_fid  # noqa: E402
 from diffusion_studio.core.samplers import sample  # noqa: E402
@@ -85,9 +85,15 @@ def shapes_report(args) -> dict:
     size = space.config.image_size if space.is_latent else model.config.image_size
     t0 = time.perf_counter()
     train_set, test_set = shapes(size, 3, n=args.judge_n, seed=101), shapes(size, 3, n=1000, seed=202)
-    judge, metrics = train_feature_net(train_set.batch(torch.arange(len(train_set))), train_set.labels,
-                                       epochs=args.judge_epochs, seed=0, class_names=list(SHAPE_CLASSES),
-                                       feature_dim=32)  # 32-d: FID over a few hundred samples stays full-rank
+    cache = Path(args.judge_cache) if args.judge_cache else None
+    if cache is not None and cache.exists():  # the same judge for several models' reports, trained once
+        judge, metrics = load_feature_net(cache), {"seconds": 0.0}
+    else:
+        judge, metrics = train_feature_net(train_set.batch(torch.arange(len(train_set))), train_set.labels,
+                                           epochs=args.judge_epochs, seed=0, class_names=list(SHAPE_CLASSES),
+                                           feature_dim=32)  # 32-d: FID over a few hundred samples stays full-rank
+        if cache is not None:
+            save_feature_net(judge, cache, {"judge_n": args.judge_n, "epochs": args.judge_epochs, "size": size})
     real = test_set.batch(torch.arange(len(test_set)))
     with torch.no_grad():
         real_shape_acc = float((judge.logits(real).argmax(1) == test_set.labels).float().mean())
@@ -185,6 +191,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=90)
     p.add_argument("--judge-n", type=int, default=3000)
     p.add_argument("--judge-epochs", type=int, default=12)
+    p.add_argument("--judge-cache", help="load the shape judge from this folder, or train it and save it there")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--digits-model", help="a text-conditioned digits model to score with 'the digit K' prompts")
     p.add_argument("--digits-w", type=lambda s: [float(v) for v in s.split(",")], default=[3.0])

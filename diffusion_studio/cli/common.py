@@ -88,6 +88,16 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def px_list(text: str) -> tuple[int, ...]:
+    """'8,4' → (8, 4): distinct positive whole numbers, largest first."""
+    one = int_at_least(1)
+    parts = [x.strip() for x in text.split(",")]
+    if not all(parts) or len(parts) > 16:
+        raise argparse.ArgumentTypeError(f"expected 1 to 16 whole numbers separated by commas, got {text!r}")
+    return tuple(sorted({one(x) for x in parts}, reverse=True))
+
+
+px_list.__name__ = "list of resolutions"
 POSITIVE = int_at_least(1)
 # torch's thread pool crashes far below 65536 threads; more threads than 4× the cores only slow a run down.
 MAX_THREADS = max(256, 4 * (os.cpu_count() or 1))

@@ -24,8 +24,9 @@ def prepare_captions(ds) -> None:
     echo(f"captions  {len(distinct)} distinct, e.g. {shown}")
 
 
-def text_model_config(model_config):
-    """The preset's config with cross-attention and the pooled caption, for the installed default encoder."""
+def text_model_config(model_config, cross_attn: tuple[int, ...] | None = None):
+    """The preset's config with cross-attention (at the preset's default resolutions, or at cross_attn) and the
+    pooled caption, for the installed default encoder."""
     from ..core.conditioning import with_text
     from ..core.text import DEFAULT_ENCODER, EncoderMissing, get_encoder
 
@@ -33,7 +34,10 @@ def text_model_config(model_config):
         encoder = get_encoder(DEFAULT_ENCODER)
     except EncoderMissing as e:
         raise CliError(f"argument --text: {e}") from None
-    return with_text(model_config, encoder.name, encoder.dim)
+    try:
+        return with_text(model_config, encoder.name, encoder.dim, resolutions=cross_attn)
+    except ValueError as e:
+        raise UsageError(f"argument --cross-attn: {e}") from None
 
 
 def add_caption_info(trainer) -> None:

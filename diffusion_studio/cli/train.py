@@ -16,7 +16,7 @@ from typing import Any, Callable
 from .. import __version__
 from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS,
                      THREADS_HELP, UNIT_HALF_OPEN, UNIT_OPEN, CliError, Lines, Stopped, add_command, echo,
-                     fmt_duration, int_at_least, make_bar, out_folder, plural, set_threads, wants_bar,
+                     fmt_duration, int_at_least, make_bar, out_folder, plural, px_list, set_threads, wants_bar,
                      write_text_atomic)
 from .runstate import run_history
 from .latent_setup import add_latent_option
@@ -59,6 +59,10 @@ def add_train_parser(sub, common) -> None:
                    help="condition on the data's captions through the frozen text encoder all-MiniLM-L6-v2 "
                         "(builtin:shapes/digits caption themselves; folders: metadata.jsonl/.csv, NAME.txt or "
                         "subfolder names); sample with --prompt")
+    g.add_argument("--cross-attn", type=px_list, metavar="PX[,PX]",
+                   help="with --text: the resolutions, in px of the grid the UNet denoises (the latent's for a "
+                        "latent model), whose blocks cross-attend to the caption's tokens; the bottleneck always "
+                        "does (default: half and a quarter of the grid)")
     g.add_argument("--p-uncond", type=UNIT_HALF_OPEN, metavar="P",
                    help="probability of dropping a caption/label to the null condition ∅ in training, which "
                         "classifier-free guidance needs (default: 0.1)")

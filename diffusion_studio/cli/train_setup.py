@@ -202,6 +202,8 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     )
     if args.p_uncond is not None:
         cfg.p_uncond = args.p_uncond
+    if args.cross_attn is not None and not cfg.text:
+        raise UsageError("argument --cross-attn: needs --text (cross-attention listens to a caption's tokens)")
     if cfg.text and cfg.class_conditional:
         raise UsageError("argument --text: not with --class-conditional (a caption already says the class)")
     _validate_config(cfg)
@@ -221,7 +223,7 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     latent_setup.check_channels(space, ds)
     model_config = preset_config(preset, *latent_setup.unet_shape(space, size, ds.channels), num_classes)
     if cfg.text:
-        model_config = text_model_config(model_config)
+        model_config = text_model_config(model_config, args.cross_attn)
     model_config.prediction = _pick(args.prediction, "prediction")
 
     if args.overwrite and out.is_dir():
@@ -265,6 +267,9 @@ def setup_resume(args, out: Path, ckpt_path: Path):
           "class conditioning" if stored.get("class_conditional") else "no class conditioning")
     _same("--text", args.text, bool(stored.get("text")), "captions" if stored.get("text") else "no captions")
     _same("--seed", args.seed, stored.get("seed"))
+    if args.cross_attn is not None:
+        _same("--cross-attn", args.cross_attn, tuple(mc.cross_attn_resolutions),
+              ",".join(map(str, mc.cross_attn_resolutions)) or "no cross-attention")
     _same("--prediction", args.prediction, mc.prediction)
     if any(v is not None for v in (args.schedule, args.T, args.beta_start, args.beta_end)):
         kind = args.schedule or sched.kind

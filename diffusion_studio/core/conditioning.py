@@ -53,9 +53,24 @@ def _pad(c: Context, n: int) -> Context:
     return c._replace(tokens=F.pad(c.tokens, (0, 0, 0, extra)), mask=F.pad(c.mask, (0, extra), value=False))
 
 
-def with_text(config, encoder: str, context_dim: int, fractions: tuple[int, ...] = (2, 4)):
-    """A UNetConfig with text conditioning: cross-attention at image_size / f for each f in fractions."""
-    res = tuple(sorted({max(1, config.image_size // f) for f in fractions}, reverse=True))
+def level_resolutions(config) -> tuple[int, ...]:
+    """The grid side at each level of a UNetConfig, largest first: where attention blocks can sit."""
+    return tuple(config.image_size >> k for k in range(len(config.channel_mults)))
+
+
+def with_text(config, encoder: str, context_dim: int, fractions: tuple[int, ...] = (2, 4),
+              resolutions: tuple[int, ...] | None = None):
+    """A UNetConfig with text conditioning: cross-attention at image_size / f for each f in fractions, or at the
+    given resolutions (each one of the config's level_resolutions; ValueError otherwise)."""
+    if resolutions is None:
+        res = tuple(sorted({max(1, config.image_size // f) for f in fractions}, reverse=True))
+    else:
+        levels = level_resolutions(config)
+        wrong = [r for r in resolutions if r not in levels]
+        if wrong or not resolutions:
+            raise ValueError(f"cross-attention can sit at {', '.join(f'{r} px' for r in levels)} (the levels of "
+                             f"this {config.image_size}-px UNet), not at {', '.join(f'{r} px' for r in wrong)}")
+        res = tuple(sorted(set(resolutions), reverse=True))
     return dataclasses.replace(config, text_encoder=encoder, context_dim=int(context_dim), cross_attn_resolutions=res)
 
 
