@@ -114,6 +114,17 @@ def _report_failures(failures: dict, n: int) -> int:
                    f"(the last checkpoint is kept)")
 
 
+def _leave_together(ctx) -> None:
+    """After a run that ended well on this rank: wait at a barrier until every rank is done (rank 0 writes the last
+    checkpoint), so no process tears down its gloo/NCCL connections while a peer still uses them — a peer that
+    vanishes under a live process group can abort that process from the backend's own threads. A barrier that fails
+    (a peer that already died) changes nothing: this rank's work is done and its outcome stands."""
+    try:
+        ctx.barrier()
+    except Exception:  # noqa: BLE001 - see above
+        pass
+
+
 @contextlib.contextmanager
 def distributed_run(args) -> Iterator:
     """This process's part of the run: joins torchrun's process group (if any) for the block, keeps the other
@@ -132,6 +143,8 @@ def distributed_run(args) -> Iterator:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - restored below
     try:
         yield ctx
+        if ctx.active:
+            _leave_together(ctx)
     except Stopped as e:
         if not ctx.is_main:  # rank 0 says where the checkpoint went; the others just say they stopped
             raise Stopped(e.code, f"rank {ctx.rank}: stopped") from None
