@@ -55,7 +55,7 @@ def _pad(c: Context, n: int) -> Context:
 
 def level_resolutions(config) -> tuple[int, ...]:
     """The grid side at each level of a UNetConfig, largest first: where attention blocks can sit."""
-    return tuple(config.image_size >> k for k in range(len(config.channel_mults)))
+    return tuple(config.image_size >> k for k in range(config.levels))
 
 
 def with_text(config, encoder: str, context_dim: int, fractions: tuple[int, ...] = (2, 4),
