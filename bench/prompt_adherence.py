@@ -84,11 +84,12 @@ def shapes_report(args) -> dict:
     space = space_from_checkpoint(ckpt)  # pixels, or the latent model's own autoencoder
     size = space.config.image_size if space.is_latent else model.config.image_size
     t0 = time.perf_counter()
-    train_set, test_set = shapes(size, 3, n=args.judge_n, seed=101), shapes(size, 3, n=1000, seed=202)
+    test_set = shapes(size, 3, n=1000, seed=202)
     cache = Path(args.judge_cache) if args.judge_cache else None
     if cache is not None and cache.exists():  # the same judge for several models' reports, trained once
         judge, metrics = load_feature_net(cache), {"seconds": 0.0}
     else:
+        train_set = shapes(size, 3, n=args.judge_n, seed=101)
         judge, metrics = train_feature_net(train_set.batch(torch.arange(len(train_set))), train_set.labels,
                                            epochs=args.judge_epochs, seed=0, class_names=list(SHAPE_CLASSES),
                                            feature_dim=32)  # 32-d: FID over a few hundred samples stays full-rank

@@ -81,7 +81,7 @@ def test_a_prompt_for_an_unconditional_model_or_a_missing_encoder_is_one_line(te
     assert len(err) == 1 and "an-encoder-nobody-installed" in err[0] and "not have" in err[0]
 
 
-def test_cross_attention_resolutions_are_chosen_recorded_and_kept_on_resume(text_run, tmp_path, capsys):
+def test_cross_attention_resolutions_are_chosen_recorded_and_kept_on_resume(text_run, tmp_path, capsys, monkeypatch):
     from diffusion_studio.core.checkpoint import load_checkpoint
     from diffusion_studio.core.unet import CrossAttnBlock
 
@@ -89,22 +89,18 @@ def test_cross_attention_resolutions_are_chosen_recorded_and_kept_on_resume(text
     pics, run = text_run.parent / "pics", tmp_path / "run"
     base = ["train", "--data", str(pics), "--size", "8", "--model", "tiny", "--text", "--steps", "2", "--batch", "4",
             "--T", "20", "--precision", "fp32", "--device", "cpu", "--quiet"]
-    mp = pytest.MonkeyPatch()
-    mp.setattr(text, "DEFAULT_ENCODER", StubEncoder.name)
-    try:
-        assert cli.main([*base, "--cross-attn", "2,8,4", "--out", str(run)]) == 0
-        model = load_checkpoint(run).build_model("cpu")
-        # A tiny UNet at 8 px has one block per level down, two up, plus the bottleneck's: 3 + 6 + 1 at 8, 4, 2 px.
-        assert model.config.cross_attn_resolutions == (8, 4, 2)
-        assert sum(isinstance(m, CrossAttnBlock) for m in model.modules()) == 10
-        capsys.readouterr()
-        for argv, message in [
-            ([*base, "--cross-attn", "8,3", "--out", str(tmp_path / "x")], "can sit at 8 px, 4 px, 2 px"),
-            ([a for a in base if a != "--text"] + ["--cross-attn", "8", "--out", str(tmp_path / "y")], "needs --text"),
-            (["train", "--out", str(run), "--resume", "--steps", "3", "--cross-attn", "4,2"], "trained with 8,4,2"),
-        ]:
-            assert cli.main(argv) == 2
-            err = capsys.readouterr().err.strip().splitlines()
-            assert len(err) == 1 and "argument --cross-attn: " in err[0] and message in err[0], err
-    finally:
-        mp.undo()
+    monkeypatch.setattr(text, "DEFAULT_ENCODER", StubEncoder.name)
+    assert cli.main([*base, "--cross-attn", "2,8,4", "--out", str(run)]) == 0
+    model = load_checkpoint(run).build_model("cpu")
+    # A tiny UNet at 8 px has one block per level down, two up, plus the bottleneck's: 3 + 6 + 1 at 8, 4, 2 px.
+    assert model.config.cross_attn_resolutions == (8, 4, 2)
+    assert sum(isinstance(m, CrossAttnBlock) for m in model.modules()) == 10
+    capsys.readouterr()
+    for argv, message in [
+        ([*base, "--cross-attn", "8,3", "--out", str(tmp_path / "x")], "can sit at 8 px, 4 px, 2 px"),
+        ([a for a in base if a != "--text"] + ["--cross-attn", "8", "--out", str(tmp_path / "y")], "needs --text"),
+        (["train", "--out", str(run), "--resume", "--steps", "3", "--cross-attn", "4,2"], "trained with 8,4,2"),
+    ]:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "argument --cross-attn: " in err[0] and message in err[0], err

@@ -68,8 +68,9 @@ def with_text(config, encoder: str, context_dim: int, fractions: tuple[int, ...]
         levels = level_resolutions(config)
         wrong = [r for r in resolutions if r not in levels]
         if wrong or not resolutions:
+            where = f"not at {', '.join(f'{r} px' for r in wrong)}" if wrong else "at least one of them"
             raise ValueError(f"cross-attention can sit at {', '.join(f'{r} px' for r in levels)} (the levels of "
-                             f"this {config.image_size}-px UNet), not at {', '.join(f'{r} px' for r in wrong)}")
+                             f"this {config.image_size}-px UNet), {where}")
         res = tuple(sorted(set(resolutions), reverse=True))
     return dataclasses.replace(config, text_encoder=encoder, context_dim=int(context_dim), cross_attn_resolutions=res)
 
