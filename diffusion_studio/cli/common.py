@@ -158,6 +158,21 @@ def add_command(sub, common, name: str, help: str, description: str, epilog: str
 
 
 # ---- messages -------------------------------------------------------------------------------------------------------
+def terminal_safe(text: str) -> str:
+    """``text`` with control, format and bidirectional characters written as escapes (\\x1b, \\u202e), so that
+    text from a file (a caption, a name) cannot move the cursor, recolour the terminal or reorder what is shown."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():  # bidi marks and overrides are format characters (Cf): not printable
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
 def one_line(text: object, limit: int = 600) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -165,12 +180,12 @@ def one_line(text: object, limit: int = 600) -> str:
 
 def say(message: str) -> None:
     """One line on stderr, prefixed with the program's name."""
-    print(f"{PROG}: {one_line(message)}", file=sys.stderr, flush=True)
+    print(terminal_safe(f"{PROG}: {one_line(message)}"), file=sys.stderr, flush=True)
 
 
 def echo(message: str = "") -> None:
-    """One line of the command's report on stdout."""
-    print(message, flush=True)
+    """One line of the command's report on stdout (control and bidi characters escaped)."""
+    print("\n".join(terminal_safe(line) for line in message.split("\n")), flush=True)
 
 
 def fmt_duration(seconds: float | None) -> str:

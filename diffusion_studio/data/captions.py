@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -76,18 +77,22 @@ def digit_captions(labels, seed: int = 0) -> list[str]:
 
 
 # ---- folders ---------------------------------------------------------------------------------------------------------
-def _read_text(path: Path, limit: int) -> str:
+def _read_text(path: Path, limit: int, root: Path) -> str:
+    """The text of a caption file: a regular file inside ``root`` (a symbolic link may point elsewhere inside it,
+    never out of it), at most ``limit`` bytes, UTF-8."""
+    from ..core.safeio import read_regular
+
     try:
-        with open(path, "rb") as f:
-            raw = f.read(limit + 1)
-    except OSError as e:
-        raise DataError(path, f"cannot read ({e.strerror or e})") from None
-    if len(raw) > limit:
-        raise DataError(path, f"larger than {limit >> 10} KB; not read")
+        real, top = os.path.realpath(path), os.path.realpath(root)
+    except (OSError, ValueError) as e:
+        raise DataError(path, f"cannot read ({e})") from None
+    if os.path.commonpath([real, top]) != top:
+        raise DataError(path, "a symbolic link that leads out of the data folder; not read")
+    raw = read_regular(path, limit, error=DataError, what="caption file")
     try:
         return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(path, "not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text (byte {e.start})") from None
 
 
 def _caption(value, where: str) -> str:
@@ -99,12 +104,12 @@ def _caption(value, where: str) -> str:
     return text
 
 
-def _metadata_rows(path: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+def _metadata_rows(path: Path, root: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
     """[(where, file_name, text)] from metadata.jsonl or metadata.csv, and one line per unusable row."""
     problems: list[str] = []
     rows: list[tuple[str, str, str]] = []
     try:
-        text = _read_text(path, MAX_CAPTION_FILE)
+        text = _read_text(path, MAX_CAPTION_FILE, root)
     except DataError as e:
         return rows, [str(e)]
     if path.suffix == ".jsonl":
@@ -166,10 +171,10 @@ def folder_captions(root: str | Path, sources: Sequence[str]) -> tuple[list[str]
     for folder in folders:
         for name in ("metadata.jsonl", "metadata.csv"):
             meta = root / folder / name
-            if meta in seen_meta or not meta.is_file():
+            if meta in seen_meta or not os.path.lexists(meta):
                 continue
             seen_meta.add(meta)
-            rows, bad = _metadata_rows(meta)
+            rows, bad = _metadata_rows(meta, root)
             problems += [f"{folder}/{p}" if folder != "." else p for p in bad]
             for where, file_name, text in rows:
                 rel = (Path(folder) / file_name).as_posix() if folder != "." else Path(file_name).as_posix()
@@ -181,9 +186,9 @@ def folder_captions(root: str | Path, sources: Sequence[str]) -> tuple[list[str]
         if captions[i] is not None:
             continue
         side = (root / src).with_suffix(".txt")
-        if side.is_file():
+        if os.path.lexists(side):
             try:
-                captions[i] = _caption(_read_text(side, MAX_SIDECAR), side.name)
+                captions[i] = _caption(_read_text(side, MAX_SIDECAR, root), side.name)
             except (DataError, ValueError) as e:
                 problems.append(str(e))
             if captions[i] is not None:
