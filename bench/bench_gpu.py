@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import footer, header, save_json, stats  # noqa: E402
 
-from diffusion_studio.core.samplers import sample  # noqa: E402
-from diffusion_studio.core.schedule import NoiseSchedule  # noqa: E402
-from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer, model_fn  # noqa: E402
-from diffusion_studio.core.unet import UNet, count_parameters, preset_config  # noqa: E402
+from diffusion_studio.core.diffusion.samplers import sample  # noqa: E402
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
+from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer, model_fn  # noqa: E402
+from diffusion_studio.core.nets.unet import UNet, count_parameters, preset_config  # noqa: E402
 
 TPU_IMG_S = 21 * 128          # Ho et al. 2020, TPU v3-8
 TPU_DDPM_256_S = 17.0         # 256 samples, 1000 steps, same TPU

@@ -18,11 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import footer, header, save_json, stats, timeit  # noqa: E402
 
-from diffusion_studio.core.device import cpu_supports_bf16, resolve_precision  # noqa: E402
-from diffusion_studio.core.samplers import sample, sample_frames  # noqa: E402
-from diffusion_studio.core.schedule import NoiseSchedule  # noqa: E402
-from diffusion_studio.core.training import model_fn  # noqa: E402
-from diffusion_studio.core.unet import UNet, count_parameters, preset_config  # noqa: E402
+from diffusion_studio.core.runtime.device import cpu_supports_bf16, resolve_precision  # noqa: E402
+from diffusion_studio.core.diffusion.samplers import sample, sample_frames  # noqa: E402
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
+from diffusion_studio.core.train.trainer import model_fn  # noqa: E402
+from diffusion_studio.core.nets.unet import UNet, count_parameters, preset_config  # noqa: E402
 
 GOAL_S = 2.5
 
@@ -48,7 +48,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.repeats = 1
-    from diffusion_studio.gui.panels.sampling_frames import SamplingJob, record  # Qt-free enough: imports PySide6
+    from diffusion_studio.jobs.sampling import SamplingJob, record  # Qt-free enough: imports PySide6
 
     info = header(f"bench_sample: DDIM-{args.steps}, {args.n} images {args.size}×{args.size}×3, {args.preset} preset")
     schedule = NoiseSchedule.create("linear", 1000)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (ROOT, footer, header, make_window, ms, save_json, start_gui_training, stats,  # noqa: E402
                     stop_gui_training, timeit, wait_until, close_window)
 
-from diffusion_studio.core.forward import ForwardScrubber  # noqa: E402
-from diffusion_studio.core.schedule import NoiseSchedule  # noqa: E402
+from diffusion_studio.core.diffusion.forward import ForwardScrubber  # noqa: E402
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
 
 GOAL_KERNEL_S = 1.5e-3
 GOAL_WIDGET_P99_S = 16e-3
@@ -106,8 +106,8 @@ class TrainingThread:
     """A Trainer stepping in a Python thread of this process, like the app's training worker."""
 
     def __init__(self, batch: int = 64, size: int = 16):
-        from diffusion_studio.core.training import TrainConfig, Trainer
-        from diffusion_studio.core.unet import preset_config
+        from diffusion_studio.core.train.trainer import TrainConfig, Trainer
+        from diffusion_studio.core.nets.unet import preset_config
         from diffusion_studio.data import load_dataset
 
         data = load_dataset("builtin:digits", size)

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import footer, header, ms, save_json, stats, timeit  # noqa: E402
 
-from diffusion_studio.core.device import cpu_supports_bf16, resolve_precision  # noqa: E402
-from diffusion_studio.core.schedule import NoiseSchedule  # noqa: E402
-from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer  # noqa: E402
-from diffusion_studio.core.unet import count_parameters, preset_config  # noqa: E402
+from diffusion_studio.core.runtime.device import cpu_supports_bf16, resolve_precision  # noqa: E402
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
+from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer  # noqa: E402
+from diffusion_studio.core.nets.unet import count_parameters, preset_config  # noqa: E402
 
 GOAL_RATIO = 1.5
 # diffusers UNet2DModel configurations with exactly our presets' parameter counts at 3 channels (the same DDPM

@@ -22,13 +22,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffusion_studio.core.checkpoint import load_checkpoint  # noqa: E402
-from diffusion_studio.core.eps import model_fn  # noqa: E402
-from diffusion_studio.core.features import load_feature_net, save_feature_net, train_feature_net  # noqa: E402
-from diffusion_studio.core.latent import PixelSpace, space_from_checkpoint  # noqa: E402
-from diffusion_studio.core.fid import compute_fid  # noqa: E402
-from diffusion_studio.core.samplers import sample  # noqa: E402
-from diffusion_studio.core.text import get_encoder  # noqa: E402
+from diffusion_studio.core.io.checkpoint import load_checkpoint  # noqa: E402
+from diffusion_studio.core.diffusion.eps import model_fn  # noqa: E402
+from diffusion_studio.core.metrics.features import load_feature_net, save_feature_net, train_feature_net  # noqa: E402
+from diffusion_studio.core.train.latent import PixelSpace, space_from_checkpoint  # noqa: E402
+from diffusion_studio.core.metrics.fid import compute_fid  # noqa: E402
+from diffusion_studio.core.diffusion.samplers import sample  # noqa: E402
+from diffusion_studio.core.nets.text import get_encoder  # noqa: E402
 from diffusion_studio.data.builtin import _INKS, SHAPE_CLASSES, shapes  # noqa: E402
 from diffusion_studio.data.captions import COLOUR_NAMES, DIGIT_WORDS, article  # noqa: E402
 from diffusion_studio.resources import resolve_model_spec  # noqa: E402
@@ -137,7 +137,7 @@ def shapes_report(args) -> dict:
 
 
 def digits_report(args) -> dict:
-    from diffusion_studio.core.features import builtin_feature_path, load_feature_net
+    from diffusion_studio.core.metrics.features import builtin_feature_path, load_feature_net
 
     ckpt = load_checkpoint(resolve_model_spec(args.digits_model), groups=("model", "ema"))
     model = ckpt.build_model("cpu")

@@ -21,11 +21,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffusion_studio.core.checkpoint import load_checkpoint  # noqa: E402
-from diffusion_studio.core.features import classifier_score, load_feature_extractor  # noqa: E402
-from diffusion_studio.core.fid import compute_fid  # noqa: E402
-from diffusion_studio.core.samplers import sample  # noqa: E402
-from diffusion_studio.core.training import model_fn  # noqa: E402
+from diffusion_studio.core.io.checkpoint import load_checkpoint  # noqa: E402
+from diffusion_studio.core.metrics.features import classifier_score, load_feature_extractor  # noqa: E402
+from diffusion_studio.core.metrics.fid import compute_fid  # noqa: E402
+from diffusion_studio.core.diffusion.samplers import sample  # noqa: E402
+from diffusion_studio.core.train.trainer import model_fn  # noqa: E402
 from diffusion_studio.data import load_dataset  # noqa: E402
 from diffusion_studio.resources import resolve_model_spec  # noqa: E402
 

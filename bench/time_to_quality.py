@@ -40,9 +40,9 @@ import torch  # noqa: E402
 
 from diffusion_studio.cli import build_parser  # noqa: E402
 from diffusion_studio.cli.train_setup import setup_fresh  # noqa: E402
-from diffusion_studio.core.checkpoint import load_checkpoint  # noqa: E402
-from diffusion_studio.core.features import classifier_score, load_feature_extractor  # noqa: E402
-from diffusion_studio.core.fid import compute_fid  # noqa: E402
+from diffusion_studio.core.io.checkpoint import load_checkpoint  # noqa: E402
+from diffusion_studio.core.metrics.features import classifier_score, load_feature_extractor  # noqa: E402
+from diffusion_studio.core.metrics.fid import compute_fid  # noqa: E402
 from diffusion_studio.data import load_dataset  # noqa: E402
 from quality_report import draw  # noqa: E402
 

@@ -78,8 +78,8 @@ def runs(tmp_path, monkeypatch):
 @pytest.fixture
 def make_training_panel(qtbot, settings, runs):
     """Builds standalone Training panels, each with its own state and worker pool: ``make(T=50)``; shut down after."""
-    from diffusion_studio.core.schedule import NoiseSchedule
-    from diffusion_studio.gui.panels.training import TrainingPanel
+    from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+    from diffusion_studio.gui.panels.training.panel import TrainingPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -178,7 +178,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def digits_net(digits):
-    from diffusion_studio.core.features import load_feature_extractor, train_feature_net
+    from diffusion_studio.core.metrics.features import load_feature_extractor, train_feature_net
 
     try:
         return load_feature_extractor("builtin:digits")

@@ -117,9 +117,9 @@ def safetensors_header(tensors: dict[str, tuple[str, tuple[int, ...]]], metadata
 def valid_checkpoint(folder: Path) -> Path:
     import torch
 
-    from diffusion_studio.core.checkpoint import save_checkpoint
-    from diffusion_studio.core.schedule import NoiseSchedule
-    from diffusion_studio.core.unet import UNet, preset_config
+    from diffusion_studio.core.io.checkpoint import save_checkpoint
+    from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+    from diffusion_studio.core.nets.unet import UNet, preset_config
 
     cfg = preset_config("tiny", 8, 1)
     with torch.random.fork_rng():
@@ -147,10 +147,10 @@ def variant(base: Path, folder: Path, edit: Callable[[dict], None]) -> Path:
 
 # ---- the cases ------------------------------------------------------------------------------------------------------
 def build(root: Path) -> dict[str, Case]:
-    from diffusion_studio.core.checkpoint import load_checkpoint
-    from diffusion_studio.core.features import load_feature_net
-    from diffusion_studio.core.fid import FIDStats
-    from diffusion_studio.core.schedule import NoiseSchedule
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
+    from diffusion_studio.core.metrics.features import load_feature_net
+    from diffusion_studio.core.metrics.fid import FIDStats
+    from diffusion_studio.core.diffusion.schedule import NoiseSchedule
     from diffusion_studio.data.cifar import class_names, load_cifar10, safe_unpickle
     from diffusion_studio.data.folder import load_folder
     from diffusion_studio.data.images import open_image

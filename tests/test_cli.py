@@ -148,7 +148,7 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_train_writes_checkpoint_metrics_and_run_json(trained):
-    from diffusion_studio.core.checkpoint import load_checkpoint
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
 
     manifest = json.loads((trained / "checkpoint.json").read_text())
     assert (trained / manifest["weights"]).is_file() and manifest["weights"].endswith(".safetensors")
@@ -203,7 +203,7 @@ def test_info_summarises_the_checkpoint(trained):
 
 
 def test_export_keeps_only_the_sampling_weights(trained, tmp_path):
-    from diffusion_studio.core.checkpoint import load_checkpoint
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
 
     proc = ds("export", trained, "--out", "shipped", "--note", "a test", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -231,7 +231,7 @@ def torch_equal(a, b) -> bool:
 
 
 def test_resume_continues_the_step_count(tmp_path):
-    from diffusion_studio.core.checkpoint import load_checkpoint
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
 
     first = ds("train", *TINY, "--steps", 4, "--batch", 8, "--log-every", 1, "--out", "run", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -361,7 +361,7 @@ def test_sample_usage_errors(trained, tmp_path):
 # ---- Ctrl+C ---------------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
-    from diffusion_studio.core.checkpoint import load_checkpoint
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     proc = subprocess.Popen(
@@ -414,8 +414,8 @@ def test_no_gui_is_one_line_and_exit_1(monkeypatch, capsys):
 
 
 def test_cli_mirrors_core_names():
-    from diffusion_studio.core.schedule import KINDS
-    from diffusion_studio.core.unet import PRESETS
+    from diffusion_studio.core.diffusion.schedule import KINDS
+    from diffusion_studio.core.nets.unet import PRESETS
 
     assert tuple(cli.PRESET_NAMES) == tuple(PRESETS)
     assert tuple(cli.SCHEDULE_KINDS) == tuple(KINDS)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from diffusion_studio import cli
-from diffusion_studio.core.recipe import recipe_for
+from diffusion_studio.core.train.recipe import recipe_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_studio.core import distributed
+from diffusion_studio.core.train import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--data", "builtin:digits", "--size", "8", "--model", "tiny", "--steps", "3", "--batch", "4",
@@ -61,10 +61,10 @@ def test_a_dead_rank_is_a_one_line_error_not_a_hang(tmp_path):
     script = tmp_path / "die.py"
     script.write_text(textwrap.dedent("""
         import os, sys, torch
-        from diffusion_studio.core import distributed
-        from diffusion_studio.core.schedule import NoiseSchedule
-        from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer
-        from diffusion_studio.core.unet import preset_config
+        from diffusion_studio.core.train import distributed
+        from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+        from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+        from diffusion_studio.core.nets.unet import preset_config
         ctx = distributed.init("cpu", timeout_s=30)
         cfg = TrainConfig(steps=50, batch_size=4, device="cpu", precision="fp32", channels_last=False)
         data = TensorImages(torch.zeros(8, 1, 8, 8))

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from diffusion_studio import cli
-from diffusion_studio.core import vlb
-from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.eps import model_fn
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, UNetConfig
+from diffusion_studio.core.diffusion import vlb
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.diffusion.eps import model_fn
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, UNetConfig
 from diffusion_studio.data import load_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from diffusion_studio import cli
-from diffusion_studio.core import text
+from diffusion_studio.core.nets import text
 from test_text_core import StubEncoder  # registers the stub encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -82,8 +82,8 @@ def test_a_prompt_for_an_unconditional_model_or_a_missing_encoder_is_one_line(te
 
 
 def test_cross_attention_resolutions_are_chosen_recorded_and_kept_on_resume(text_run, tmp_path, capsys, monkeypatch):
-    from diffusion_studio.core.checkpoint import load_checkpoint
-    from diffusion_studio.core.unet import CrossAttnBlock
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
+    from diffusion_studio.core.nets.unet import CrossAttnBlock
 
     assert json.loads((text_run / "checkpoint.json").read_text())["model"]["cross_attn_resolutions"] == [4, 2]
     pics, run = text_run.parent / "pics", tmp_path / "run"

@@ -10,8 +10,8 @@ import torch
 diffusers = pytest.importorskip("diffusers", reason="diffusers is the oracle of these tests ([test] extra)")
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 
-from diffusion_studio.core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from diffusion_studio.core.reverse import ddpm_step  # noqa: E402
+from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from diffusion_studio.core.diffusion.reverse import ddpm_step  # noqa: E402
 
 # The architectures of the published google/ddpm-* UNets (their unet/config.json), at reduced width so a CPU test
 # runs in a moment; everything that decides how weights map (block types, padding, embedding, eps) is theirs.
@@ -147,7 +147,7 @@ def test_refusals_name_the_file_and_key(tmp_path):
 
 
 def test_schedule_kinds_match_diffusers_betas(tmp_path):
-    from diffusion_studio.core.convert_diffusers import schedule_and_sampling
+    from diffusion_studio.core.io.diffusers import schedule_and_sampling
 
     for kind in ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"):
         sched = DDPMScheduler(beta_schedule=kind, num_train_timesteps=200)
@@ -159,7 +159,7 @@ def test_schedule_kinds_match_diffusers_betas(tmp_path):
 
 def test_cli_opens_imports_and_samples_a_diffusers_folder(tmp_path, capsys, monkeypatch):
     from diffusion_studio.cli import main
-    from diffusion_studio.core import calibrate
+    from diffusion_studio.core.runtime import calibrate
 
     # Timing the layouts of a 256-px model on a batch of 16 is calibrate's business, and slow: fix the choice here.
     monkeypatch.setattr(calibrate, "choose", lambda *a, **k: calibrate.FastPath(False, "fp32", {}, "fixed"))

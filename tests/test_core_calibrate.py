@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from diffusion_studio.core import calibrate, device as device_mod
-from diffusion_studio.core.unet import UNetConfig
+from diffusion_studio.core.runtime import calibrate, device as device_mod
+from diffusion_studio.core.nets.unet import UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -104,7 +104,7 @@ def test_real_measurement_times_every_candidate(fresh, monkeypatch):
 
 
 def test_auto_precision_needs_both_native_bf16_and_a_measured_gain(monkeypatch):
-    from diffusion_studio.core.device import resolve_precision
+    from diffusion_studio.core.runtime.device import resolve_precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: False)

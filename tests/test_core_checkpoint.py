@@ -10,10 +10,10 @@ import struct
 import pytest
 import torch
 
-from diffusion_studio.core.checkpoint import CheckpointError, load_checkpoint, manifest_path, save_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer
-from diffusion_studio.core.unet import UNet, UNetConfig
+from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint, manifest_path, save_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+from diffusion_studio.core.nets.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -353,7 +353,7 @@ def test_folder_checkpoint(tmp_path):
 
 
 def test_a_save_that_dies_before_the_manifest_keeps_the_old_checkpoint(tmp_path, monkeypatch):
-    import diffusion_studio.core.checkpoint as ckmod
+    import diffusion_studio.core.io.checkpoint as ckmod
 
     old = random_model(8)
     path = save_checkpoint(tmp_path / "run", {"ema": old.state_dict()}, meta(step=1))

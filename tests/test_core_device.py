@@ -6,8 +6,8 @@ import contextlib
 import pytest
 import torch
 
-from diffusion_studio.core import device as device_mod
-from diffusion_studio.core.device import autocast, describe_device, resolve_device, resolve_precision
+from diffusion_studio.core.runtime import device as device_mod
+from diffusion_studio.core.runtime.device import autocast, describe_device, resolve_device, resolve_precision
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_MPS = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
@@ -52,7 +52,7 @@ def test_precision_rules(monkeypatch):
     cpu = torch.device("cpu")
     # auto: bf16 only on a CPU that computes in bf16 natively (AVX512-BF16 / AMX) and was measured faster in it
     # (test_core_calibrate.py checks the measured half), fp32 on any other
-    from diffusion_studio.core import calibrate
+    from diffusion_studio.core.runtime import calibrate
 
     monkeypatch.setattr(calibrate, "bf16_pays", lambda: True)
     monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: False)

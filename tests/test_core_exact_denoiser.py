@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.samplers import sample, spaced_timesteps
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.diffusion.samplers import sample, spaced_timesteps
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from gaussian_oracle import MU, S, np_betas
 from gaussian_oracle import exact_eps as _exact_eps
 

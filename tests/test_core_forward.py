@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.forward import (
+from diffusion_studio.core.diffusion.forward import (
     ChainCache, ForwardScrubber, forward_chain, q_mean_variance, q_sample, q_sample_chain, q_step,
 )
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 
 
 def np_alpha_bars(T: int) -> np.ndarray:

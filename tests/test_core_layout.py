@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion_studio.core.checkpoint import load_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer, model_fn
-from diffusion_studio.core.unet import UNet, UNetConfig
+from diffusion_studio.core.io.checkpoint import load_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer, model_fn
+from diffusion_studio.core.nets.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,7 +36,7 @@ def trainer(precision: str, channels_last: bool | None) -> Trainer:
 
 def test_default_layout_is_what_the_calibration_measured(monkeypatch, tmp_path):
     """No rule about CPUs: the trainer takes the layout the calibration measured faster, whichever that is."""
-    from diffusion_studio.core import calibrate
+    from diffusion_studio.core.runtime import calibrate
 
     for nhwc_faster in (True, False):
         calibrate.forget()

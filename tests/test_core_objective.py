@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from diffusion_studio.core import objective
-from diffusion_studio.core.eps import model_fn
-from diffusion_studio.core.samplers import sample
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNetConfig
+from diffusion_studio.core.diffusion import objective
+from diffusion_studio.core.diffusion.eps import model_fn
+from diffusion_studio.core.diffusion.samplers import sample
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -108,8 +108,8 @@ def test_unknown_targets_and_weightings_are_refused_by_name():
 
 @pytest.mark.parametrize("prediction, weighting", [("v", "min_snr"), ("x0", "min_snr"), ("eps", "min_snr")])
 def test_trainer_learns_with_any_target_and_the_checkpoint_keeps_it(tmp_path, prediction, weighting):
-    from diffusion_studio.core.checkpoint import load_checkpoint
-    from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
+    from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
 
     cfg = UNetConfig(image_size=8, in_channels=1, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                      attn_resolutions=(), groups=8, num_heads=2, prediction=prediction)

@@ -28,7 +28,8 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("package, must_have", [
     ("diffusion_studio.core",
-     {"schedule", "forward", "reverse", "samplers", "unet", "device", "training", "checkpoint"}),
+     {"diffusion.schedule", "diffusion.forward", "diffusion.reverse", "diffusion.samplers", "nets.unet",
+      "runtime.device", "train.trainer", "io.checkpoint"}),
     ("diffusion_studio.data", set()),
 ])
 def test_imports_without_qt(package, must_have):

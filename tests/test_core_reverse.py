@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.forward import q_sample
-from diffusion_studio.core.reverse import (
+from diffusion_studio.core.diffusion.forward import q_sample
+from diffusion_studio.core.diffusion.reverse import (
     ddim_step, ddpm_step, posterior_mean_from_eps, predict_eps_from_x0, predict_x0_from_eps, q_posterior,
 )
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 
 T = 100
 B_NP = np.linspace(1e-4, 0.02, T)

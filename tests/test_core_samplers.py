@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.samplers import ddim_sample, ddpm_sample, sample, sample_frames, spaced_timesteps
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.diffusion.samplers import ddim_sample, ddpm_sample, sample, sample_frames, spaced_timesteps
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 
 T = 20
 SHAPE = (2, 1, 3, 3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.schedule import KINDS, NoiseSchedule
+from diffusion_studio.core.diffusion.schedule import KINDS, NoiseSchedule
 
 ATTRS = (
     "betas", "alphas", "alpha_bars", "alpha_bars_prev", "sqrt_alphas", "sqrt_alpha_bars", "sqrt_one_minus_alpha_bars",

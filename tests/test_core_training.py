@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.samplers import ddim_sample
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import (
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.diffusion.samplers import ddim_sample
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import (
     TensorImages, TrainConfig, Trainer, TrainingDiverged, TrainingError, model_fn,
 )
-from diffusion_studio.core.unet import UNet, UNetConfig
+from diffusion_studio.core.nets.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -294,11 +294,11 @@ def test_run_at_its_total_takes_no_more_steps(tmp_path):
     """A resumed run that already reached its total must not train one step further (it used to)."""
     import torch as _torch
 
-    from diffusion_studio.core.schedule import NoiseSchedule as _NS
-    from diffusion_studio.core.training import TensorImages as _TI
-    from diffusion_studio.core.training import TrainConfig as _TC
-    from diffusion_studio.core.training import Trainer as _Tr
-    from diffusion_studio.core.unet import preset_config as _pc
+    from diffusion_studio.core.diffusion.schedule import NoiseSchedule as _NS
+    from diffusion_studio.core.train.trainer import TensorImages as _TI
+    from diffusion_studio.core.train.trainer import TrainConfig as _TC
+    from diffusion_studio.core.train.trainer import Trainer as _Tr
+    from diffusion_studio.core.nets.unet import preset_config as _pc
 
     data = _TI(_torch.rand(8, 1, 8, 8) * 2 - 1)
     tr = _Tr(_pc("tiny", 8, 1), _NS.create("linear", 20), data, _TC(steps=3, batch_size=4, warmup_steps=0))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.unet import (
+from diffusion_studio.core.nets.unet import (
     PRESETS, AttnBlock, UNet, UNetConfig, build_model, count_parameters, preset_config, timestep_embedding,
 )
 

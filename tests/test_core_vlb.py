@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core import vlb
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.diffusion import vlb
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from gaussian_oracle import MU, S, exact_eps, np_betas
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

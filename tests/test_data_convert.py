@@ -8,14 +8,7 @@ import torch
 from PIL import Image
 
 from diffusion_studio.data.convert import (
-    from_uint8,
-    make_grid,
-    resize_batch,
-    save_gif,
-    save_grid,
-    save_png,
-    to_channels,
-    to_uint8,
+    from_uint8, make_grid, resize_batch, save_gif, save_grid, save_png, to_channels, to_uint8,
 )
 
 

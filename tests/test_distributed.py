@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusion_studio.core import distributed
-from diffusion_studio.core.checkpoint import load_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer
-from diffusion_studio.core.unet import UNetConfig
+from diffusion_studio.core.train import distributed
+from diffusion_studio.core.io.checkpoint import load_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+from diffusion_studio.core.nets.unet import UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, LOCAL_BATCH = 3, 4
@@ -23,9 +23,9 @@ STEPS, LOCAL_BATCH = 3, 4
 # Shared by the worker processes and the reference run in this process.
 SETUP = textwrap.dedent("""
     import torch
-    from diffusion_studio.core.schedule import NoiseSchedule
-    from diffusion_studio.core.training import TensorImages, TrainConfig
-    from diffusion_studio.core.unet import UNetConfig
+    from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+    from diffusion_studio.core.train.trainer import TensorImages, TrainConfig
+    from diffusion_studio.core.nets.unet import UNetConfig
 
     def setup(steps, batch):
         images = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -39,8 +39,8 @@ SETUP = textwrap.dedent("""
 WORKER = SETUP + textwrap.dedent("""
     import sys
     from safetensors.torch import save_file
-    from diffusion_studio.core import distributed
-    from diffusion_studio.core.training import Trainer
+    from diffusion_studio.core.train import distributed
+    from diffusion_studio.core.train.trainer import Trainer
 
     torch.set_num_threads(1)
     out, steps, global_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

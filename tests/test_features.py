@@ -12,11 +12,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion_studio.core.checkpoint import CheckpointError
-from diffusion_studio.core.features import (FeatureNet, FeatureNetConfig, builtin_feature_path, classifier_score,
-                                            goal_met, load_feature_extractor, load_feature_net, save_feature_net,
-                                            train_feature_net)
-from diffusion_studio.core.inception import FIDInceptionV3, load_inception
+from diffusion_studio.core.io.checkpoint import CheckpointError
+from diffusion_studio.core.metrics.features import (
+    FeatureNet, FeatureNetConfig, builtin_feature_path, classifier_score, goal_met, load_feature_extractor,
+    load_feature_net, save_feature_net, train_feature_net,
+)
+from diffusion_studio.core.metrics.inception import FIDInceptionV3, load_inception
 
 # torchvision's inception_v3 (aux logits, 1000 classes) has 27,161,264 parameters (its documented num_params).
 # pytorch-fid's FID net drops the aux head (conv0 98,304 + bn 256, conv1 2,457,600 + bn 1,536, fc 769,000 =

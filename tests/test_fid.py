@@ -10,8 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion_studio.core.fid import (FIDScore, FIDStats, FIDWarning, cached_stats, clear_stats_cache, compute_fid,
-                                       extract_features, fid_against, frechet_distance, gaussian_stats, image_stats)
+from diffusion_studio.core.metrics.fid import (
+    FIDScore, FIDStats, FIDWarning, cached_stats, clear_stats_cache, compute_fid, extract_features, fid_against,
+    frechet_distance, gaussian_stats, image_stats,
+)
 from diffusion_studio.data import ImageDataset
 
 
@@ -181,7 +183,7 @@ def test_fid_against_caches_real_statistics(digits, digits_net, monkeypatch):
     clear_stats_cache()
     first = fid_against(small, fake, digits_net)
     calls = []
-    import diffusion_studio.core.fid as fid_mod
+    import diffusion_studio.core.metrics.fid as fid_mod
     real_image_stats = fid_mod.image_stats
     monkeypatch.setattr(fid_mod, "image_stats", lambda imgs, *a, **k: calls.append(len(imgs)) or
                         real_image_stats(imgs, *a, **k))

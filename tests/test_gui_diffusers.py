@@ -9,10 +9,10 @@ from PySide6.QtCore import Qt
 
 pytest.importorskip("diffusers", reason="diffusers is the oracle of these tests ([test] extra)")
 
-from diffusion_studio.core import calibrate  # noqa: E402
-from diffusion_studio.core.samplers import sample  # noqa: E402
+from diffusion_studio.core.runtime import calibrate  # noqa: E402
+from diffusion_studio.core.diffusion.samplers import sample  # noqa: E402
 from diffusion_studio.data.convert import make_grid, to_uint8  # noqa: E402
-from diffusion_studio.gui.panels import sampling_frames  # noqa: E402
+from diffusion_studio.jobs import sampling as sampling_frames  # noqa: E402
 from test_convert_diffusers import make_folder  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,7 +21,7 @@ WAIT_MS = 120_000
 
 @pytest.fixture
 def panel(qtbot, settings, monkeypatch):
-    from diffusion_studio.gui.panels.sampling import SamplingPanel
+    from diffusion_studio.gui.panels.sampling.panel import SamplingPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 

@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import QRectF
 from PySide6.QtWidgets import QApplication
 
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 
 
 def _settle(qtbot, ms: int = 50) -> None:
@@ -127,8 +127,8 @@ def test_every_glyph_on_screen_is_in_dejavu_also_while_frames_play(qtbot, window
 def _trained_model(tmp_path):
     import torch
 
-    from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
-    from diffusion_studio.core.unet import UNet, preset_config
+    from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+    from diffusion_studio.core.nets.unet import UNet, preset_config
     from diffusion_studio.gui.state import LoadedModel
 
     torch.manual_seed(0)
@@ -143,7 +143,7 @@ def _trained_model(tmp_path):
 
 def test_sampling_first_look_is_a_quick_ddim_run_on_the_shipped_model_with_a_caption(qtbot, settings, tmp_path):
     from diffusion_studio.gui.main_window import MainWindow
-    from diffusion_studio.gui.panels.sampling_models import TRAINED
+    from diffusion_studio.gui.panels.sampling.models import TRAINED
 
     settings.setValue("sampling/sampler", 0)  # remembered from an earlier session: DDPM with all T steps
     settings.setValue("sampling/n_images", 4)
@@ -279,7 +279,7 @@ def test_exports_are_readable_and_carry_their_t(qtbot, settings, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from diffusion_studio.gui.export_labels import STRIP
+    from diffusion_studio.gui.widgets.export_labels import STRIP
     from diffusion_studio.gui.main_window import MainWindow
 
     settings.setValue("sampling/n_images", 4)
@@ -350,7 +350,7 @@ def test_file_dialogs_start_in_the_last_folder_the_user_chose(qtbot, window, tmp
 def test_every_plot_in_the_app_has_the_one_theme(qtbot, window):
     import pyqtgraph as pg
 
-    from diffusion_studio.gui import plot_theme
+    from diffusion_studio.gui.widgets import plot_theme
 
     views = [v for v in window.findChildren(pg.GraphicsView) if any(isinstance(i, pg.PlotItem)
                                                                      for i in v.scene().items())]

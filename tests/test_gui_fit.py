@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.parametrize("width", [40, 64, 256, 300, 512])
 def test_caption_strip_margins_are_background_for_every_width(qapp, width):
-    from diffusion_studio.gui.export_labels import STRIP, caption_strip, labelled_filmstrip, with_caption
+    from diffusion_studio.gui.widgets.export_labels import STRIP, caption_strip, labelled_filmstrip, with_caption
 
     for _ in range(3):  # the stray dots came from freed memory: repeat, with other allocations in between
         junk = [bytearray(b"\x7f" * (width * STRIP * 3)) for _ in range(4)]
@@ -91,7 +91,7 @@ def test_every_tab_fits_a_small_screen(qtbot, settings, size):
     QApplication.processEvents()
     assert win.minimumSizeHint().width() <= 1024 and win.width() == size[0]
     if win.learn_dock is not None:  # Help ▸ Tour: the Learn dock, in front of the Images dock
-        from diffusion_studio.gui.tour import start_tour
+        from diffusion_studio.gui.tour.panel import start_tour
 
         start_tour(win)
         QApplication.processEvents()

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from PySide6.QtCore import Qt, QTimer
 
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.gui.panels.forward import ForwardPanel
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.gui.panels.forward.panel import ForwardPanel
 from diffusion_studio.gui.state import AppState, SelectedImage
 from diffusion_studio.gui.workers import WorkerPool
 

@@ -10,8 +10,8 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from diffusion_studio.gui.panels import images_loading
-from diffusion_studio.gui.panels.images import ImagesPanel
+from diffusion_studio.jobs import images as images_loading
+from diffusion_studio.gui.panels.images.panel import ImagesPanel
 from diffusion_studio.gui.state import AppState
 from diffusion_studio.gui.workers import WorkerPool
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PySide6.QtGui import QImage
 
-from diffusion_studio.gui.imageview import ImagePane
+from diffusion_studio.gui.widgets.imageview import ImagePane
 
 
 def rendered(pane: ImagePane) -> np.ndarray:

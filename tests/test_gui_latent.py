@@ -9,15 +9,15 @@ import torch
 from PySide6.QtCore import Qt
 
 from diffusion_studio import resources
-from diffusion_studio.core.autoencoder import Autoencoder, AutoencoderConfig
-from diffusion_studio.core.autoencoder_io import fingerprint
-from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.device import resolve_precision
-from diffusion_studio.core.latent import LatentSpace, space_from_checkpoint
-from diffusion_studio.core.samplers import sample_frames
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import model_fn
-from diffusion_studio.core.unet import UNet, preset_config
+from diffusion_studio.core.nets.autoencoder import Autoencoder, AutoencoderConfig
+from diffusion_studio.core.io.autoencoder_io import fingerprint
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.runtime.device import resolve_precision
+from diffusion_studio.core.train.latent import LatentSpace, space_from_checkpoint
+from diffusion_studio.core.diffusion.samplers import sample_frames
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import model_fn
+from diffusion_studio.core.nets.unet import UNet, preset_config
 from diffusion_studio.data.convert import make_grid, to_uint8
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,7 +47,7 @@ def no_builtin_models(tmp_path, monkeypatch):
 
 @pytest.fixture
 def panel(qtbot, settings):
-    from diffusion_studio.gui.panels.sampling import SamplingPanel
+    from diffusion_studio.gui.panels.sampling.panel import SamplingPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -62,7 +62,7 @@ def panel(qtbot, settings):
 
 
 def test_sampling_a_latent_model_shows_decoded_frames_and_the_latent(panel, qtbot, tmp_path):
-    from diffusion_studio.gui.panels.sampling_latent import LatentFrame, channel_grid
+    from diffusion_studio.gui.panels.sampling.latent import LatentFrame, channel_grid
 
     path = latent_checkpoint(tmp_path / "latent.json")
     with qtbot.waitSignal(panel.model_loaded, timeout=WAIT_MS):
@@ -113,8 +113,8 @@ def test_forward_view_noises_the_latent_and_shows_the_decoders_picture(qtbot, se
     """The toggle shows z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε (ε from the panel's seed) and D(z_t / scale), beside x_t."""
     import math
 
-    from diffusion_studio.core.autoencoder_io import save_autoencoder
-    from diffusion_studio.gui.panels.forward import ForwardPanel
+    from diffusion_studio.core.io.autoencoder_io import save_autoencoder
+    from diffusion_studio.gui.panels.forward.panel import ForwardPanel
     from diffusion_studio.gui.state import AppState, SelectedImage
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -160,8 +160,8 @@ def test_forward_view_noises_the_latent_and_shows_the_decoders_picture(qtbot, se
 
 
 def test_autoencoder_view_trains_in_a_worker_shows_reconstructions_and_saves(qtbot, settings, tmp_path):
-    from diffusion_studio.core.autoencoder_io import load_autoencoder
-    from diffusion_studio.gui.panels.autoencoder import AutoencoderPanel
+    from diffusion_studio.core.io.autoencoder_io import load_autoencoder
+    from diffusion_studio.gui.panels.autoencoder.panel import AutoencoderPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -206,9 +206,9 @@ def test_autoencoder_view_trains_in_a_worker_shows_reconstructions_and_saves(qtb
 
 def test_the_apps_training_worker_trains_in_latent_space_and_hands_a_decodable_model(tmp_path):
     """Training ▸ space: latent — the run encodes the data, trains on latents, previews and hands over decoded."""
-    from diffusion_studio.core.autoencoder_io import save_autoencoder
-    from diffusion_studio.core.training import TrainConfig, TrainEvent
-    from diffusion_studio.gui.panels.training_worker import RunHandle, RunRequest, RunStarted, training_run
+    from diffusion_studio.core.io.autoencoder_io import save_autoencoder
+    from diffusion_studio.core.train.trainer import TrainConfig, TrainEvent
+    from diffusion_studio.jobs.training import RunHandle, RunRequest, RunStarted, training_run
 
     torch.manual_seed(2)
     ae = Autoencoder(AutoencoderConfig(image_size=16, image_channels=1, factor=4, latent_channels=3,
@@ -231,9 +231,9 @@ def test_the_apps_training_worker_trains_in_latent_space_and_hands_a_decodable_m
 
 
 def test_training_form_space_row_fixes_the_size_to_the_autoencoders(qtbot, tmp_path):
-    from diffusion_studio.core.autoencoder_io import save_autoencoder
-    from diffusion_studio.gui.panels.training_form import TrainingForm
-    from diffusion_studio.gui.panels.training_space import attach_space_row
+    from diffusion_studio.core.io.autoencoder_io import save_autoencoder
+    from diffusion_studio.gui.panels.training.form import TrainingForm
+    from diffusion_studio.gui.panels.training.space import attach_space_row
 
     ae = Autoencoder(AutoencoderConfig(image_size=24, factor=4, base_channels=8, groups=4))
     save_autoencoder(tmp_path / "ae", ae, 1.0)

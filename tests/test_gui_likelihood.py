@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core import vlb
-from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.eps import model_fn
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, UNetConfig
+from diffusion_studio.core.diffusion import vlb
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.diffusion.eps import model_fn
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, UNetConfig
 from diffusion_studio.data import load_dataset
-from diffusion_studio.gui.panels.likelihood import LikelihoodPanel
-from diffusion_studio.gui.panels.likelihood_worker import load_images
+from diffusion_studio.gui.panels.likelihood.panel import LikelihoodPanel
+from diffusion_studio.jobs.likelihood import load_images
 from diffusion_studio.gui.state import AppState
 from diffusion_studio.gui.workers import WorkerPool
 

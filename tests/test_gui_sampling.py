@@ -12,14 +12,14 @@ from PIL import Image
 from PySide6.QtCore import Qt
 
 from diffusion_studio import resources
-from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.device import resolve_precision
-from diffusion_studio.core.samplers import sample, sample_frames
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import model_fn
-from diffusion_studio.core.unet import UNet, preset_config
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.runtime.device import resolve_precision
+from diffusion_studio.core.diffusion.samplers import sample, sample_frames
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import model_fn
+from diffusion_studio.core.nets.unet import UNet, preset_config
 from diffusion_studio.data.convert import make_grid, to_uint8
-from diffusion_studio.gui.panels import sampling_frames
+from diffusion_studio.jobs import sampling as sampling_frames
 from diffusion_studio.gui.state import LoadedModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,7 +58,7 @@ def no_builtin_models(tmp_path, monkeypatch):
 @pytest.fixture
 def panel(qtbot, settings):
     """The Sampling panel on its own (the window's other panels are not needed here), closed like the window does."""
-    from diffusion_studio.gui.panels.sampling import SamplingPanel
+    from diffusion_studio.gui.panels.sampling.panel import SamplingPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -305,7 +305,7 @@ def test_export_png_and_gif(panel, qtbot, ckpt_path, tmp_path):
     gif = Image.open(tmp_path / "anim.gif")
     h, w = panel.frames[0].x.shape
     scale = sampling_frames.gif_scale(w)
-    from diffusion_studio.gui.export_labels import STRIP
+    from diffusion_studio.gui.widgets.export_labels import STRIP
     assert scale > 1 and gif.size == (w * scale, h * scale + STRIP)  # upscaled by nearest neighbour, t under it
     assert gif.n_frames == len(panel.frames) == 6
     gif.seek(gif.n_frames - 1)
@@ -425,7 +425,7 @@ def test_class_conditional_controls_and_labels(panel, qtbot, tmp_path):
 
 
 def test_settings_are_remembered(panel, settings):
-    from diffusion_studio.gui.panels.sampling import SamplingPanel
+    from diffusion_studio.gui.panels.sampling.panel import SamplingPanel
 
     panel.controls.select_sampler("ddpm", "beta")
     panel.controls.seed_spin.setValue(42)
@@ -445,7 +445,7 @@ def test_settings_are_remembered(panel, settings):
 def test_panes_take_the_column_count_that_makes_them_largest(qtbot):
     from PySide6.QtWidgets import QWidget
 
-    from diffusion_studio.gui.panels.sampling_player import PaneGrid
+    from diffusion_studio.gui.panels.sampling.player import PaneGrid
 
     grid = PaneGrid([QWidget(), QWidget(), QWidget()])
     qtbot.addWidget(grid)

@@ -9,8 +9,8 @@ import pytest
 from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QLineEdit, QSlider, QSpinBox
 
-from diffusion_studio.core.schedule import KINDS, NoiseSchedule
-from diffusion_studio.gui.panels.schedule import SchedulePanel
+from diffusion_studio.core.diffusion.schedule import KINDS, NoiseSchedule
+from diffusion_studio.gui.panels.schedule.panel import SchedulePanel
 from diffusion_studio.gui.state import AppState
 from diffusion_studio.gui.workers import WorkerPool
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from diffusion_studio import resources
-from diffusion_studio.core.checkpoint import save_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet
+from diffusion_studio.core.io.checkpoint import save_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet
 from test_text_core import StubEncoder, tiny_text_config  # registers the stub encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,7 +33,7 @@ def text_ckpt(tmp_path_factory):
 
 @pytest.fixture
 def panel(qtbot, settings, tmp_path, monkeypatch):
-    from diffusion_studio.gui.panels.sampling import SamplingPanel
+    from diffusion_studio.gui.panels.sampling.panel import SamplingPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -117,12 +117,12 @@ def test_training_form_shows_captions_and_a_text_run_trains_on_them(qtbot, setti
     """The form's "Condition on captions" row, then the worker's run on a captioned folder (stub encoder)."""
     from PIL import Image
 
-    from diffusion_studio.core import text
-    from diffusion_studio.core.checkpoint import load_checkpoint
-    from diffusion_studio.core.training import TrainConfig
-    from diffusion_studio.gui.panels.training_form import TrainingForm
-    from diffusion_studio.gui.panels.training_text import attach_caption_row
-    from diffusion_studio.gui.panels.training_worker import RunHandle, RunNote, RunRequest, training_run
+    from diffusion_studio.core.nets import text
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
+    from diffusion_studio.core.train.trainer import TrainConfig
+    from diffusion_studio.gui.panels.training.form import TrainingForm
+    from diffusion_studio.gui.panels.training.text import attach_caption_row
+    from diffusion_studio.jobs.training import RunHandle, RunNote, RunRequest, training_run
 
     form = TrainingForm()
     qtbot.addWidget(form)

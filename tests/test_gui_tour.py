@@ -10,12 +10,12 @@ from PySide6.QtCore import QRect, Qt
 from PySide6.QtWidgets import QApplication, QWidget
 
 from diffusion_studio import resources
-from diffusion_studio.core.checkpoint import save_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, preset_config
-from diffusion_studio.gui.mathtext import EquationError, render_equation
-from diffusion_studio.gui.tour import EquationLabel, start_tour
-from diffusion_studio.gui.tour_data import TourError, load_tour, tour_path
+from diffusion_studio.core.io.checkpoint import save_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, preset_config
+from diffusion_studio.gui.widgets.mathtext import EquationError, render_equation
+from diffusion_studio.gui.tour.panel import EquationLabel, start_tour
+from diffusion_studio.gui.tour.data import TourError, load_tour, tour_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 WAIT_MS = 60_000

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.checkpoint import load_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TrainConfig, Trainer, TrainingDiverged
-from diffusion_studio.gui.panels.training_worker import RunRequest, bucket_edges, check_request
+from diffusion_studio.core.io.checkpoint import load_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import TrainConfig, Trainer, TrainingDiverged
+from diffusion_studio.jobs.training import RunRequest, bucket_edges, check_request
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -306,8 +306,8 @@ def test_closing_during_training_saves_promptly_and_the_run_resumes_exactly(qtbo
 
 
 def test_continuing_needs_more_steps_and_a_training_checkpoint(qtbot, make_panel, tmp_path):
-    from diffusion_studio.core.checkpoint import save_checkpoint
-    from diffusion_studio.core.unet import UNet, preset_config
+    from diffusion_studio.core.io.checkpoint import save_checkpoint
+    from diffusion_studio.core.nets.unet import UNet, preset_config
 
     panel = make_panel()
     assert panel.load_checkpoint(tmp_path / "missing.json")
@@ -369,11 +369,11 @@ def test_dataset_choice_follows_the_images_panel_and_sets_defaults(make_panel, t
 # ---- FID (the shipped digits feature network) ---------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::UserWarning")  # 16 samples for 128-D features: FID warns it is biased; fine here
 def test_fid_is_computed_in_the_worker_and_plotted(qtbot, make_panel, monkeypatch):
-    from diffusion_studio.gui.panels import training_worker
+    from diffusion_studio.jobs import training as training_worker
 
     if training_worker.fid_extractor_for("builtin:digits") is None:
         pytest.skip("the digits feature network is not shipped in this checkout")
-    import diffusion_studio.core.fid as fid
+    import diffusion_studio.core.metrics.fid as fid
 
     calls = []
     original = fid.fid_against

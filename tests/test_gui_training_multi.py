@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TrainConfig, TrainEvent
-from diffusion_studio.gui.panels import training_multi
-from diffusion_studio.gui.panels.training_worker import RunHandle, RunRequest
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import TrainConfig, TrainEvent
+from diffusion_studio.gui.panels.training import multi as training_multi
+from diffusion_studio.jobs.training import RunHandle, RunRequest
 
 
 @pytest.mark.parametrize("count", [0, 1, 4])
 def test_offered_only_with_several_gpus(qtbot, monkeypatch, count):
     from PySide6.QtWidgets import QCheckBox
 
-    from diffusion_studio.gui.panels.training_form import TrainingForm
+    from diffusion_studio.gui.panels.training.form import TrainingForm
 
     monkeypatch.setattr(training_multi, "gpu_count", lambda: count)
     form = TrainingForm()

@@ -11,7 +11,7 @@ import torch
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QComboBox, QFileDialog, QMessageBox, QSlider, QSpinBox
 
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 
 MENUS = {
     "File": ["Open Images…", "Open Folder…", "Open Checkpoint…", "Save Checkpoint…", "Export", "Quit"],

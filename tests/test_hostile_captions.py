@@ -10,7 +10,7 @@ from PIL import Image
 
 from diffusion_studio import cli
 from diffusion_studio.cli.common import terminal_safe
-from diffusion_studio.core import text
+from diffusion_studio.core.nets import text
 from diffusion_studio.data.captions import folder_captions
 from test_text_core import StubEncoder  # registers the stub encoder
 

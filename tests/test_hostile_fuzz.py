@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffusion_studio.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, preset_config
+from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, preset_config
 from diffusion_studio.data.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -188,7 +188,7 @@ FID_REGRESSIONS = [(695, b"\x01"), (697, b"\x01")]
 
 @pytest.mark.timeout(120)
 def test_fuzz_fid_stats(tmp_path):
-    from diffusion_studio.core.fid import FIDStats
+    from diffusion_studio.core.metrics.fid import FIDStats
 
     buf = io.BytesIO()
     np.savez(buf, mu=np.zeros(3), sigma=np.eye(3), header=np.array(json.dumps({"n": 5})))

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from diffusion_studio.cli import main
-from diffusion_studio.core import runlock
-from diffusion_studio.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from diffusion_studio.core.io import runlock
+from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -71,15 +71,15 @@ def test_in_one_process_the_lock_is_reentrant_and_released(tmp_path):
 
 
 def _tiny_state(seed: int) -> dict[str, torch.Tensor]:
-    from diffusion_studio.core.unet import UNet, preset_config
+    from diffusion_studio.core.nets.unet import UNet, preset_config
 
     torch.manual_seed(seed)
     return UNet(preset_config("tiny", 8, 1)).state_dict()
 
 
 def _meta(step: int) -> dict:
-    from diffusion_studio.core.schedule import NoiseSchedule
-    from diffusion_studio.core.unet import preset_config
+    from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+    from diffusion_studio.core.nets.unet import preset_config
 
     return {"step": step, "model": preset_config("tiny", 8, 1).to_dict(),
             "schedule": NoiseSchedule.create("linear", 20).to_dict()}
@@ -106,10 +106,10 @@ RACE = r"""
 import os, random, signal, sys, time
 import torch
 torch.set_num_threads(1)
-from diffusion_studio.core.checkpoint import save_checkpoint
-from diffusion_studio.core.runlock import RunLocked
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, preset_config
+from diffusion_studio.core.io.checkpoint import save_checkpoint
+from diffusion_studio.core.io.runlock import RunLocked
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, preset_config
 
 target = sys.argv[1]
 cfg = preset_config("tiny", 8, 1)

@@ -8,15 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion_studio.core.autoencoder import (AETrainConfig, Autoencoder, AutoencoderConfig, AutoencoderTrainer,
-                                               encode_all, evaluate_psnr, measure_scale)
-from diffusion_studio.core.autoencoder_io import fingerprint, load_autoencoder, save_autoencoder
-from diffusion_studio.core.checkpoint import CheckpointError, load_checkpoint
-from diffusion_studio.core.latent import (LatentSpace, LatentTrainer, PixelSpace, encode_dataset,
-                                          space_from_checkpoint)
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer
-from diffusion_studio.core.unet import preset_config
+from diffusion_studio.core.nets.autoencoder import (
+    AETrainConfig, Autoencoder, AutoencoderConfig, AutoencoderTrainer, encode_all, evaluate_psnr, measure_scale,
+)
+from diffusion_studio.core.io.autoencoder_io import fingerprint, load_autoencoder, save_autoencoder
+from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint
+from diffusion_studio.core.train.latent import (
+    LatentSpace, LatentTrainer, PixelSpace, encode_dataset, space_from_checkpoint,
+)
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+from diffusion_studio.core.nets.unet import preset_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = dict(base_channels=8, groups=4)
@@ -129,7 +131,7 @@ def test_latent_training_is_the_pixel_math_on_the_same_tensor(trained, tmp_path)
     # q(z_t | z_0) is the closed form on the latent tensor
     s = lat.schedule
     z0, eps, t = latents.images[:4], torch.randn(4, 4, 8, 8), torch.tensor([0, 10, 50, 99])
-    from diffusion_studio.core.forward import q_sample
+    from diffusion_studio.core.diffusion.forward import q_sample
 
     expected = s.alpha_bars[t].sqrt().view(-1, 1, 1, 1) * z0 + (1 - s.alpha_bars[t]).sqrt().view(-1, 1, 1, 1) * eps
     assert torch.allclose(q_sample(s, z0, t, eps), expected.float(), atol=1e-5)
@@ -268,8 +270,8 @@ def test_cli_text_conditioned_latent_model_samples_a_prompt(tmp_path, capsys):
     # the Attention tab's "sample" tile is that picture, not an empty one
     import numpy as np
 
-    from diffusion_studio.gui.panels.sampling_frames import SamplingJob, load_factory, sampling_factory
-    from diffusion_studio.gui.panels.sampling_text import crop
+    from diffusion_studio.jobs.sampling import SamplingJob, load_factory, sampling_factory
+    from diffusion_studio.gui.panels.sampling.text import crop
 
     gen = load_factory(run / "checkpoint.json", "run", "cpu")()
     try:
@@ -286,8 +288,8 @@ def test_cli_text_conditioned_latent_model_samples_a_prompt(tmp_path, capsys):
 
 def test_shipped_latent_model_decodes_with_the_shipped_autoencoder():
     """builtin:shapes-latent embeds builtin:shapes-ae (same fingerprint) and samples 32 px RGB pictures."""
-    from diffusion_studio.core.eps import model_fn
-    from diffusion_studio.core.samplers import sample
+    from diffusion_studio.core.diffusion.eps import model_fn
+    from diffusion_studio.core.diffusion.samplers import sample
     from diffusion_studio.resources import resolve_model_spec
 
     ckpt = load_checkpoint(resolve_model_spec("builtin:shapes-latent"))

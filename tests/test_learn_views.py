@@ -11,16 +11,17 @@ import torch
 from PySide6.QtCore import QPoint, QPointF, Qt
 
 from diffusion_studio import resources
-from diffusion_studio.core.checkpoint import save_checkpoint
-from diffusion_studio.core.pixel_stats import (bin_edges, marginal_density, normal_pdf, pixel_density,
-                                               prior_mismatch)
-from diffusion_studio.core.reverse import ddim_step, ddpm_step
-from diffusion_studio.core.run_stats import RunStats, step_sigma
-from diffusion_studio.core.samplers import sample_frames, spaced_timesteps
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, preset_config
-from diffusion_studio.gui.panels.forward import film_paper_ts
-from diffusion_studio.gui.panels.forward_extras import film_index_at
+from diffusion_studio.core.io.checkpoint import save_checkpoint
+from diffusion_studio.core.diffusion.pixel_stats import (
+    bin_edges, marginal_density, normal_pdf, pixel_density, prior_mismatch,
+)
+from diffusion_studio.core.diffusion.reverse import ddim_step, ddpm_step
+from diffusion_studio.core.diffusion.run_stats import RunStats, step_sigma
+from diffusion_studio.core.diffusion.samplers import sample_frames, spaced_timesteps
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, preset_config
+from diffusion_studio.gui.panels.forward.panel import film_paper_ts
+from diffusion_studio.gui.panels.forward.extras import film_index_at
 from diffusion_studio.gui.state import SelectedImage
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -120,7 +121,7 @@ def test_pixel_density_and_the_marginal_it_tends_to():
 
 
 def test_a_fixed_sample_of_a_large_image_gives_its_histogram():
-    from diffusion_studio.core.pixel_stats import MAX_HIST_VALUES, pixel_sample
+    from diffusion_studio.core.diffusion.pixel_stats import MAX_HIST_VALUES, pixel_sample
 
     edges = bin_edges()
     g = torch.Generator().manual_seed(5)
@@ -150,7 +151,7 @@ def test_film_index_at_splits_frames_and_gaps():
 # ---- Forward: shared colour mapping, histogram, filmstrip clicks, warning ------------------------------------------
 @pytest.fixture
 def forward(qtbot, settings):
-    from diffusion_studio.gui.panels.forward import ForwardPanel
+    from diffusion_studio.gui.panels.forward.panel import ForwardPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -353,7 +354,7 @@ def test_sampling_frames_drive_schedule_cursor_and_run_curves(no_builtin_models,
 
 
 def test_a_long_title_does_not_push_the_image_past_a_narrow_panes_edge(qtbot):
-    from diffusion_studio.gui.imageview import ImagePane
+    from diffusion_studio.gui.widgets.imageview import ImagePane
 
     pane = ImagePane("x")
     qtbot.addWidget(pane)

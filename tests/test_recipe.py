@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_studio.core.recipe import RECIPE, SMALL_SIDE, natural_size, recipe_for
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.train.recipe import RECIPE, SMALL_SIDE, natural_size, recipe_for
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +48,7 @@ def form_batch(panel) -> tuple[str, int]:
 
 
 def test_cli_and_gui_defaults_are_the_same_recipe(tmp_path, qtbot, settings, monkeypatch):
-    from diffusion_studio.gui.panels.training import TrainingPanel
+    from diffusion_studio.gui.panels.training.panel import TrainingPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -114,8 +114,8 @@ def test_cli_flags_reach_the_trainer(tmp_path):
 def test_time_budget_decays_the_learning_rate_over_the_run():
     import torch
 
-    from diffusion_studio.core.training import TensorImages, TrainConfig, Trainer
-    from diffusion_studio.core.unet import UNetConfig
+    from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+    from diffusion_studio.core.nets.unet import UNetConfig
 
     cfg = UNetConfig(image_size=8, in_channels=1, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                      attn_resolutions=(), groups=8, num_heads=2)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from diffusion_studio import cli
-from diffusion_studio.core.checkpoint import load_checkpoint
-from diffusion_studio.core.latent import space_from_checkpoint
-from diffusion_studio.core.samplers import sample
-from diffusion_studio.core.training import model_fn
+from diffusion_studio.core.io.checkpoint import load_checkpoint
+from diffusion_studio.core.train.latent import space_from_checkpoint
+from diffusion_studio.core.diffusion.samplers import sample
+from diffusion_studio.core.train.trainer import model_fn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FIXTURES = Path(__file__).parent / "fixtures" / "release2"
@@ -51,7 +51,7 @@ def test_a_release2_class_model_draws_the_same_pixels():
 
 
 def test_a_release2_text_model_draws_the_same_pixels_for_a_prompt():
-    from diffusion_studio.core.text import get_encoder
+    from diffusion_studio.core.nets.text import get_encoder
 
     ckpt = load_checkpoint(MODELS / "text_run")
     cond = get_encoder(ckpt.model_config.text_encoder).encode(["a red circle"]).context(REF["n"])
@@ -82,9 +82,9 @@ def test_a_release2_prompt_samples_through_the_cli(tmp_path, capsys):
 
 
 def test_release2_autoencoder_fid_stats_and_feature_net_load():
-    from diffusion_studio.core.autoencoder_io import load_autoencoder
-    from diffusion_studio.core.features import load_feature_extractor
-    from diffusion_studio.core.fid import FIDStats
+    from diffusion_studio.core.io.autoencoder_io import load_autoencoder
+    from diffusion_studio.core.metrics.features import load_feature_extractor
+    from diffusion_studio.core.metrics.fid import FIDStats
 
     ae = load_autoencoder(MODELS / "autoencoder")
     z = ae.model.encode(torch.zeros(1, 3, 8, 8))

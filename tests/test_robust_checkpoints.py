@@ -14,9 +14,9 @@ import torch
 from PySide6.QtCore import Qt
 
 from diffusion_studio import resources
-from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, preset_config
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, preset_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -145,7 +145,7 @@ def test_cli_refuses_each_bad_checkpoint_with_one_line(capsys, tmp_path, zoo):
 
 @pytest.fixture
 def panel(qtbot, settings, tmp_path, monkeypatch):
-    from diffusion_studio.gui.panels.sampling import SamplingPanel
+    from diffusion_studio.gui.panels.sampling.panel import SamplingPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 

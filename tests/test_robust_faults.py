@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -54,9 +54,9 @@ ZYGOTE = r"""
 import os, signal, sys, time
 import torch
 torch.set_num_threads(1)
-from diffusion_studio.core.checkpoint import save_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, preset_config
+from diffusion_studio.core.io.checkpoint import save_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, preset_config
 
 target = sys.argv[1]
 cfg = preset_config("tiny", 8, 1)

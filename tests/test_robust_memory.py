@@ -16,9 +16,9 @@ import torch
 from PySide6.QtWidgets import QApplication
 
 from diffusion_studio import resources
-from diffusion_studio.core.checkpoint import save_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.unet import UNet, preset_config
+from diffusion_studio.core.io.checkpoint import save_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.nets.unet import UNet, preset_config
 
 pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS from /proc"),
               pytest.mark.usefixtures("one_torch_thread")]

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import zoo
-from diffusion_studio.core.checkpoint import load_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
+from diffusion_studio.core.io.checkpoint import load_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from diffusion_studio.data import to_array
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -133,7 +133,7 @@ def test_images_panel_lists_each_problem_shows_the_good_files_and_stays_usable(q
 
 @pytest.fixture
 def images_panel(qtbot, settings):
-    from diffusion_studio.gui.panels.images import ImagesPanel
+    from diffusion_studio.gui.panels.images.panel import ImagesPanel
     from diffusion_studio.gui.state import AppState
     from diffusion_studio.gui.workers import WorkerPool
 
@@ -234,8 +234,8 @@ def test_cli_train_refuses_invalid_numbers_before_writing_anything(capsys, tmp_p
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from diffusion_studio.core.checkpoint import save_checkpoint
-    from diffusion_studio.core.unet import UNet, preset_config
+    from diffusion_studio.core.io.checkpoint import save_checkpoint
+    from diffusion_studio.core.nets.unet import UNet, preset_config
 
     cfg = preset_config("tiny", 8, 1)
     return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.json", {"ema": UNet(cfg).state_dict()},

@@ -7,10 +7,10 @@ import socket
 import pytest
 import torch
 
-from diffusion_studio.core.conditioning import AttentionRecorder, Context, with_text
-from diffusion_studio.core.guidance import guided
-from diffusion_studio.core.text import Embedded, register_encoder
-from diffusion_studio.core.unet import UNet, UNetConfig
+from diffusion_studio.core.nets.conditioning import AttentionRecorder, Context, with_text
+from diffusion_studio.core.diffusion.guidance import guided
+from diffusion_studio.core.nets.text import Embedded, register_encoder
+from diffusion_studio.core.nets.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,7 +51,7 @@ def tiny_text_config(size: int = 8) -> UNetConfig:
 @pytest.fixture(scope="session")
 def minilm():
     """all-MiniLM-L6-v2 loaded once for the session, with every socket connection refused while it loads."""
-    from diffusion_studio.core import text
+    from diffusion_studio.core.nets import text
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"the text encoder tried to open a network connection: {args[:2]}")
@@ -97,7 +97,7 @@ def test_encoder_matches_sentence_transformers(minilm):
 
 
 def test_prompt_checks_name_the_words(minilm):
-    from diffusion_studio.core.text import check_prompt
+    from diffusion_studio.core.nets.text import check_prompt
 
     notes = check_prompt("a red dragon \U0001f600", minilm, ["a", "red", "star"])
     assert any("\U0001f600" in n and "cannot represent" in n for n in notes)
@@ -108,7 +108,7 @@ def test_prompt_checks_name_the_words(minilm):
 
 
 def test_missing_encoder_is_one_line():
-    from diffusion_studio.core.text import EncoderMissing, get_encoder
+    from diffusion_studio.core.nets.text import EncoderMissing, get_encoder
 
     with pytest.raises(EncoderMissing) as e:
         get_encoder("no-such-encoder")
@@ -197,8 +197,8 @@ def test_attention_maps_sum_to_one_and_have_the_image_shape():
 
 # ---- checkpoints and training ---------------------------------------------------------------------------------------
 def test_checkpoint_round_trips_the_conditioning_config(tmp_path):
-    from diffusion_studio.core.checkpoint import load_checkpoint, save_checkpoint
-    from diffusion_studio.core.schedule import NoiseSchedule
+    from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+    from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 
     cfg = tiny_text_config()
     model = UNet(cfg)
@@ -225,7 +225,7 @@ def test_old_configs_load_without_text_fields():
 
 
 def _two_colour_data(n=64, size=4):
-    from diffusion_studio.core.training import TensorImages
+    from diffusion_studio.core.train.trainer import TensorImages
 
     imgs = torch.empty(n, 3, size, size)
     red, blue = torch.tensor([0.9, -0.9, -0.9]), torch.tensor([-0.9, -0.9, 0.9])
@@ -239,10 +239,10 @@ def _two_colour_data(n=64, size=4):
 
 
 def test_a_tiny_text_model_separates_two_prompts(tmp_path):
-    from diffusion_studio.core.eps import model_fn
-    from diffusion_studio.core.samplers import sample
-    from diffusion_studio.core.schedule import NoiseSchedule
-    from diffusion_studio.core.training import TrainConfig, Trainer
+    from diffusion_studio.core.diffusion.eps import model_fn
+    from diffusion_studio.core.diffusion.samplers import sample
+    from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+    from diffusion_studio.core.train.trainer import TrainConfig, Trainer
 
     schedule = NoiseSchedule.create("linear", 100)
     cfg = TrainConfig(steps=60, batch_size=32, lr=1e-2, warmup_steps=10, ema_decay=0.9, text=True, p_uncond=0.1,
@@ -261,14 +261,14 @@ def test_a_tiny_text_model_separates_two_prompts(tmp_path):
     diff = redness["red"] - redness["blue"]
     assert (diff > 0).all() and diff.mean() > 0.3, redness
     tr.save(tmp_path / "run")
-    from diffusion_studio.core.checkpoint import load_checkpoint
+    from diffusion_studio.core.io.checkpoint import load_checkpoint
 
     ck = load_checkpoint(tmp_path / "run")
     assert ck.meta["train"]["text"] is True and ck.meta["data"]["caption_words"] == ["blue", "red"]
 
 
 def test_caption_table_embeds_each_caption_once():
-    from diffusion_studio.core.text import CaptionTable
+    from diffusion_studio.core.nets.text import CaptionTable
 
     calls = []
 

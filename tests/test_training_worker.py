@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.core.checkpoint import load_checkpoint
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TrainConfig
-from diffusion_studio.gui.panels import training_worker
-from diffusion_studio.gui.panels.training_worker import (LossHistory, RunHandle, RunRequest, bucket_edges,
-                                                         format_duration, leave_a_core_to_the_gui, new_run_dir,
-                                                         progress_text, runs_dir, training_run)
+from diffusion_studio.core.io.checkpoint import load_checkpoint
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import TrainConfig
+from diffusion_studio.jobs import training as training_worker
+from diffusion_studio.jobs.training import (
+    LossHistory, RunHandle, RunRequest, bucket_edges, format_duration, leave_a_core_to_the_gui, new_run_dir,
+    progress_text, runs_dir, training_run,
+)
 
 
 def in_thread(fn):
@@ -114,9 +115,9 @@ for blocked in ("PySide6", "shiboken6", "pyqtgraph"):
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from diffusion_studio.core.schedule import NoiseSchedule
-from diffusion_studio.core.training import TrainConfig, TrainEvent
-from diffusion_studio.gui.panels.training_worker import RunHandle, RunRequest, RunStarted, training_run
+from diffusion_studio.core.diffusion.schedule import NoiseSchedule
+from diffusion_studio.core.train.trainer import TrainConfig, TrainEvent
+from diffusion_studio.jobs.training import RunHandle, RunRequest, RunStarted, training_run
 
 out = Path(sys.argv[1]) / "checkpoint.json"
 req = RunRequest("builtin:digits", 8, "tiny", NoiseSchedule.create("linear", 20),

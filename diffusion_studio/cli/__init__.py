@@ -7,8 +7,10 @@ import traceback
 from typing import Any
 
 from .. import __version__
-from .common import (PRESET_NAMES, PROG, SCHEDULE_KINDS, CliError, Formatter, Parser, Stopped, UsageError,
-                     common_options, one_line, say)
+from .common import (
+    PRESET_NAMES, PROG, SCHEDULE_KINDS, CliError, Formatter, Parser, Stopped, UsageError, common_options, one_line,
+    say,
+)
 from .importer import add_import_parser
 from .info import add_export_parser, add_info_parser
 from .nll import add_nll_parser

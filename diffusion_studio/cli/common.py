@@ -255,7 +255,7 @@ def out_folder(text: str) -> Path:
 
 
 def check_device(device: str, precision: str):
-    from ..core.device import resolve_device, resolve_precision
+    from ..core.runtime.device import resolve_device, resolve_precision
 
     try:
         dev = resolve_device(device)

@@ -11,10 +11,12 @@ from typing import Any
 
 import torch
 
-from ..core.device import resolve_device
-from ..core.features import (BUILD_COMMANDS, FeatureNet, classifier_score, default_features_for, goal_met,
-                             load_feature_extractor, save_feature_net, train_feature_net)
-from ..core.fid import FIDStats, FIDWarning, extractor_name, fid_from_stats, image_stats
+from ..core.runtime.device import resolve_device
+from ..core.metrics.features import (
+    BUILD_COMMANDS, FeatureNet, classifier_score, default_features_for, goal_met, load_feature_extractor,
+    save_feature_net, train_feature_net,
+)
+from ..core.metrics.fid import FIDStats, FIDWarning, extractor_name, fid_from_stats, image_stats
 from .common import NON_NEGATIVE, POSITIVE, UsageError, int_at_least
 
 DIGITS_COMMAND = BUILD_COMMANDS["digits"]
@@ -155,7 +157,7 @@ def train_features_on(spec: str, out: str | Path, size: int = 32, epochs: int = 
 def build_digits_feature_net(out_path: str | Path | None = None, size: int = 16, seed: int = 0, epochs: int = 30,
                              log=None) -> tuple[FeatureNet, dict[str, Any]]:
     """(Re)build the shipped builtin:digits feature network (default: into the app's resources folder)."""
-    from ..core.features import builtin_feature_path
+    from ..core.metrics.features import builtin_feature_path
     out = Path(out_path) if out_path is not None else builtin_feature_path("digits")
     return train_features_on("builtin:digits", out, size=size, epochs=epochs, seed=seed, log=log)
 

@@ -25,8 +25,8 @@ def add_import_parser(sub, common) -> None:
 
 
 def cmd_import(args) -> int:
-    from ..core.checkpoint import manifest_path, save_checkpoint
-    from ..core.convert_diffusers import diffusers_folder, load_diffusers
+    from ..core.io.checkpoint import manifest_path, save_checkpoint
+    from ..core.io.diffusers import diffusers_folder, load_diffusers
 
     folder = diffusers_folder(Path(args.folder).expanduser())
     if folder is None:

@@ -32,7 +32,7 @@ def add_export_parser(sub, common) -> None:
 
 
 def cmd_info(args) -> int:
-    from ..core.checkpoint import load_checkpoint
+    from ..core.io.checkpoint import load_checkpoint
     from ..resources import resolve_model_spec
 
     from .latent_setup import autoencoder_info
@@ -59,7 +59,7 @@ def cmd_info(args) -> int:
     lines.append(f"model      {mc.preset or 'custom'}: {params:,} parameters, {mc.image_size}x{mc.image_size}x"
                  f"{mc.in_channels}{classes}")
     lines.append(f"schedule   {ckpt.schedule.describe()}")
-    from ..core.latent import space_label
+    from ..core.train.latent import space_label
 
     lines.append(f"space      {space_label(meta)}")
     if mc.text_encoder:  # a text model: which encoder its prompts need, and what it was trained to hear
@@ -89,8 +89,8 @@ def cmd_info(args) -> int:
 
 def _resumable(manifest) -> bool:
     """Whether ``manifest`` is (or might be: unreadable, not ours to judge) a checkpoint holding training state."""
-    from ..core.checkpoint import MAX_MANIFEST_BYTES, CheckpointError
-    from ..core.safeio import read_regular
+    from ..core.io.checkpoint import MAX_MANIFEST_BYTES, CheckpointError
+    from ..core.io.safeio import read_regular
 
     if not os.path.lexists(manifest):
         return False
@@ -105,7 +105,7 @@ def _resumable(manifest) -> bool:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    from ..core.checkpoint import load_checkpoint, save_checkpoint
+    from ..core.io.checkpoint import load_checkpoint, save_checkpoint
     from ..resources import resolve_model_spec
 
     ckpt = load_checkpoint(resolve_model_spec(args.checkpoint))

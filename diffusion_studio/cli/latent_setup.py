@@ -18,7 +18,7 @@ def load_space(args, device: str = "cpu"):
     spec = getattr(args, "autoencoder", None)
     if spec is None:
         return None
-    from ..core.latent import LatentSpace
+    from ..core.train.latent import LatentSpace
 
     return LatentSpace.load(spec, device)
 
@@ -51,7 +51,7 @@ def encode(space, ds, flip: bool, info: dict):
     """The dataset as scaled latents (encoded once, with mirror images when --flip), or ``ds`` in pixel space."""
     if space is None:
         return ds
-    from ..core.latent import encode_dataset
+    from ..core.train.latent import encode_dataset
 
     t0 = time.perf_counter()
     data = encode_dataset(space, ds, flip=flip, info=info)
@@ -65,10 +65,10 @@ def encode(space, ds, flip: bool, info: dict):
 def make_trainer(space, *args, **kw):
     """Trainer, or LatentTrainer (decoded previews, the autoencoder in the checkpoint) for a latent run."""
     if space is None:
-        from ..core.training import Trainer
+        from ..core.train.trainer import Trainer
 
         return Trainer(*args, **kw)
-    from ..core.latent import LatentTrainer
+    from ..core.train.latent import LatentTrainer
 
     return LatentTrainer(*args, space=space, **kw)
 
@@ -76,7 +76,7 @@ def make_trainer(space, *args, **kw):
 # ---- resume ---------------------------------------------------------------------------------------------------------
 def resume_space(args, ckpt):
     """A resumed run's space from its checkpoint (its embedded autoencoder); --autoencoder must name the same one."""
-    from ..core.latent import is_latent_meta, space_from_checkpoint
+    from ..core.train.latent import is_latent_meta, space_from_checkpoint
 
     if not is_latent_meta(ckpt.meta):
         if getattr(args, "autoencoder", None) is not None:
@@ -89,8 +89,8 @@ def resume_space(args, ckpt):
 
 
 def resume_trainer(space, ckpt, data, out, **overrides):
-    from ..core.latent import LatentTrainer
-    from ..core.training import Trainer
+    from ..core.train.latent import LatentTrainer
+    from ..core.train.trainer import Trainer
 
     if space is None:
         return Trainer.resume(ckpt, data, out=out, **overrides)
@@ -100,7 +100,7 @@ def resume_trainer(space, ckpt, data, out, **overrides):
 # ---- sampling -------------------------------------------------------------------------------------------------------
 def sample_space(ckpt, device):
     """The space a checkpoint samples in: PixelSpace, or its embedded autoencoder's LatentSpace (on ``device``)."""
-    from ..core.latent import space_from_checkpoint
+    from ..core.train.latent import space_from_checkpoint
 
     try:
         return space_from_checkpoint(ckpt, device=device)
@@ -122,7 +122,7 @@ def autoencoder_info(spec: str, as_json: bool) -> bool:
     import json
     from pathlib import Path
 
-    from ..core.autoencoder_io import AE_MANIFEST, load_autoencoder
+    from ..core.io.autoencoder_io import AE_MANIFEST, load_autoencoder
     from .common import fmt_duration
 
     text = str(spec).strip()

@@ -5,8 +5,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (NON_NEGATIVE, POSITIVE, THREADS_HELP, Lines, UsageError, add_command, check_device, echo,
-                     fmt_duration, make_bar, plural, set_threads, wants_bar, write_text_atomic)
+from .common import (
+    NON_NEGATIVE, POSITIVE, THREADS_HELP, Lines, UsageError, add_command, check_device, echo, fmt_duration, make_bar,
+    plural, set_threads, wants_bar, write_text_atomic,
+)
 
 NLL_DEFAULTS: dict[str, Any] = dict(n=128, every=1, seed=0, batch=256, device="auto", precision="fp32", top=5)
 VARIANCE_CHOICES = ("beta", "beta_tilde", "both")
@@ -80,7 +82,7 @@ def _load_images(spec: str, ckpt, n: int, seed: int):
 
 
 def cmd_nll(args) -> int:
-    from ..core.checkpoint import load_checkpoint
+    from ..core.io.checkpoint import load_checkpoint
     from ..resources import resolve_model_spec
 
     set_threads(args.threads)
@@ -92,7 +94,7 @@ def cmd_nll(args) -> int:
     device, precision = check_device(args.device, args.precision)
     ckpt = load_checkpoint(resolve_model_spec(args.model), groups=("model", "ema"))
     schedule = ckpt.schedule
-    from ..core.vlb import MIN_BLOCKS, max_every
+    from ..core.diffusion.vlb import MIN_BLOCKS, max_every
 
     if args.every > max_every(schedule.T):
         raise UsageError(f"argument --every: at most {max_every(schedule.T)} for this model's T = {schedule.T} (the "
@@ -103,8 +105,8 @@ def cmd_nll(args) -> int:
 
 
 def _run(args, ckpt, x0, available, where, variances, device, precision, csv_path) -> int:
-    from ..core import vlb
-    from ..core.eps import model_fn
+    from ..core.diffusion import vlb
+    from ..core.diffusion.eps import model_fn
 
     schedule, mc = ckpt.schedule, ckpt.model_config
     model = ckpt.build_model(device)
@@ -149,7 +151,7 @@ def report(acc, variances, top: int) -> list[str]:
     """The lines that summarise a finished VLB: total with its interval, L_T, L_0, Σ L_{t−1}, the largest terms."""
     import numpy as np
 
-    from ..core.vlb import LN2
+    from ..core.diffusion.vlb import LN2
 
     out = []
     w = acc.weights()
@@ -183,7 +185,7 @@ def csv_text(acc, variances) -> str:
     stands for in a quick look's sum (1 for the full T)."""
     import numpy as np
 
-    from ..core.vlb import LN2
+    from ..core.diffusion.vlb import LN2
 
     w = acc.weights()
     cols = ["term", "t", "weight"] + [f"{v}_bits_per_dim" for v in variances] + ["eps_mse", "x0_mse"]

@@ -32,8 +32,8 @@ def set_aside(path: Path, reason: str) -> Path:
 
 
 def _read(path: Path, limit: int) -> bytes | None:
-    from ..core.checkpoint import CheckpointError
-    from ..core.safeio import read_regular
+    from ..core.io.checkpoint import CheckpointError
+    from ..core.io.safeio import read_regular
 
     if not os.path.lexists(path):
         return None
@@ -52,7 +52,7 @@ def set_aside_special(path: Path) -> None:
     except OSError:
         return
     if not stat.S_ISREG(st.st_mode):
-        from ..core.safeio import not_regular_reason
+        from ..core.io.safeio import not_regular_reason
 
         set_aside(path, not_regular_reason(st.st_mode))
 

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, THREADS, THREADS_HELP, CliError, Lines, UsageError,
-                     add_command, check_device, echo, fmt_duration, make_bar, out_folder, plural, set_threads,
-                     wants_bar)
+from .common import (
+    NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, THREADS, THREADS_HELP, CliError, Lines, UsageError, add_command,
+    check_device, echo, fmt_duration, make_bar, out_folder, plural, set_threads, wants_bar,
+)
 
 SAMPLE_DEFAULTS: dict[str, Any] = dict(n=16, sampler="ddim", ddim_steps=50, eta=0.0, variance="beta_tilde", seed=0,
                                        batch=64, guidance=2.0, device="auto", precision="auto")
@@ -84,7 +85,7 @@ def _parse_label(text: str, num_classes: int | None, class_names: list[str] | No
 
 
 def cmd_sample(args) -> int:
-    from ..core.checkpoint import load_checkpoint
+    from ..core.io.checkpoint import load_checkpoint
     from .text_setup import prompt_condition
     from ..resources import resolve_model_spec
 
@@ -135,10 +136,10 @@ def cmd_sample(args) -> int:
 def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Path) -> int:
     import torch
 
-    from ..core.estimate import describe, seconds_per_step, worth_estimating
-    from ..core.sample_check import degenerate
-    from ..core.samplers import sample_frames, spaced_timesteps
-    from ..core.training import model_fn
+    from ..core.runtime.estimate import describe, seconds_per_step, worth_estimating
+    from ..core.metrics.sample_check import degenerate
+    from ..core.diffusion.samplers import sample_frames, spaced_timesteps
+    from ..core.train.trainer import model_fn
     from .latent_setup import gif_picture
     from .text_setup import batch_condition
     from ..data.convert import make_grid, save_gif, save_grid, save_png

@@ -27,8 +27,8 @@ def prepare_captions(ds) -> None:
 def text_model_config(model_config, cross_attn: tuple[int, ...] | None = None):
     """The preset's config with cross-attention (at the preset's default resolutions, or at cross_attn) and the
     pooled caption, for the installed default encoder."""
-    from ..core.conditioning import with_text
-    from ..core.text import DEFAULT_ENCODER, EncoderMissing, get_encoder
+    from ..core.nets.conditioning import with_text
+    from ..core.nets.text import DEFAULT_ENCODER, EncoderMissing, get_encoder
 
     try:
         encoder = get_encoder(DEFAULT_ENCODER)
@@ -49,7 +49,7 @@ def add_caption_info(trainer) -> None:
 
 def prompt_condition(ckpt, prompt: str | None, negative: str | None, n: int):
     """(condition, negative condition, notes) for a prompt to a text model; one-line UsageError/CliError otherwise."""
-    from ..core.text import EncoderMissing, check_prompt, get_encoder
+    from ..core.nets.text import EncoderMissing, check_prompt, get_encoder
 
     mc = ckpt.model_config
     if prompt is None:
@@ -84,7 +84,7 @@ def batch_condition(cond, size: int):
     """The condition for a batch of ``size``: a class index becomes labels, a text Context keeps its first rows."""
     import torch
 
-    from ..core.conditioning import Context
+    from ..core.nets.conditioning import Context
 
     if cond is None:
         return None

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
-from .common import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS,
-                     THREADS_HELP, UNIT_HALF_OPEN, UNIT_OPEN, CliError, Lines, Stopped, add_command, echo,
-                     fmt_duration, int_at_least, make_bar, out_folder, plural, px_list, set_threads, wants_bar,
-                     write_text_atomic)
+from .common import (
+    NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS, THREADS_HELP,
+    UNIT_HALF_OPEN, UNIT_OPEN, CliError, Lines, Stopped, add_command, echo, fmt_duration, int_at_least, make_bar,
+    out_folder, plural, px_list, set_threads, wants_bar, write_text_atomic,
+)
 from .runstate import run_history
 from .latent_setup import add_latent_option
 from .train_dist import REPEAT_S, add_dist_options, current_dist, distributed_run, launch_if_asked
-from ..core.recipe import SMALL_IMAGES, SMALL_SIDE
+from ..core.train.recipe import SMALL_IMAGES, SMALL_SIDE
 from .train_setup import TRAIN_DEFAULTS, check_out_outside_data, setup_fresh, setup_resume
 
 
@@ -134,8 +135,8 @@ def cmd_train(args) -> int:
 
 
 def _cmd_train(args, main: bool) -> int:
-    from ..core import runlock
-    from ..core.checkpoint import CheckpointError
+    from ..core.io import runlock
+    from ..core.io.checkpoint import CheckpointError
 
     set_threads(args.threads)
     out = out_folder(args.out)
@@ -171,7 +172,7 @@ def _cmd_train(args, main: bool) -> int:
 def _write_run_json(out: Path, argv: list[str], resumed_from: int | None, trainer) -> None:
     import torch
 
-    from ..core.device import describe_device
+    from ..core.runtime.device import describe_device
 
     path = out / "run.json"
     entry = {
@@ -232,15 +233,15 @@ class _StopRequest:
 
 
 def _describe_training(trainer, out: Path, start: int) -> None:
-    from ..core.device import describe_device
-    from ..core.unet import count_parameters
+    from ..core.runtime.device import describe_device
+    from ..core.nets.unet import count_parameters
 
     mc, cfg = trainer.model.config, trainer.config
     classes = f", {mc.num_classes} classes" if mc.num_classes else ""
     echo(f"model     {mc.preset or 'custom'}: {count_parameters(trainer.model):,} parameters, "
          f"{mc.image_size}x{mc.image_size}x{mc.in_channels}{classes}")
     echo(f"schedule  {trainer.schedule.describe()}")
-    from ..core import objective
+    from ..core.diffusion import objective
 
     fast = getattr(trainer, "fast_path", None)
     how = f" ({'NHWC' if trainer.channels_last else 'NCHW'}, measured fastest on this CPU)" if fast else ""

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .common import (NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT, PROG, THREADS_HELP, UNIT_HALF_OPEN,
-                     UNIT_OPEN, CliError, Lines, Stopped, UsageError, add_command, check_device, echo, fmt_duration,
-                     make_bar, out_folder, plural, set_threads, wants_bar, write_text_atomic)
+from .common import (
+    NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT, PROG, THREADS_HELP, UNIT_HALF_OPEN, UNIT_OPEN,
+    CliError, Lines, Stopped, UsageError, add_command, check_device, echo, fmt_duration, make_bar, out_folder,
+    plural, set_threads, wants_bar, write_text_atomic,
+)
 
 AE_DEFAULTS: dict[str, Any] = dict(size=32, factor=4, latent_channels=4, base_channels=48, steps=2000, batch=32,
                                    lr=2e-3, warmup=50, loss="l1", beta_kl=1e-6, ema_decay=0.999, seed=0,
@@ -102,7 +104,7 @@ def _load_init(args):
     """The --init autoencoder; its config fills --size/--factor/... (a differing value is a usage error)."""
     if args.init is None:
         return None
-    from ..core.autoencoder_io import load_autoencoder
+    from ..core.io.autoencoder_io import load_autoencoder
 
     ae = load_autoencoder(args.init)
     c = ae.config
@@ -118,7 +120,7 @@ def _load_init(args):
 
 
 def cmd_train_autoencoder(args) -> int:
-    from ..core.autoencoder import AETrainConfig, AutoencoderConfig, AutoencoderTrainer
+    from ..core.nets.autoencoder import AETrainConfig, AutoencoderConfig, AutoencoderTrainer
     from .train_setup import _describe_data, _load_data
 
     set_threads(args.threads)
@@ -180,7 +182,7 @@ def cmd_train_autoencoder(args) -> int:
 def _write_run_json(out: Path, argv: list[str], trainer) -> None:
     import torch
 
-    from ..core.device import describe_device
+    from ..core.runtime.device import describe_device
 
     entry = {"command": shlex.join([PROG, *argv]), "argv": list(argv),
              "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "version": __version__,
@@ -198,8 +200,8 @@ def _save_preview(ev, path: Path) -> None:
 
 
 def _loop(args, trainer, out: Path, train_set, held, info) -> int:
-    from ..core.autoencoder import evaluate_psnr, measure_scale
-    from ..core.autoencoder_io import save_autoencoder
+    from ..core.nets.autoencoder import evaluate_psnr, measure_scale
+    from ..core.io.autoencoder_io import save_autoencoder
     from .train import _StopRequest
 
     cfg = trainer.train

@@ -17,7 +17,7 @@ REPEAT_S = 2.0  # a second signal this soon after the first is the launcher forw
 
 def current_dist():
     """The process's distributed Context (imports torch, so only once a command runs)."""
-    from ..core.distributed import current
+    from ..core.train.distributed import current
 
     return current()
 
@@ -38,7 +38,7 @@ def add_dist_options(p) -> None:
 
 def launch_if_asked(args) -> int | None:
     """With --nproc N > 1 (and not already under torchrun): run the N processes and return the exit code."""
-    from ..core.distributed import launched_by_torchrun
+    from ..core.train.distributed import launched_by_torchrun
 
     n = getattr(args, "nproc", None)
     if n is None:
@@ -74,7 +74,7 @@ def _launch(n: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from ..core.distributed import free_port
+    from ..core.train.distributed import free_port
 
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
         logging.getLogger(name).setLevel(logging.CRITICAL)  # its warnings and reports: we give one line instead
@@ -129,7 +129,7 @@ def _leave_together(ctx) -> None:
 def distributed_run(args) -> Iterator:
     """This process's part of the run: joins torchrun's process group (if any) for the block, keeps the other
     ranks quiet on stdout, and turns a failed collective into one line."""
-    from ..core import distributed
+    from ..core.train import distributed
 
     try:
         ctx = distributed.init(getattr(args, "device", None) or "auto", getattr(args, "dist_timeout", None))

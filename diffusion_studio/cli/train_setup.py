@@ -4,9 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.recipe import DEFAULT_SIZE, RECIPE, natural_size, recipe_for
-from .common import (BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo,
-                     field_message, make_bar, one_line, plural, wants_bar)
+from ..core.train.recipe import DEFAULT_SIZE, RECIPE, natural_size, recipe_for
+from .common import (
+    BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo, field_message, make_bar,
+    one_line, plural, wants_bar,
+)
 from .runstate import clean_metrics, set_aside_special
 from .text_setup import add_caption_info, prepare_captions, text_model_config
 
@@ -84,7 +86,7 @@ def _pick(value, key: str, image_size: int | None = None):
 
 
 def _size_error(preset: str, size: int, e: Exception) -> UsageError:
-    from ..core.unet import PRESETS
+    from ..core.nets.unet import PRESETS
 
     levels = len(PRESETS[preset]["channel_mults"])
     div = 2 ** (levels - 1)
@@ -97,7 +99,7 @@ def _size_error(preset: str, size: int, e: Exception) -> UsageError:
 
 
 def _build_schedule(kind: str, T: int, beta_start: float | None, beta_end: float | None, base: dict | None = None):
-    from ..core.schedule import NoiseSchedule
+    from ..core.diffusion.schedule import NoiseSchedule
 
     params: dict[str, float] = dict(base or {})
     if beta_start is not None or beta_end is not None:
@@ -171,8 +173,8 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     if ckpt_path.exists() and not args.overwrite:
         raise UsageError(f"argument --out: {out} already holds a run (checkpoint.json); add --resume to continue "
                          f"it, --overwrite to start again, or choose another folder")
-    from ..core.training import TrainConfig, Trainer
-    from ..core.unet import preset_config
+    from ..core.train.trainer import TrainConfig, Trainer
+    from ..core.nets.unet import preset_config
 
     from . import latent_setup
 
@@ -243,8 +245,8 @@ def _same(flag: str, given, stored, shown=None) -> None:
 
 
 def setup_resume(args, out: Path, ckpt_path: Path):
-    from ..core.checkpoint import load_checkpoint
-    from ..core.training import TrainConfig, Trainer
+    from ..core.io.checkpoint import load_checkpoint
+    from ..core.train.trainer import TrainConfig, Trainer
 
     if args.overwrite:
         raise UsageError("argument --overwrite: not allowed with --resume")

@@ -80,7 +80,7 @@ def digit_captions(labels, seed: int = 0) -> list[str]:
 def _read_text(path: Path, limit: int, root: Path) -> str:
     """The text of a caption file: a regular file inside ``root`` (a symbolic link may point elsewhere inside it,
     never out of it), at most ``limit`` bytes, UTF-8."""
-    from ..core.safeio import read_regular
+    from ..core.io.safeio import read_regular
 
     try:
         real, top = os.path.realpath(path), os.path.realpath(root)

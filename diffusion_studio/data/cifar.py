@@ -124,7 +124,7 @@ def safe_unpickle(path: str | os.PathLike, max_bytes: int = _MAX_PICKLE_BYTES) -
     Nothing is built that the file's own bytes do not hold, except through shared references (one list named a
     million times); callers check lengths before walking what they get.
     """
-    from ..core.safeio import read_regular
+    from ..core.io.safeio import read_regular
 
     path = Path(path)
     data = read_regular(path, max_bytes, DataError, "CIFAR-10 batch")
@@ -175,7 +175,7 @@ def _read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from ..core.safeio import open_regular
+    from ..core.io.safeio import open_regular
 
     with open_regular(path, None, DataError, "CIFAR-10 batch") as f:
         size = os.fstat(f.fileno()).st_size  # checked before a byte is read
@@ -210,7 +210,7 @@ def class_names(base: Path, version: str) -> list[str]:
     """Class names from batches.meta(.txt) when present and sane, else the standard ten."""
     try:
         if version == "bin" and (base / "batches.meta.txt").is_file():
-            from ..core.safeio import read_regular
+            from ..core.io.safeio import read_regular
 
             text = read_regular(base / "batches.meta.txt", _MAX_META_BYTES, DataError).decode("utf-8", "replace")
             names = [n for n in (line.strip()[:100] for line in text.splitlines()) if n]

@@ -72,7 +72,7 @@ def _nonblocking(file, flags):
 
 
 def _not_regular(mode: int) -> str:
-    from ..core.safeio import not_regular_reason
+    from ..core.io.safeio import not_regular_reason
 
     return not_regular_reason(mode)
 

@@ -69,7 +69,7 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
     exactly for a plain file, by gzip's best compression ratio for a .gz (whose stream is then read in bounded
     chunks), before anything that size is allocated.
     """
-    from ..core.safeio import open_regular
+    from ..core.io.safeio import open_regular
 
     path = Path(path)
     raw = open_regular(path, None, DataError, "MNIST file")

@@ -12,15 +12,15 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from .. import __version__
-from .panels.forward import ForwardPanel
-from .panels.images import ImagesPanel
-from .panels.likelihood import LikelihoodPanel
-from .panels.sampling import SamplingPanel
-from .panels.schedule import SchedulePanel
-from .panels.training import TrainingPanel
-from .panels.autoencoder import AutoencoderPanel
+from .panels.forward.panel import ForwardPanel
+from .panels.images.panel import ImagesPanel
+from .panels.likelihood.panel import LikelihoodPanel
+from .panels.sampling.panel import SamplingPanel
+from .panels.schedule.panel import SchedulePanel
+from .panels.training.panel import TrainingPanel
+from .panels.autoencoder.panel import AutoencoderPanel
 from .state import AppState
-from .tour import attach_tour
+from .tour.panel import attach_tour
 from .workers import WorkerPool
 
 

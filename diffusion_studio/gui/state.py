@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal
 
-from ..core.checkpoint import Checkpoint
-from ..core.device import describe_device, resolve_device
-from ..core.schedule import NoiseSchedule
-from ..core.unet import UNet, count_parameters
+from ..core.io.checkpoint import Checkpoint
+from ..core.runtime.device import describe_device, resolve_device
+from ..core.diffusion.schedule import NoiseSchedule
+from ..core.nets.unet import UNet, count_parameters
 
 
 @dataclass

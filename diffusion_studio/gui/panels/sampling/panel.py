@@ -1,0 +1,463 @@
+"""The Sampling panel: pick a trained model and a sampler, watch x_t, x̂₀ and ε frame by frame, replay, export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                               QScrollArea, QVBoxLayout, QWidget)
+
+from ....data.convert import save_gif, save_png
+from ...widgets.dialogs import remember, start_path
+from ...widgets.export_labels import enlarge, integer_scale, with_caption
+from ...widgets.imageview import ImagePane
+from ...state import LoadedModel
+from ...workers import GeneratorWorker
+from ..base import Panel
+from .controls import SamplerControls
+from ....jobs.sampling import EPS_SCALE, RecordedFrame, SamplingJob, StepTick, gif_frames, gif_scale, sampling_factory
+from .first_look import describe_job, quick_job
+from .models import ModelChooser
+from .player import PaneGrid, PlayerBar
+from .latent import add_latent_tab
+from .tabs import SamplingTabs
+from .text import install as install_text, job_for as text_job
+from ....jobs import estimate as sampling_estimate
+
+HINT = "Train a model in the Training tab or open a checkpoint (File ▸ Open Checkpoint…)"
+DISPLAY_HZ = 25
+SIDE_WIDTH = 240  # the side column; 260 kept the window wider than a 1024 px screen
+
+
+class SamplingPanel(Panel):
+    title = "Sampling"
+    settings_group = "sampling"
+
+    model_loaded = Signal(object)   # the LoadedModel now in use
+    frame_recorded = Signal(int)    # number of frames recorded so far
+    run_finished = Signal(str)      # "done", "stopped" or "error", after the worker thread has ended
+
+    def __init__(self, state, pool, settings, parent=None):
+        super().__init__(state, pool, settings, parent)
+        self.frames: list[RecordedFrame] = []
+        self.worker: GeneratorWorker | None = None
+        self.job: SamplingJob | None = None
+        self._run_T = 0
+        self._live = True
+        self._start_after_load = False
+        self._shown_once = False
+        self._outcome = ""
+        self._display_timer = QTimer(self)
+        self._display_timer.setObjectName("samplingDisplayTimer")
+        self._display_timer.setSingleShot(True)
+        self._display_timer.setInterval(1000 // DISPLAY_HZ)
+        self._display_timer.timeout.connect(self._show_latest)
+        self._build()
+        self._restore_settings()
+        self.chooser.model_selected.connect(self._on_model)
+        self.chooser.load_failed.connect(self._on_load_failed)
+        self.chooser.loading.connect(self._on_loading)
+        if self.chooser.loaded is not None:
+            self._on_model(self.chooser.loaded)
+        self._update_buttons()
+
+    # ---- layout ---------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QHBoxLayout(self)
+        root.setContentsMargins(4, 4, 4, 4)
+        side = QWidget()
+        col = QVBoxLayout(side)
+        col.setContentsMargins(0, 0, 4, 0)
+        box = QGroupBox("Model")
+        QVBoxLayout(box).setContentsMargins(6, 6, 6, 6)
+        self.chooser = ModelChooser(self.state, self.pool)
+        box.layout().addWidget(self.chooser)
+        col.addWidget(box)
+        self.controls = SamplerControls()
+        col.addWidget(self.controls)
+        row = QHBoxLayout()
+        self.sample_button = self._button("▶ Sample", "sampleButton", "Run reverse sampling from pure noise x_T to x₀ "
+                                          "(Ctrl+R)", self.start, row)
+        self.stop_button = self._button("■ Stop", "stopButton", "Stop sampling now; the frames recorded so far stay "
+                                        "playable (Ctrl+Shift+R)", self.stop, row)
+        col.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("samplingProgress")
+        self.progress.setFormat("idle")
+        self.progress.setToolTip("Reverse steps done out of the total, and the speed in steps (iterations) per second")
+        col.addWidget(self.progress)
+        self.hint_label = QLabel(HINT)
+        self.hint_label.setObjectName("hintLabel")
+        self.hint_label.setWordWrap(True)
+        col.addWidget(self.hint_label)
+        box = QGroupBox("Export")
+        ex = QVBoxLayout(box)
+        ex.setContentsMargins(6, 6, 6, 6)
+        row = QHBoxLayout()
+        self.export_png_button = self._button("Grid PNG…", "exportPngButton",
+                                              "Save the final samples (the last frame's x) as one PNG grid (Ctrl+E)",
+                                              self.export_grid_dialog, row)
+        self.export_gif_button = self._button("Animation GIF…", "exportGifButton",
+                                              "Save the recorded frames as an animated GIF, enlarged with nearest "
+                                              "neighbour so small images stay crisp (Ctrl+Shift+E)",
+                                              self.export_gif_dialog, row)
+        ex.addLayout(row)
+        self.gif_x0_check = QCheckBox("GIF shows x_t | predicted x₀")
+        self.gif_x0_check.setObjectName("gifX0Check")
+        self.gif_x0_check.setToolTip("Put the predicted x̂₀ next to x_t in every GIF frame")
+        ex.addWidget(self.gif_x0_check)
+        col.addWidget(box)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(side)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setFixedWidth(SIDE_WIDTH)
+        root.addWidget(scroll)
+
+        right = QVBoxLayout()
+        self.t_label = QLabel("t = –")
+        self.t_label.setObjectName("tLabel")
+        font = QFont(self.t_label.font())
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        font.setBold(True)
+        self.t_label.setFont(font)
+        self.t_label.setWordWrap(True)
+        self.t_label.setToolTip("The paper's t of the frame shown: T is pure noise x_T, 0 is the finished sample x₀")
+        right.addWidget(self.t_label)
+        self.error_label = QLabel("")
+        self.error_label.setObjectName("errorLabel")
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #d03030;")
+        self.error_label.hide()
+        right.addWidget(self.error_label)
+        self.x_pane = ImagePane("x_t", min_size=100)
+        self.x_pane.setToolTip("The current sample x_t: starts as pure noise x_T ~ N(0, I) and is denoised one reverse "
+                               "step at a time, x_{t−1} = (1/√α_t)(x_t − β_t/√(1−ᾱ_t) ε_θ) + σ_t z")
+        self.x0_pane = ImagePane("predicted x₀", min_size=100)
+        self.x0_pane.setToolTip("The model's guess of the clean image, made at the t in brackets: "
+                                "x̂₀ = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t")
+        self.eps_pane = ImagePane(f"predicted ε (÷{EPS_SCALE:g})", min_size=100)
+        self.eps_pane.setToolTip(f"The noise ε_θ(x_t, t) the network predicts, divided by {EPS_SCALE:g} before display "
+                                 "so ±3σ spans black to white")
+        self.tabs = SamplingTabs()  # the 4th quadrant; other views add a tab with self.tabs.add_tab(widget, title)
+        self.latent_view = add_latent_tab(self.tabs)
+        install_text(self)  # prompt box (side column), Attention tab, guidance sweep
+        self.panes = PaneGrid([self.x_pane, self.x0_pane, self.eps_pane, self.tabs])
+        right.addWidget(self.panes, 1)
+        self.player_bar = PlayerBar()
+        self.player_bar.frame_selected.connect(self.show_frame)
+        self.player_bar.user_interacted.connect(self._stop_following)
+        right.addWidget(self.player_bar)
+        root.addLayout(right, 1)
+
+    def _button(self, text, name, tip, slot, layout) -> QPushButton:
+        b = QPushButton(text)
+        b.setObjectName(name)
+        b.setToolTip(tip)
+        b.clicked.connect(lambda _=False: slot())
+        layout.addWidget(b)
+        return b
+
+    # ---- settings -------------------------------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        self.controls.restore(self.setting)
+        self.player_bar.fps_spin.setValue(self.setting("fps", 15, int))
+        self.player_bar.loop_check.setChecked(self.setting("loop", False, bool))
+        self.gif_x0_check.setChecked(self.setting("gif_x0", False, bool))
+        self.chooser.last_dir = self.setting("last_dir", "", str)
+
+    def save_settings(self) -> None:
+        self.controls.save(self.set_setting)
+        for key, value in (("fps", self.player_bar.fps_spin.value()), ("loop", self.player_bar.loop_check.isChecked()),
+                           ("gif_x0", self.gif_x0_check.isChecked()), ("last_dir", self.chooser.last_dir)):
+            self.set_setting(key, value)
+
+    # ---- model ----------------------------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self.chooser.loaded
+
+    def _on_model(self, model: LoadedModel) -> None:
+        if self.frames and getattr(self, "_made_with", None) is not model and not self.running:
+            self._clear_frames()  # the other model's frames must not stay on screen under this one's name
+        self.controls.set_model(model)
+        self.tabs.set_model(model)  # the Latent and Attention tabs only for the models they concern
+        self._idle_hint()
+        self.error_label.hide()
+        self._update_buttons()
+        self.model_loaded.emit(model)
+        if self._start_after_load:
+            self._start_after_load = False
+            self.start()
+
+    def _on_load_failed(self, message: str) -> None:
+        self._start_after_load = False
+        self._error(message)
+
+    def _on_loading(self, text: str) -> None:
+        if text:
+            self.hint_label.setText(text)
+        else:
+            self._idle_hint()
+            if self.loaded is None:
+                self._start_after_load = False
+        self._update_buttons()
+
+    def _idle_hint(self) -> None:
+        self.hint_label.setText(HINT if self.loaded is None else
+                                "Press ▶ Sample (Ctrl+R) to watch the model turn noise into images. It samples with "
+                                "its own schedule (above), not the Schedule panel's.")
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            # First look at the tab: load the shipped model and, unless turned off, start animating it at once, so a
+            # newcomer sees noise become digits before training anything.
+            # The shipped model, unless the user picked another (a just-trained model is still noisy); DDIM, few steps.
+            if self.chooser.select_first_look() and self.setting("autostart", True, bool) and not self.running:
+                self._quick_next = True
+                if self.loaded is not None:
+                    self.start()
+                else:
+                    self._start_after_load = True
+
+    def open_checkpoint(self, path: str | Path) -> GeneratorWorker | None:
+        """Load a checkpoint file in the background; errors appear in the errorLabel and change nothing loaded."""
+        self.error_label.hide()
+        return self.chooser.open_checkpoint(path)
+
+    def open_checkpoint_dialog(self) -> None:
+        self.error_label.hide()
+        self.chooser.open_dialog()
+
+    # ---- running --------------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self) -> None:
+        """Sample with the chosen model and sampler (Run ▸ Sample); starts after the load if a model is loading."""
+        if self.running:
+            self.state.message.emit("Sampling is already running")
+            return
+        if self.chooser.is_loading:  # the model asked for is still loading: go when it is there
+            self._start_after_load = True
+            self.state.message.emit("Sampling will start when the model has loaded")
+            return
+        if self.loaded is None:
+            if not self.chooser.select_default():
+                self._error("No model to sample from. " + HINT)
+                return
+            if self.loaded is None:  # a built-in model is loading: go when it is there
+                self._start_after_load = True
+                self.state.message.emit("Sampling will start when the model has loaded")
+                return
+        job = text_job(self, self.controls.job())
+        if getattr(self, "_quick_next", False):
+            self._quick_next = False
+            job = quick_job(job, self.loaded.schedule.T)
+        self.job = job
+        self.made_by = describe_job(self.loaded.name, job)  # every frame of this run is captioned with it
+        self._made_with = self.loaded
+        self._run_T = self.loaded.schedule.T
+        self.error_label.hide()
+        self.player_bar.pause()
+        self.frames = []
+        self.tabs.run_curves.reset()
+        self.player_bar.set_count(0)
+        self._live = True
+        self._outcome = ""
+        self.progress.setRange(0, job.steps)
+        self.progress.setValue(0)
+        self.progress.setFormat(f"step 0 / {job.steps}")
+        estimate = sampling_estimate.note(self.loaded, job)  # big models on a CPU: how long, before it starts
+        if estimate is not None:
+            self.state.message.emit(estimate)
+            self.progress.setFormat(f"step 0 / {job.steps} · {estimate.split(' (')[0]}")
+        worker = GeneratorWorker(sampling_factory(self.loaded, job), name="sampling")
+        worker.yielded.connect(self._on_frame)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.state.set_busy("sampling", f"Sampling {self.loaded.name}")
+        self.pool.start(worker)
+        self._update_buttons()
+
+    def stop(self) -> None:
+        """Stop sampling at the next step (Run ▸ Stop Sampling); what was recorded stays playable."""
+        self._start_after_load = False
+        if self.worker is not None:
+            self.worker.abort()
+            self.state.message.emit("Stopping sampling…")
+
+    def shutdown(self) -> None:
+        self.stop()
+        if self.sweep_worker is not None:
+            self.sweep_worker.abort()
+        self.chooser.shutdown()
+        self.player_bar.pause()
+        self._display_timer.stop()
+
+    def _on_frame(self, frame: RecordedFrame | StepTick) -> None:
+        if self.sender() is not self.worker:
+            return
+        rate = frame.step / frame.elapsed_s if frame.elapsed_s > 0 else 0.0
+        self.progress.setValue(frame.step)
+        self.progress.setFormat(f"step {frame.step} / {frame.n_steps} · {rate:.1f} it/s")
+        if frame.stats is not None:
+            self.tabs.run_curves.add(frame.stats)
+        if isinstance(frame, StepTick):
+            return
+        self.frames.append(frame)
+        self.player_bar.set_count(len(self.frames))
+        if self._live and not self._display_timer.isActive():
+            self._display_timer.start()
+        self.frame_recorded.emit(len(self.frames))
+
+    def _show_latest(self) -> None:
+        if self._live and self.frames:
+            self.player_bar.show_index(len(self.frames) - 1)
+
+    def _stop_following(self) -> None:
+        self._live = False
+
+    def _on_returned(self, _value) -> None:
+        self._outcome = "done"
+        last = self.frames[-1] if self.frames else None
+        self.state.message.emit(f"Sampled {self.job.n_images} images in {last.elapsed_s:.1f} s" if last else "Sampled")
+
+    def _on_aborted(self) -> None:
+        self._outcome = "stopped"
+        n = self.progress.value()
+        self.state.message.emit(f"Sampling stopped at step {n} / {self.job.steps}; the recorded frames stay playable")
+        self.progress.setFormat(f"stopped at step {n} / {self.job.steps}")
+
+    def _on_errored(self, message: str) -> None:
+        self._outcome = "error"
+        self._error(f"Sampling failed: {message}")
+
+    def _on_finished(self) -> None:
+        worker = self.sender()
+        worker.wait(2000)  # `finished` fires just before the thread exits
+        if worker is not self.worker:
+            return
+        self.worker = None
+        self.state.set_busy("sampling", None)
+        self._display_timer.stop()
+        if self._live:
+            self._show_latest()
+        self._update_buttons()
+        self.run_finished.emit(self._outcome or "stopped")
+
+    def _update_buttons(self) -> None:
+        self.sample_button.setEnabled(not self.running)
+        self.stop_button.setEnabled(self.running)
+        self.hint_label.setVisible(bool(self.hint_label.text()))
+
+    # ---- display --------------------------------------------------------------------------------------------------
+    def show_frame(self, index: int) -> None:
+        """Show recorded frame ``index`` in the three panes and the t label."""
+        if not 0 <= index < len(self.frames):
+            return
+        f = self.frames[index]
+        grey = None if f.x0 is not None and f.eps is not None else np.full_like(f.x, 128)
+        self.x_pane.show_u8(f.x)
+        self.x0_pane.show_u8(f.x0 if f.x0 is not None else grey)
+        self.eps_pane.show_u8(f.eps if f.eps is not None else grey)
+        if f.is_final:
+            self.x_pane.set_title("x₀, the sample (t = 0)")
+        elif f.step == 0:
+            self.x_pane.set_title(f"x_T, pure noise (t = {f.paper_t})")
+        else:
+            self.x_pane.set_title(f"x_t (t = {f.paper_t})")
+        at = "none yet" if f.t_model is None else f"at t = {f.t_model + 1}"  # where ε_θ ran to make this x
+        self.x0_pane.set_title(f"predicted x₀ ({at})")
+        self.eps_pane.set_title(f"predicted ε ÷ {EPS_SCALE:g} ({at})")
+        self.t_label.setText(f"t = {f.paper_t} / {self._run_T}   ·   step {f.step} / {f.n_steps}"
+                             f"<br><span style='font-size:small; font-weight:normal'>{self.made_by}</span>")
+        self.tabs.run_curves.set_cursor(f.paper_t if f.t_model is None else f.t_model + 1)
+        self.latent_view.show_frame(f, self)  # a latent model: z_t's channels, and pane titles saying "decoded"
+        self.attention_view.show_frame(f)  # a text model: per-word cross-attention maps
+        self.state.set_reverse_t(f.paper_t, self._run_T)  # the Schedule dock's sampling cursor follows
+
+    def _clear_frames(self) -> None:
+        self.frames = []
+        self.player_bar.set_count(0)
+        for pane in (self.x_pane, self.x0_pane, self.eps_pane):
+            pane.clear_image()
+        self.t_label.setText("t = –")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+
+    @property
+    def shown_index(self) -> int:
+        return self.player_bar.index
+
+    # ---- export ---------------------------------------------------------------------------------------------------
+    def _error(self, message: str) -> None:
+        self.error_label.setText(message)
+        self.error_label.show()
+        self.state.message.emit(message)
+
+    def export_grid(self, path: str | Path) -> bool:
+        """Save the last recorded frame's x (the final samples once a run has finished) as a PNG grid."""
+        if not self.frames:
+            self._error("Nothing to export yet: press ▶ Sample first")
+            return False
+        last = self.frames[-1]
+        try:
+            save_png(enlarge(last.x, integer_scale(last.x.shape)), path)  # a 4×4 grid of 16 px is 74 px: enlarged
+        except (OSError, ValueError) as e:
+            self._error(f"Could not save {Path(path).name}: {e}")
+            return False
+        note = "" if last.is_final else f" (sampling was stopped at t = {last.paper_t})"
+        self.state.message.emit(f"Saved the samples grid to {Path(path).name}{note}")
+        return True
+
+    def export_gif(self, path: str | Path, fps: float | None = None, with_x0: bool | None = None) -> bool:
+        """Save the recorded frames (x_t, or x_t | x̂₀) as an animated GIF, enlarged by nearest neighbour."""
+        if not self.frames:
+            self._error("Nothing to export yet: press ▶ Sample first")
+            return False
+        with_x0 = self.gif_x0_check.isChecked() if with_x0 is None else with_x0
+        frames = gif_frames(self.frames, with_x0=with_x0)
+        try:
+            scale = gif_scale(frames[0].shape[1])
+            frames = [with_caption(f, f"t = {rec.paper_t}", scale) for f, rec in zip(frames, self.frames)]
+            save_gif(frames, path, fps=fps or self.player_bar.fps_spin.value(), scale=1)
+        except (OSError, ValueError) as e:
+            self._error(f"Could not save {Path(path).name}: {e}")
+            return False
+        self.state.message.emit(f"Saved {len(frames)} frames to {Path(path).name}")
+        return True
+
+    def _save_dialog(self, caption: str, name: str, filt: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(self, caption, start_path(self.settings, name), filt)
+        if path:
+            self.chooser.last_dir = str(Path(path).parent)
+            remember(self.settings, path)
+        return path
+
+    def export_grid_dialog(self) -> None:
+        if not self.frames:
+            self._error("Nothing to export yet: press ▶ Sample first")
+            return
+        path = self._save_dialog("Export samples grid", "samples.png", "PNG image (*.png)")
+        if path:
+            self.export_grid(path)
+
+    def export_gif_dialog(self) -> None:
+        if not self.frames:
+            self._error("Nothing to export yet: press ▶ Sample first")
+            return
+        path = self._save_dialog("Export sampling animation", "sampling.gif", "GIF animation (*.gif)")
+        if path:
+            self.export_gif(path)
