@@ -24,7 +24,9 @@ from common import footer, header, save_json, stats  # noqa: E402
 
 from diffusion_studio.core.diffusion.samplers import sample  # noqa: E402
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
-from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer, model_fn  # noqa: E402
+from diffusion_studio.core.train.trainer import TensorImages, Trainer
+from diffusion_studio.core.diffusion.eps import model_fn
+from diffusion_studio.core.train.config import TrainConfig  # noqa: E402
 from diffusion_studio.core.nets.unet import UNet, count_parameters, preset_config  # noqa: E402
 
 TPU_IMG_S = 21 * 128          # Ho et al. 2020, TPU v3-8

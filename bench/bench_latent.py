@@ -26,16 +26,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffusion_studio.core.nets.autoencoder import evaluate_psnr  # noqa: E402
+from diffusion_studio.core.train.autoencoder import evaluate_psnr  # noqa: E402
 from diffusion_studio.core.diffusion.eps import model_fn  # noqa: E402
 from diffusion_studio.core.metrics.features import train_feature_net  # noqa: E402
 from diffusion_studio.core.metrics.fid import compute_fid  # noqa: E402
-from diffusion_studio.core.train.latent import LatentSpace, LatentTrainer, encode_dataset  # noqa: E402
+from diffusion_studio.core.train.latent import LatentTrainer, encode_dataset
+from diffusion_studio.core.io.space import LatentSpace  # noqa: E402
 from diffusion_studio.core.diffusion.samplers import sample  # noqa: E402
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
-from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer  # noqa: E402
+from diffusion_studio.core.train.trainer import TensorImages, Trainer
+from diffusion_studio.core.train.config import TrainConfig  # noqa: E402
 from diffusion_studio.core.nets.unet import preset_config  # noqa: E402
-from diffusion_studio.data.builtin import shapes  # noqa: E402
+from diffusion_studio.data.shapes import shapes  # noqa: E402
 
 
 def cpu_line() -> str:

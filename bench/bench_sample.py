@@ -18,10 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import footer, header, save_json, stats, timeit  # noqa: E402
 
-from diffusion_studio.core.runtime.device import cpu_supports_bf16, resolve_precision  # noqa: E402
+from diffusion_studio.core.runtime.device import cpu_supports_bf16
+from diffusion_studio.core.runtime.calibrate import resolve_precision  # noqa: E402
 from diffusion_studio.core.diffusion.samplers import sample, sample_frames  # noqa: E402
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
-from diffusion_studio.core.train.trainer import model_fn  # noqa: E402
+from diffusion_studio.core.diffusion.eps import model_fn  # noqa: E402
 from diffusion_studio.core.nets.unet import UNet, count_parameters, preset_config  # noqa: E402
 
 GOAL_S = 2.5
@@ -48,7 +49,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.repeats = 1
-    from diffusion_studio.jobs.sampling import SamplingJob, record  # Qt-free enough: imports PySide6
+    from diffusion_studio.core.io.space import PixelSpace
+    from diffusion_studio.jobs.frames import record
+    from diffusion_studio.jobs.sampling import SamplingJob
 
     info = header(f"bench_sample: DDIM-{args.steps}, {args.n} images {args.size}×{args.size}×3, {args.preset} preset")
     schedule = NoiseSchedule.create("linear", 1000)
@@ -69,7 +72,7 @@ def main() -> int:
         def animated():
             frames = sample_frames(fn, schedule, shape, "ddim", steps=args.steps, clip_x0=True, seed=0, every=1,
                                    include_start=True)
-            return sum(1 for _ in record(frames, every=every))
+            return sum(1 for _ in record(frames, PixelSpace(), every=every))
 
         def model_only():  # the network alone, the floor under both
             x = torch.randn(shape)

@@ -106,7 +106,8 @@ class TrainingThread:
     """A Trainer stepping in a Python thread of this process, like the app's training worker."""
 
     def __init__(self, batch: int = 64, size: int = 16):
-        from diffusion_studio.core.train.trainer import TrainConfig, Trainer
+        from diffusion_studio.core.train.trainer import Trainer
+        from diffusion_studio.core.train.config import TrainConfig
         from diffusion_studio.core.nets.unet import preset_config
         from diffusion_studio.data import load_dataset
 

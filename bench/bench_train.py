@@ -32,9 +32,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import footer, header, ms, save_json, stats, timeit  # noqa: E402
 
-from diffusion_studio.core.runtime.device import cpu_supports_bf16, resolve_precision  # noqa: E402
+from diffusion_studio.core.runtime.device import cpu_supports_bf16
+from diffusion_studio.core.runtime.calibrate import resolve_precision  # noqa: E402
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
-from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer  # noqa: E402
+from diffusion_studio.core.train.trainer import TensorImages, Trainer
+from diffusion_studio.core.train.config import TrainConfig  # noqa: E402
 from diffusion_studio.core.nets.unet import count_parameters, preset_config  # noqa: E402
 
 GOAL_RATIO = 1.5

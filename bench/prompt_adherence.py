@@ -25,15 +25,16 @@ sys.path.insert(0, str(ROOT))
 from diffusion_studio.core.io.checkpoint import load_checkpoint  # noqa: E402
 from diffusion_studio.core.diffusion.eps import model_fn  # noqa: E402
 from diffusion_studio.core.metrics.features import load_feature_net, save_feature_net, train_feature_net  # noqa: E402
-from diffusion_studio.core.train.latent import PixelSpace, space_from_checkpoint  # noqa: E402
+from diffusion_studio.core.io.space import PixelSpace, space_from_checkpoint  # noqa: E402
 from diffusion_studio.core.metrics.fid import compute_fid  # noqa: E402
 from diffusion_studio.core.diffusion.samplers import sample  # noqa: E402
 from diffusion_studio.core.nets.text import get_encoder  # noqa: E402
-from diffusion_studio.data.builtin import _INKS, SHAPE_CLASSES, shapes  # noqa: E402
-from diffusion_studio.data.captions import COLOUR_NAMES, DIGIT_WORDS, article  # noqa: E402
+from diffusion_studio.data.shapes import INKS as INK_RGB, SHAPE_CLASSES, shapes  # noqa: E402
+from diffusion_studio.data.captions import DIGIT_WORDS
+from diffusion_studio.data.shapes import COLOUR_NAMES, article  # noqa: E402
 from diffusion_studio.resources import resolve_model_spec  # noqa: E402
 
-INKS = torch.tensor(_INKS, dtype=torch.float32)
+INKS = torch.tensor(INK_RGB, dtype=torch.float32)
 
 
 def ink_colour(images: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from diffusion_studio.core.io.checkpoint import load_checkpoint  # noqa: E402
 from diffusion_studio.core.metrics.features import classifier_score, load_feature_extractor  # noqa: E402
 from diffusion_studio.core.metrics.fid import compute_fid  # noqa: E402
 from diffusion_studio.core.diffusion.samplers import sample  # noqa: E402
-from diffusion_studio.core.train.trainer import model_fn  # noqa: E402
+from diffusion_studio.core.diffusion.eps import model_fn  # noqa: E402
 from diffusion_studio.data import load_dataset  # noqa: E402
 from diffusion_studio.resources import resolve_model_spec  # noqa: E402
 

@@ -10,7 +10,8 @@ import torch
 diffusers = pytest.importorskip("diffusers", reason="diffusers is the oracle of these tests ([test] extra)")
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 
-from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from diffusion_studio.core.io.models import open_checkpoint
+from diffusion_studio.core.errors import CheckpointError  # noqa: E402
 from diffusion_studio.core.diffusion.reverse import ddpm_step  # noqa: E402
 
 # The architectures of the published google/ddpm-* UNets (their unet/config.json), at reduced width so a CPU test
@@ -46,7 +47,7 @@ def make_folder(root, name: str, scheduler: dict | None = None, **overrides):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_eps_equals_diffusers(tmp_path, name):
     folder, unet, _ = make_folder(tmp_path, name)
-    ckpt = load_checkpoint(folder)
+    ckpt = open_checkpoint(folder)
     model = ckpt.build_model()
     size = CONFIGS[name]["sample_size"]
     gen = torch.Generator().manual_seed(0)
@@ -64,7 +65,7 @@ def test_eps_equals_diffusers(tmp_path, name):
 def test_one_ddpm_step_equals_scheduler_step(tmp_path, variance_type, clip):
     folder, unet, sched = make_folder(tmp_path, "ddpm-cifar10-32", {"variance_type": variance_type,
                                                                       "clip_sample": clip})
-    ckpt = load_checkpoint(folder)
+    ckpt = open_checkpoint(folder)
     model, schedule, sampling = ckpt.build_model(), ckpt.schedule, ckpt.meta["sampling"]
     assert sampling == {"variance": {"fixed_small": "beta_tilde", "fixed_large": "beta"}[variance_type],
                         "clip_x0": clip}
@@ -101,7 +102,7 @@ def test_old_attention_names_load_too(tmp_path):
     save_file(state, path)
     x_t, t = torch.randn(1, 3, 32, 32), torch.tensor([300])
     with torch.no_grad():
-        torch.testing.assert_close(load_checkpoint(folder).build_model()(x_t, t), unet(x_t, t).sample,
+        torch.testing.assert_close(open_checkpoint(folder).build_model()(x_t, t), unet(x_t, t).sample,
                                    atol=1e-5, rtol=1e-5)
 
 
@@ -119,7 +120,7 @@ def test_refusals_name_the_file_and_key(tmp_path):
         shutil.copytree(folder, target)
         make(target)
         with pytest.raises(CheckpointError) as e:
-            load_checkpoint(target)
+            open_checkpoint(target)
         msg = str(e.value)
         assert "\n" not in msg
         return msg
@@ -174,8 +175,8 @@ def test_cli_opens_imports_and_samples_a_diffusers_folder(tmp_path, capsys, monk
     assert (tmp_path / "s" / "sample_00000.png").is_file()
 
     assert main(["import", str(folder), "--out", str(tmp_path / "imported")]) == 0
-    ckpt = load_checkpoint(tmp_path / "imported")
-    direct = load_checkpoint(folder)
+    ckpt = open_checkpoint(tmp_path / "imported")
+    direct = open_checkpoint(folder)
     assert ckpt.meta["sampling"] == {"variance": "beta", "clip_x0": False} and ckpt.schedule == direct.schedule
     for k, v in direct.tensors["ema"].items():
         torch.testing.assert_close(ckpt.tensors["ema"][k], v, atol=0, rtol=0)  # stored as converted, bit for bit

@@ -104,13 +104,13 @@ def test_real_measurement_times_every_candidate(fresh, monkeypatch):
 
 
 def test_auto_precision_needs_both_native_bf16_and_a_measured_gain(monkeypatch):
-    from diffusion_studio.core.runtime.device import resolve_precision
+    from diffusion_studio.core.runtime.calibrate import resolve_precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(calibrate, "cpu_supports_bf16", lambda: False)
     monkeypatch.setattr(calibrate, "bf16_pays", lambda: pytest.fail("no bf16 instructions: nothing to measure"))
     assert resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(calibrate, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(calibrate, "bf16_pays", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
     monkeypatch.setattr(calibrate, "bf16_pays", lambda: True)

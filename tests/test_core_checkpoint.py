@@ -10,9 +10,11 @@ import struct
 import pytest
 import torch
 
-from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint, manifest_path, save_checkpoint
+from diffusion_studio.core.io.checkpoint import load_checkpoint, manifest_path, save_checkpoint
+from diffusion_studio.core.errors import CheckpointError
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+from diffusion_studio.core.train.trainer import TensorImages, Trainer
+from diffusion_studio.core.train.config import TrainConfig
 from diffusion_studio.core.nets.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from diffusion_studio.core.runtime import device as device_mod
-from diffusion_studio.core.runtime.device import autocast, describe_device, resolve_device, resolve_precision
+from diffusion_studio.core.runtime.device import autocast, describe_device, resolve_device
+from diffusion_studio.core.runtime.calibrate import resolve_precision
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_MPS = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
@@ -55,9 +56,9 @@ def test_precision_rules(monkeypatch):
     from diffusion_studio.core.runtime import calibrate
 
     monkeypatch.setattr(calibrate, "bf16_pays", lambda: True)
-    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(calibrate, "cpu_supports_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(calibrate, "cpu_supports_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"  # never on MPS, whatever the CPU
     assert resolve_precision("fp32", cpu) == "fp32"

@@ -6,7 +6,9 @@ import torch
 
 from diffusion_studio.core.io.checkpoint import load_checkpoint
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer, model_fn
+from diffusion_studio.core.train.trainer import TensorImages, Trainer
+from diffusion_studio.core.diffusion.eps import model_fn
+from diffusion_studio.core.train.config import TrainConfig
 from diffusion_studio.core.nets.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -109,7 +109,8 @@ def test_unknown_targets_and_weightings_are_refused_by_name():
 @pytest.mark.parametrize("prediction, weighting", [("v", "min_snr"), ("x0", "min_snr"), ("eps", "min_snr")])
 def test_trainer_learns_with_any_target_and_the_checkpoint_keeps_it(tmp_path, prediction, weighting):
     from diffusion_studio.core.io.checkpoint import load_checkpoint
-    from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+    from diffusion_studio.core.train.trainer import TensorImages, Trainer
+    from diffusion_studio.core.train.config import TrainConfig
 
     cfg = UNetConfig(image_size=8, in_channels=1, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                      attn_resolutions=(), groups=8, num_heads=2, prediction=prediction)

@@ -11,9 +11,10 @@ import torch
 from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
 from diffusion_studio.core.diffusion.samplers import ddim_sample
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import (
-    TensorImages, TrainConfig, Trainer, TrainingDiverged, TrainingError, model_fn,
-)
+from diffusion_studio.core.train.trainer import TensorImages, Trainer
+from diffusion_studio.core.diffusion.eps import model_fn
+from diffusion_studio.core.train.config import TrainConfig
+from diffusion_studio.core.errors import TrainingDiverged, TrainingError
 from diffusion_studio.core.nets.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -211,9 +212,9 @@ def test_class_conditional_training_and_guidance(data, sched):
     with torch.no_grad():
         cond, uncond = model(x, t, y), model(x, t)
     w = 3.0
-    got = model_fn(model, labels=y, guidance=w)(x, t)
+    got = model_fn(model, condition=y, guidance=w)(x, t)
     assert torch.allclose(got, uncond + w * (cond - uncond), atol=1e-5)
-    assert torch.allclose(model_fn(model, labels=y, guidance=1.0)(x, t), cond, atol=1e-6)
+    assert torch.allclose(model_fn(model, condition=y, guidance=1.0)(x, t), cond, atol=1e-6)
     assert torch.allclose(model_fn(model)(x, t), uncond, atol=1e-6)
     assert not model.training  # model_fn puts the network in eval mode
 
@@ -296,7 +297,7 @@ def test_run_at_its_total_takes_no_more_steps(tmp_path):
 
     from diffusion_studio.core.diffusion.schedule import NoiseSchedule as _NS
     from diffusion_studio.core.train.trainer import TensorImages as _TI
-    from diffusion_studio.core.train.trainer import TrainConfig as _TC
+    from diffusion_studio.core.train.config import TrainConfig as _TC
     from diffusion_studio.core.train.trainer import Trainer as _Tr
     from diffusion_studio.core.nets.unet import preset_config as _pc
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_studio.data.builtin import BUILTIN_DATASETS, SHAPE_CLASSES, digits, photos, sample_photos, shapes
-from diffusion_studio.data.dataset import load_dataset
+from diffusion_studio.data.builtin import BUILTIN_DATASETS, digits, photos, sample_photos
+from diffusion_studio.data.shapes import SHAPE_CLASSES, shapes
+from diffusion_studio.data.specs import load_dataset
 
 
 def test_digits_count_labels_and_proportions():

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion_studio.data.dataset import BUILTIN_DATASETS, ImageDataset, load_dataset
+from diffusion_studio.data.dataset import ImageDataset
+from diffusion_studio.data.specs import BUILTIN_DATASETS, load_dataset
 from diffusion_studio.data.errors import DataError
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from diffusion_studio.data.cifar import CLASS_NAMES, SafeUnpickler, load_cifar10, safe_unpickle
-from diffusion_studio.data.dataset import load_dataset
+from diffusion_studio.data.specs import load_dataset
 from diffusion_studio.data.errors import DataError
 from diffusion_studio.data.mnist import load_mnist, read_idx
 

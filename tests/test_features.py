@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion_studio.core.io.checkpoint import CheckpointError
+from diffusion_studio.core.errors import CheckpointError
 from diffusion_studio.core.metrics.features import (
     FeatureNet, FeatureNetConfig, builtin_feature_path, classifier_score, goal_met, load_feature_extractor,
     load_feature_net, save_feature_net, train_feature_net,

@@ -129,7 +129,7 @@ def _trained_model(tmp_path):
 
     from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
     from diffusion_studio.core.nets.unet import UNet, preset_config
-    from diffusion_studio.gui.state import LoadedModel
+    from diffusion_studio.core.io.models import LoadedModel
 
     torch.manual_seed(0)
     cfg = preset_config("tiny", 8, 1)

@@ -12,11 +12,11 @@ from diffusion_studio import resources
 from diffusion_studio.core.nets.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_studio.core.io.autoencoder_io import fingerprint
 from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.runtime.device import resolve_precision
-from diffusion_studio.core.train.latent import LatentSpace, space_from_checkpoint
+from diffusion_studio.core.runtime.calibrate import resolve_precision
+from diffusion_studio.core.io.space import LatentSpace, space_from_checkpoint
 from diffusion_studio.core.diffusion.samplers import sample_frames
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import model_fn
+from diffusion_studio.core.diffusion.eps import model_fn
 from diffusion_studio.core.nets.unet import UNet, preset_config
 from diffusion_studio.data.convert import make_grid, to_uint8
 
@@ -62,7 +62,7 @@ def panel(qtbot, settings):
 
 
 def test_sampling_a_latent_model_shows_decoded_frames_and_the_latent(panel, qtbot, tmp_path):
-    from diffusion_studio.gui.panels.sampling.latent import LatentFrame, channel_grid
+    from diffusion_studio.jobs.frames import LatentFrame, channel_grid
 
     path = latent_checkpoint(tmp_path / "latent.json")
     with qtbot.waitSignal(panel.model_loaded, timeout=WAIT_MS):
@@ -207,7 +207,8 @@ def test_autoencoder_view_trains_in_a_worker_shows_reconstructions_and_saves(qtb
 def test_the_apps_training_worker_trains_in_latent_space_and_hands_a_decodable_model(tmp_path):
     """Training ▸ space: latent — the run encodes the data, trains on latents, previews and hands over decoded."""
     from diffusion_studio.core.io.autoencoder_io import save_autoencoder
-    from diffusion_studio.core.train.trainer import TrainConfig, TrainEvent
+    from diffusion_studio.core.train.trainer import TrainEvent
+    from diffusion_studio.core.train.config import TrainConfig
     from diffusion_studio.jobs.training import RunHandle, RunRequest, RunStarted, training_run
 
     torch.manual_seed(2)

@@ -13,14 +13,15 @@ from PySide6.QtCore import Qt
 
 from diffusion_studio import resources
 from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.runtime.device import resolve_precision
+from diffusion_studio.core.runtime.calibrate import resolve_precision
 from diffusion_studio.core.diffusion.samplers import sample, sample_frames
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import model_fn
+from diffusion_studio.core.diffusion.eps import model_fn
 from diffusion_studio.core.nets.unet import UNet, preset_config
 from diffusion_studio.data.convert import make_grid, to_uint8
+from diffusion_studio.jobs import frames as frames_mod
 from diffusion_studio.jobs import sampling as sampling_frames
-from diffusion_studio.gui.state import LoadedModel
+from diffusion_studio.core.io.models import LoadedModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -163,7 +164,7 @@ def test_ddpm_variances_record_every_step_or_every_nth(panel, qtbot, ckpt_path):
     assert panel.job is not None and run(panel, qtbot) == "done"
     beta = panel.frames
     assert panel.job.variance == "beta" and panel.job.sampler == "ddpm"
-    assert len(beta) == math.ceil(T / 7) + 1 == sampling_frames.expected_frames(T, 7)
+    assert len(beta) == math.ceil(T / 7) + 1 == frames_mod.expected_frames(T, 7)
     assert [f.step for f in beta] == [0, 7, 14, 21, 28, 35, 42, 49, 50] and beta[-1].is_final
     assert not np.array_equal(beta[-1].x, tilde[-1].x)  # σ² = β adds more noise than β̃
 
@@ -212,7 +213,7 @@ def test_stop_mid_run_acts_after_the_current_step_and_keeps_frames_playable(pane
     # Stop is checked after every step, not only after recorded ones (every = 10 here).
     assert len(calls) - at_click <= 2, (at_click, len(calls))
     n = len(panel.frames)
-    assert 3 <= n < sampling_frames.expected_frames(T, 10) and not panel.frames[-1].is_final
+    assert 3 <= n < frames_mod.expected_frames(T, 10) and not panel.frames[-1].is_final
     assert [f.step for f in panel.frames] == list(range(0, 10 * n, 10))
     assert "stopped" in panel.progress.format() and panel.progress.value() == len(calls)
     assert threading.get_ident() not in calls  # ε_θ never ran on the GUI thread
@@ -304,7 +305,7 @@ def test_export_png_and_gif(panel, qtbot, ckpt_path, tmp_path):
     assert panel.export_gif(tmp_path / "anim.gif", fps=10)
     gif = Image.open(tmp_path / "anim.gif")
     h, w = panel.frames[0].x.shape
-    scale = sampling_frames.gif_scale(w)
+    scale = frames_mod.gif_scale(w)
     from diffusion_studio.gui.widgets.export_labels import STRIP
     assert scale > 1 and gif.size == (w * scale, h * scale + STRIP)  # upscaled by nearest neighbour, t under it
     assert gif.n_frames == len(panel.frames) == 6
@@ -314,7 +315,7 @@ def test_export_png_and_gif(panel, qtbot, ckpt_path, tmp_path):
 
     assert panel.export_gif(tmp_path / "side.gif", with_x0=True)
     side = Image.open(tmp_path / "side.gif")
-    assert side.size[0] > 2 * w * sampling_frames.gif_scale(2 * w + 4) and side.n_frames == 6
+    assert side.size[0] > 2 * w * frames_mod.gif_scale(2 * w + 4) and side.n_frames == 6
 
 
 def test_bad_checkpoints_change_nothing(panel, qtbot, ckpt_path, tmp_path):
@@ -418,7 +419,7 @@ def test_class_conditional_controls_and_labels(panel, qtbot, tmp_path):
     job = panel.job
     assert job.label == 1 and job.guidance == 3.0 and job.clip_x0
     ckpt = load_checkpoint(path)
-    fn = model_fn(ckpt.build_model("cpu"), "cpu", panel_precision(), labels=torch.tensor([1, 1]), guidance=3.0)
+    fn = model_fn(ckpt.build_model("cpu"), "cpu", panel_precision(), condition=torch.tensor([1, 1]), guidance=3.0)
     want = sample(fn, ckpt.schedule, (2, 1, SIZE, SIZE), "ddim", steps=2, seed=4, clip_x0=True)
     assert close(panel.frames[-1].x, grid(want))
     assert sampling_frames.job_labels(job.__class__(label=-1, n_images=5), 3).tolist() == [0, 1, 2, 0, 1]

@@ -119,7 +119,7 @@ def test_training_form_shows_captions_and_a_text_run_trains_on_them(qtbot, setti
 
     from diffusion_studio.core.nets import text
     from diffusion_studio.core.io.checkpoint import load_checkpoint
-    from diffusion_studio.core.train.trainer import TrainConfig
+    from diffusion_studio.core.train.config import TrainConfig
     from diffusion_studio.gui.panels.training.form import TrainingForm
     from diffusion_studio.gui.panels.training.text import attach_caption_row
     from diffusion_studio.jobs.training import RunHandle, RunNote, RunRequest, training_run

@@ -12,7 +12,9 @@ import torch
 
 from diffusion_studio.core.io.checkpoint import load_checkpoint
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import TrainConfig, Trainer, TrainingDiverged
+from diffusion_studio.core.train.trainer import Trainer
+from diffusion_studio.core.train.config import TrainConfig
+from diffusion_studio.core.errors import TrainingDiverged
 from diffusion_studio.jobs.training import RunRequest, bucket_edges, check_request
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

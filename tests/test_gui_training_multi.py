@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import TrainConfig, TrainEvent
+from diffusion_studio.core.train.trainer import TrainEvent
+from diffusion_studio.core.train.config import TrainConfig
 from diffusion_studio.gui.panels.training import multi as training_multi
 from diffusion_studio.jobs.training import RunHandle, RunRequest
 

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.errors import CheckpointError
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from diffusion_studio.core.nets.unet import UNet, preset_config
 from diffusion_studio.data.errors import DataError

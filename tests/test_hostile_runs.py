@@ -17,7 +17,8 @@ import torch
 
 from diffusion_studio.cli import main
 from diffusion_studio.core.io import runlock
-from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_studio.core.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]

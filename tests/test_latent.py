@@ -8,16 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion_studio.core.nets.autoencoder import (
-    AETrainConfig, Autoencoder, AutoencoderConfig, AutoencoderTrainer, encode_all, evaluate_psnr, measure_scale,
+from diffusion_studio.core.nets.autoencoder import Autoencoder, AutoencoderConfig
+from diffusion_studio.core.train.autoencoder import (
+    AETrainConfig, AutoencoderTrainer, encode_all, evaluate_psnr, measure_scale,
 )
 from diffusion_studio.core.io.autoencoder_io import fingerprint, load_autoencoder, save_autoencoder
-from diffusion_studio.core.io.checkpoint import CheckpointError, load_checkpoint
-from diffusion_studio.core.train.latent import (
-    LatentSpace, LatentTrainer, PixelSpace, encode_dataset, space_from_checkpoint,
-)
+from diffusion_studio.core.io.checkpoint import load_checkpoint
+from diffusion_studio.core.errors import CheckpointError
+from diffusion_studio.core.train.latent import LatentTrainer, encode_dataset
+from diffusion_studio.core.io.space import LatentSpace, PixelSpace, space_from_checkpoint
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+from diffusion_studio.core.train.trainer import TensorImages, Trainer
+from diffusion_studio.core.train.config import TrainConfig
 from diffusion_studio.core.nets.unet import preset_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -296,7 +298,7 @@ def test_shipped_latent_model_decodes_with_the_shipped_autoencoder():
     ae = load_autoencoder("builtin:shapes-ae")
     space = space_from_checkpoint(ckpt, ae)  # the shipped pair agrees; another autoencoder would be refused
     assert space.fingerprint == ae.fingerprint and ckpt.model_config.in_channels == ae.config.latent_channels
-    fn = model_fn(ckpt.build_model("cpu"), "cpu", "fp32", labels=torch.tensor([3, 3]), guidance=2.0)
+    fn = model_fn(ckpt.build_model("cpu"), "cpu", "fp32", condition=torch.tensor([3, 3]), guidance=2.0)
     z = sample(fn, ckpt.schedule, (2, 4, 8, 8), "ddim", steps=3, seed=0)
     x = space.decode(z)
     assert x.shape == (2, 3, 32, 32) and float(x.min()) >= -1 and float(x.max()) <= 1

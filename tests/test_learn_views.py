@@ -20,7 +20,7 @@ from diffusion_studio.core.diffusion.run_stats import RunStats, step_sigma
 from diffusion_studio.core.diffusion.samplers import sample_frames, spaced_timesteps
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from diffusion_studio.core.nets.unet import UNet, preset_config
-from diffusion_studio.gui.panels.forward.panel import film_paper_ts
+from diffusion_studio.gui.panels.forward.ui import film_paper_ts
 from diffusion_studio.gui.panels.forward.extras import film_index_at
 from diffusion_studio.gui.state import SelectedImage
 

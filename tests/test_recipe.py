@@ -114,7 +114,8 @@ def test_cli_flags_reach_the_trainer(tmp_path):
 def test_time_budget_decays_the_learning_rate_over_the_run():
     import torch
 
-    from diffusion_studio.core.train.trainer import TensorImages, TrainConfig, Trainer
+    from diffusion_studio.core.train.trainer import TensorImages, Trainer
+    from diffusion_studio.core.train.config import TrainConfig
     from diffusion_studio.core.nets.unet import UNetConfig
 
     cfg = UNetConfig(image_size=8, in_channels=1, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,

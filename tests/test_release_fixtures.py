@@ -14,9 +14,9 @@ import torch
 
 from diffusion_studio import cli
 from diffusion_studio.core.io.checkpoint import load_checkpoint
-from diffusion_studio.core.train.latent import space_from_checkpoint
+from diffusion_studio.core.io.space import space_from_checkpoint
 from diffusion_studio.core.diffusion.samplers import sample
-from diffusion_studio.core.train.trainer import model_fn
+from diffusion_studio.core.diffusion.eps import model_fn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FIXTURES = Path(__file__).parent / "fixtures" / "release2"

@@ -6,8 +6,9 @@ import pytest
 from PIL import Image
 
 from diffusion_studio.data import load_dataset
-from diffusion_studio.data.builtin import SHAPE_CLASSES, _INKS
-from diffusion_studio.data.captions import COLOUR_NAMES, attach_captions, folder_captions
+from diffusion_studio.data.shapes import INKS, SHAPE_CLASSES
+from diffusion_studio.data.captions import attach_captions, folder_captions
+from diffusion_studio.data.shapes import COLOUR_NAMES
 
 
 def test_shape_captions_name_the_drawn_colour_shape_and_place():
@@ -24,7 +25,7 @@ def test_shape_captions_name_the_drawn_colour_shape_and_place():
         # The ink: the pixel colour farthest from the (corner) background, matched to the nearest ink.
         img, bg = rgb[i], rgb[i, 0, 0]
         far = img.reshape(-1, 3)[np.argmax(np.abs(img - bg).sum(-1))]
-        nearest = COLOUR_NAMES[int(np.argmin([np.abs(far - np.array(ink)).sum() for ink in _INKS]))]
+        nearest = COLOUR_NAMES[int(np.argmin([np.abs(far - np.array(ink)).sum() for ink in INKS]))]
         assert colours[0] == nearest, (cap, far)
         # The background word matches the corner's brightness.
         if "background" in words:

@@ -108,7 +108,8 @@ def test_prompt_checks_name_the_words(minilm):
 
 
 def test_missing_encoder_is_one_line():
-    from diffusion_studio.core.nets.text import EncoderMissing, get_encoder
+    from diffusion_studio.core.nets.text import get_encoder
+    from diffusion_studio.core.errors import EncoderMissing
 
     with pytest.raises(EncoderMissing) as e:
         get_encoder("no-such-encoder")
@@ -242,7 +243,8 @@ def test_a_tiny_text_model_separates_two_prompts(tmp_path):
     from diffusion_studio.core.diffusion.eps import model_fn
     from diffusion_studio.core.diffusion.samplers import sample
     from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-    from diffusion_studio.core.train.trainer import TrainConfig, Trainer
+    from diffusion_studio.core.train.trainer import Trainer
+    from diffusion_studio.core.train.config import TrainConfig
 
     schedule = NoiseSchedule.create("linear", 100)
     cfg = TrainConfig(steps=60, batch_size=32, lr=1e-2, warmup_steps=10, ema_decay=0.9, text=True, p_uncond=0.1,

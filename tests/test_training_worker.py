@@ -12,7 +12,7 @@ import torch
 
 from diffusion_studio.core.io.checkpoint import load_checkpoint
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import TrainConfig
+from diffusion_studio.core.train.config import TrainConfig
 from diffusion_studio.jobs import training as training_worker
 from diffusion_studio.jobs.training import (
     LossHistory, RunHandle, RunRequest, bucket_edges, format_duration, leave_a_core_to_the_gui, new_run_dir,

@@ -255,7 +255,8 @@ def out_folder(text: str) -> Path:
 
 
 def check_device(device: str, precision: str):
-    from ..core.runtime.device import resolve_device, resolve_precision
+    from ..core.runtime.device import resolve_device
+    from ..core.runtime.calibrate import resolve_precision
 
     try:
         dev = resolve_device(device)
@@ -268,10 +269,10 @@ def check_device(device: str, precision: str):
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    # Written beside the target and renamed over it: a run killed mid-write leaves the old file whole.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Written beside the target and renamed over it: a run killed mid-write leaves the old file whole."""
+    from ..core.io.safeio import write_atomic
+
+    write_atomic(path, text.encode("utf-8"), durable=False)
 
 
 def set_threads(n: int | None) -> None:

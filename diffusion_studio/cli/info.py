@@ -32,14 +32,13 @@ def add_export_parser(sub, common) -> None:
 
 
 def cmd_info(args) -> int:
-    from ..core.io.checkpoint import load_checkpoint
-    from ..resources import resolve_model_spec
+    from ..core.io.models import open_checkpoint
 
     from .latent_setup import autoencoder_info
 
     if autoencoder_info(args.checkpoint, args.json):  # an autoencoder (AE_DIR, its autoencoder.json, builtin:NAME)
         return 0
-    ckpt = load_checkpoint(resolve_model_spec(args.checkpoint))
+    ckpt = open_checkpoint(args.checkpoint)
     meta = ckpt.meta
     if args.json:
         echo(json.dumps(meta, indent=2))
@@ -59,7 +58,7 @@ def cmd_info(args) -> int:
     lines.append(f"model      {mc.preset or 'custom'}: {params:,} parameters, {mc.image_size}x{mc.image_size}x"
                  f"{mc.in_channels}{classes}")
     lines.append(f"schedule   {ckpt.schedule.describe()}")
-    from ..core.train.latent import space_label
+    from ..core.io.space import space_label
 
     lines.append(f"space      {space_label(meta)}")
     if mc.text_encoder:  # a text model: which encoder its prompts need, and what it was trained to hear
@@ -89,7 +88,8 @@ def cmd_info(args) -> int:
 
 def _resumable(manifest) -> bool:
     """Whether ``manifest`` is (or might be: unreadable, not ours to judge) a checkpoint holding training state."""
-    from ..core.io.checkpoint import MAX_MANIFEST_BYTES, CheckpointError
+    from ..core.io.checkpoint import MAX_MANIFEST_BYTES
+    from ..core.errors import CheckpointError
     from ..core.io.safeio import read_regular
 
     if not os.path.lexists(manifest):
@@ -105,10 +105,10 @@ def _resumable(manifest) -> bool:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    from ..core.io.checkpoint import load_checkpoint, save_checkpoint
-    from ..resources import resolve_model_spec
+    from ..core.io.checkpoint import save_checkpoint
+    from ..core.io.models import open_checkpoint
 
-    ckpt = load_checkpoint(resolve_model_spec(args.checkpoint))
+    ckpt = open_checkpoint(args.checkpoint)
     group = args.weights if args.weights in ckpt.tensors else "model"
     if group not in ckpt.tensors:
         raise CliError(f"{ckpt.path.name}: holds no {args.weights} weights")

@@ -18,7 +18,7 @@ def load_space(args, device: str = "cpu"):
     spec = getattr(args, "autoencoder", None)
     if spec is None:
         return None
-    from ..core.train.latent import LatentSpace
+    from ..core.io.space import LatentSpace
 
     return LatentSpace.load(spec, device)
 
@@ -76,7 +76,7 @@ def make_trainer(space, *args, **kw):
 # ---- resume ---------------------------------------------------------------------------------------------------------
 def resume_space(args, ckpt):
     """A resumed run's space from its checkpoint (its embedded autoencoder); --autoencoder must name the same one."""
-    from ..core.train.latent import is_latent_meta, space_from_checkpoint
+    from ..core.io.space import is_latent_meta, space_from_checkpoint
 
     if not is_latent_meta(ckpt.meta):
         if getattr(args, "autoencoder", None) is not None:
@@ -95,26 +95,6 @@ def resume_trainer(space, ckpt, data, out, **overrides):
     if space is None:
         return Trainer.resume(ckpt, data, out=out, **overrides)
     return LatentTrainer.resume_latent(ckpt, data, space, out=out, **overrides)
-
-
-# ---- sampling -------------------------------------------------------------------------------------------------------
-def sample_space(ckpt, device):
-    """The space a checkpoint samples in: PixelSpace, or its embedded autoencoder's LatentSpace (on ``device``)."""
-    from ..core.train.latent import space_from_checkpoint
-
-    try:
-        return space_from_checkpoint(ckpt, device=device)
-    except ValueError as e:
-        raise CliError(str(e)) from None
-
-
-def gif_picture(space, frame, n: int):
-    """What a GIF frame shows of the first n samples: x_t in pixel space; in latent space the decoded x̂_0
-    (the decoder's picture of the model's current guess; the start frame, before any guess, decodes z_T)."""
-    if not space.is_latent:
-        return frame.x[:n].clamp(-1, 1).cpu()
-    z = frame.x0_pred if frame.x0_pred is not None and not frame.is_final else frame.x
-    return space.decode(z[:n]).cpu()
 
 
 def autoencoder_info(spec: str, as_json: bool) -> bool:

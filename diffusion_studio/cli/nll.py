@@ -59,10 +59,10 @@ def _load_images(spec: str, ckpt, n: int, seed: int):
     import torch
 
     from ..data import load_dataset
-    from ..data.dataset import _split_spec
+    from ..data.specs import split_spec
 
     mc = ckpt.model_config
-    scheme, _ = _split_spec(spec.strip())
+    scheme, _ = split_spec(spec.strip())
     split = {"split": "test"} if scheme in ("mnist", "cifar10") else {}
     ds = load_dataset(spec, mc.image_size, channels=mc.in_channels, **split)
     total = len(ds)
@@ -82,8 +82,7 @@ def _load_images(spec: str, ckpt, n: int, seed: int):
 
 
 def cmd_nll(args) -> int:
-    from ..core.io.checkpoint import load_checkpoint
-    from ..resources import resolve_model_spec
+    from ..core.io.models import open_checkpoint
 
     set_threads(args.threads)
     if args.n < 2:
@@ -92,7 +91,7 @@ def cmd_nll(args) -> int:
     if csv_path is not None and csv_path.is_dir():
         raise UsageError(f"argument --csv: {args.csv} is a folder; give a file name")
     device, precision = check_device(args.device, args.precision)
-    ckpt = load_checkpoint(resolve_model_spec(args.model), groups=("model", "ema"))
+    ckpt = open_checkpoint(args.model, groups=("model", "ema"))
     schedule = ckpt.schedule
     from ..core.diffusion.vlb import MIN_BLOCKS, max_every
 

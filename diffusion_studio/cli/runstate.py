@@ -32,7 +32,7 @@ def set_aside(path: Path, reason: str) -> Path:
 
 
 def _read(path: Path, limit: int) -> bytes | None:
-    from ..core.io.checkpoint import CheckpointError
+    from ..core.errors import CheckpointError
     from ..core.io.safeio import read_regular
 
     if not os.path.lexists(path):

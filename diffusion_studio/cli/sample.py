@@ -85,9 +85,10 @@ def _parse_label(text: str, num_classes: int | None, class_names: list[str] | No
 
 
 def cmd_sample(args) -> int:
-    from ..core.io.checkpoint import load_checkpoint
-    from .text_setup import prompt_condition
-    from ..resources import resolve_model_spec
+    from ..core.errors import EncoderMissing
+    from ..core.io.models import SAMPLING_GROUPS, LoadedModel, open_checkpoint
+    from ..jobs.prompts import encode_prompt
+    from ..jobs.sampling import SamplingJob
 
     set_threads(args.threads)
     if args.eta is not None and args.sampler != "ddim":
@@ -98,15 +99,18 @@ def cmd_sample(args) -> int:
         raise UsageError("argument --guidance: needs --label or --prompt")
     if args.label is not None and args.prompt is not None:
         raise UsageError("argument --prompt: not with --label (a class-conditional model takes --label)")
+    if args.negative_prompt is not None and args.prompt is None:
+        raise UsageError("argument --negative-prompt: needs --prompt")
     out = out_folder(args.out)
     device, precision = check_device(args.device, args.precision)
 
-    ckpt = load_checkpoint(resolve_model_spec(args.model), groups=("model", "ema", "autoencoder"))
-    from .latent_setup import sample_space
-
-    args.space = sample_space(ckpt, device)  # a latent model decodes with its own embedded autoencoder
-    mc, schedule = ckpt.model_config, ckpt.schedule
-    T = schedule.T
+    ckpt = open_checkpoint(args.model, groups=SAMPLING_GROUPS)
+    try:
+        loaded = LoadedModel(args.model, ckpt, ckpt.build_model(device), device)
+        space = loaded.space  # a latent model decodes with its own embedded autoencoder
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    mc, T = ckpt.model_config, ckpt.schedule.T
     if args.sampler == "ddim":
         steps = args.steps if args.steps is not None else min(SAMPLE_DEFAULTS["ddim_steps"], T)
         if not 1 <= steps <= T:
@@ -117,46 +121,59 @@ def cmd_sample(args) -> int:
             raise UsageError(f"argument --steps: ddpm takes 2 to {T} steps (the model's T), got {steps}")
     label = None if args.label is None else _parse_label(args.label, mc.num_classes, ckpt.class_names)
     guidance = SAMPLE_DEFAULTS["guidance"] if args.guidance is None else args.guidance
-    cond, args.negative_condition, notes = prompt_condition(ckpt, args.prompt, args.negative_prompt,
-                                                            min(args.batch, args.n))
-    for note in notes:
-        echo(f"note      {note}")
-    if args.clip_x0 and not args.space.clips_x0:
+    try:
+        text = encode_prompt(ckpt, args.prompt, args.negative_prompt, min(args.batch, args.n))
+    except EncoderMissing as e:
+        raise CliError(f"argument --prompt: {e}") from None
+    except ValueError as e:
+        raise UsageError(_as_argument(str(e))) from None
+    for note in text.notes:
+        echo(f"note      {_as_argument(note)}")
+    if args.clip_x0 and not space.clips_x0:
         raise UsageError("argument --clip-x0: a latent model's x̂_0 is a latent with no [-1, 1] range; leave it out")
-    if cond is not None:  # pixels: x̂_0 clipped after guidance (large w otherwise overshoots [-1, 1]); latents: never
-        label, args.clip_x0 = cond, args.space.clips_x0
+    sampling = ckpt.meta.get("sampling") or {}  # an imported scheduler's σ_t² and x̂_0 clipping are the defaults
+    clip = args.clip_x0 or bool(sampling.get("clip_x0"))
+    if text.condition is not None:  # pixels: x̂_0 clipped after guidance (large w otherwise overshoots [-1, 1])
+        clip = space.clips_x0
         guidance = TEXT_GUIDANCE if args.guidance is None else args.guidance
+    job = SamplingJob(sampler=args.sampler, steps=steps, n_images=min(args.batch, args.n), seed=args.seed,
+                      clip_x0=clip, label=label, guidance=guidance, prompt=args.prompt,
+                      negative_prompt=args.negative_prompt,
+                      eta=SAMPLE_DEFAULTS["eta"] if args.eta is None else args.eta,
+                      variance=args.variance or sampling.get("variance") or SAMPLE_DEFAULTS["variance"])
     for opt, value in (("--grid", args.grid), ("--gif", args.gif)):
         if value is not None and Path(value).expanduser().is_dir():
             raise UsageError(f"argument {opt}: {value} is a folder; give a file name")
     out.mkdir(parents=True, exist_ok=True)
-    return _sample_loop(args, ckpt, device, precision, steps, label, guidance, out)
+    return _sample_loop(args, loaded, job, text, precision, out)
 
 
-def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Path) -> int:
+def _as_argument(message: str) -> str:
+    """'prompt: …' → 'argument --prompt: …' (the CLI names its options)."""
+    field, sep, rest = message.partition(": ")
+    return f"argument --{field.replace('_', '-')}: {rest}" if sep and field in ("prompt", "negative_prompt") \
+        else message
+
+
+def _sample_loop(args, loaded, job, text, precision, out: Path) -> int:
+    """Batches of the one sampling pipeline (jobs/sampling.py): batch k is the job with seed S + k."""
+    import dataclasses
+
     import torch
 
-    from ..core.runtime.estimate import describe, seconds_per_step, worth_estimating
+    from ..core.diffusion.samplers import spaced_timesteps
     from ..core.metrics.sample_check import degenerate
-    from ..core.diffusion.samplers import sample_frames, spaced_timesteps
-    from ..core.train.trainer import model_fn
-    from .latent_setup import gif_picture
-    from .text_setup import batch_condition
+    from ..core.runtime.estimate import describe, seconds_per_step, worth_estimating
     from ..data.convert import make_grid, save_gif, save_grid, save_png
+    from ..jobs.frames import gif_picture
+    from ..jobs.sampling import eps_fn, frames
 
-    mc, schedule = ckpt.model_config, ckpt.schedule
-    model = ckpt.build_model(device)
-    n, batch = args.n, min(args.batch, args.n)
+    mc, schedule, space = loaded.config, loaded.schedule, loaded.space
+    n, batch = args.n, job.n_images
     n_batches = math.ceil(n / batch)
-    n_steps = len(spaced_timesteps(schedule.T, steps))
+    n_steps = len(spaced_timesteps(schedule.T, job.steps))
     gif_every = max(1, math.ceil(n_steps / GIF_MAX_FRAMES))
     digits = max(5, len(str(n - 1)))
-    sampling = ckpt.meta.get("sampling") or {}  # an imported scheduler's σ_t² and x̂_0 clipping are the defaults
-    kw: dict[str, Any] = dict(steps=steps, clip_x0=args.clip_x0 or bool(sampling.get("clip_x0")), device=device)
-    if args.sampler == "ddim":
-        kw["eta"] = SAMPLE_DEFAULTS["eta"] if args.eta is None else args.eta
-    else:
-        kw["variance"] = args.variance or sampling.get("variance") or SAMPLE_DEFAULTS["variance"]
 
     use_bar = wants_bar(args)
     bar = make_bar(total=n_batches * n_steps, unit="step", desc="sample") if use_bar else None
@@ -168,27 +185,26 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
     try:
         for b in range(n_batches):
             size = min(batch, n - b * batch)
-            labels = batch_condition(label, size)
-            fn = model_fn(model, device, precision, labels=labels, guidance=guidance,
-                          negative=batch_condition(getattr(args, "negative_condition", None), size),
-                          schedule=schedule)
+            job_b = dataclasses.replace(job, n_images=size, seed=args.seed + b)
+            text_b = text.rows(size)
             want_gif = args.gif is not None and b == 0
-            if b == 0 and worth_estimating(mc.image_size, device):  # a 256-px model on a CPU: say how long first
-                per_step = seconds_per_step(fn, (size, mc.in_channels, mc.image_size, mc.image_size), schedule.T, device)
-                echo(describe(args.sampler, n_steps, n_batches, per_step, mc.image_size))
+            if b == 0 and worth_estimating(mc.image_size, loaded.device):  # a 256-px model on a CPU: say how long
+                fn = eps_fn(loaded, job_b, precision, text_b)
+                per_step = seconds_per_step(fn, (size, mc.in_channels, mc.image_size, mc.image_size), schedule.T,
+                                            loaded.device)
+                echo(describe(job.sampler, n_steps, n_batches, per_step, mc.image_size))
             final = None
-            for frame in sample_frames(fn, schedule, (size, mc.in_channels, mc.image_size, mc.image_size),
-                                       args.sampler, seed=args.seed + b, every=1, include_start=want_gif, **kw):
+            for frame in frames(loaded, job_b, precision, text=text_b, include_start=want_gif):
                 if want_gif and (frame.step % gif_every == 0 or frame.is_final):
-                    gif_frames.append(make_grid(gif_picture(args.space, frame, GIF_SAMPLES)))
+                    gif_frames.append(make_grid(gif_picture(space, frame, GIF_SAMPLES)))
                 if frame.step and bar is not None:
                     bar.update(1)
                 if frame.is_final:
-                    final = args.space.decode(frame.x).cpu()
+                    final = space.decode(frame.x).cpu()
             assert final is not None
             bad = degenerate(final)
             if bad is not None:
-                raise CliError(f"{ckpt.path}: {bad}, so the weights are damaged or diverged; "
+                raise CliError(f"{loaded.path}: {bad}, so the weights are damaged or diverged; "
                                f"{plural(written, 'image')} written before this batch")
             final = final.clamp(-1, 1)
             for i in range(size):
@@ -202,8 +218,8 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
         if bar is not None:
             bar.close()
     took = time.perf_counter() - t0
-    side = getattr(args.space, "config", mc).image_size
-    echo(f"wrote {plural(written, 'image')} ({side}x{side}, {args.sampler}, {n_steps} steps) "
+    side = getattr(space, "config", mc).image_size
+    echo(f"wrote {plural(written, 'image')} ({side}x{side}, {job.sampler}, {n_steps} steps) "
          f"to {out} in {fmt_duration(took)}")
     if args.grid is not None:
         shown = torch.cat(grid_samples)[:GRID_MAX]
@@ -212,8 +228,7 @@ def _sample_loop(args, ckpt, device, precision, steps, label, guidance, out: Pat
     if args.gif is not None:
         width = gif_frames[-1].shape[-1]
         scale = max(1, min(8, GIF_TARGET_PX // width))
-        frames = gif_frames + [gif_frames[-1]] * 12  # hold the result ~1 s (Pillow merges repeated frames)
-        save_gif(frames, Path(args.gif).expanduser(), fps=12, scale=scale)
+        frames_ = gif_frames + [gif_frames[-1]] * 12  # hold the result ~1 s (Pillow merges repeated frames)
+        save_gif(frames_, Path(args.gif).expanduser(), fps=12, scale=scale)
         echo(f"gif       {args.gif} ({len(gif_frames)} frames of the reverse process, x{scale})")
     return 0
-

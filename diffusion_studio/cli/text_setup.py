@@ -1,4 +1,4 @@
-"""The text parts of `train --text` and `sample --prompt`: captions for the data, the text model's config, prompts."""
+"""The text parts of `train --text`: captions for the data and the text model's config (prompts: jobs/prompts.py)."""
 from __future__ import annotations
 
 from .common import CliError, UsageError, echo, one_line
@@ -28,7 +28,8 @@ def text_model_config(model_config, cross_attn: tuple[int, ...] | None = None):
     """The preset's config with cross-attention (at the preset's default resolutions, or at cross_attn) and the
     pooled caption, for the installed default encoder."""
     from ..core.nets.conditioning import with_text
-    from ..core.nets.text import DEFAULT_ENCODER, EncoderMissing, get_encoder
+    from ..core.nets.text import DEFAULT_ENCODER, get_encoder
+    from ..core.errors import EncoderMissing
 
     try:
         encoder = get_encoder(DEFAULT_ENCODER)
@@ -45,49 +46,3 @@ def add_caption_info(trainer) -> None:
     table = getattr(trainer, "_text", None)
     if table is not None:
         trainer.data_info = {**trainer.data_info, **table.info()}
-
-
-def prompt_condition(ckpt, prompt: str | None, negative: str | None, n: int):
-    """(condition, negative condition, notes) for a prompt to a text model; one-line UsageError/CliError otherwise."""
-    from ..core.nets.text import EncoderMissing, check_prompt, get_encoder
-
-    mc = ckpt.model_config
-    if prompt is None:
-        if negative is not None:
-            raise UsageError("argument --negative-prompt: needs --prompt")
-        return None, None, []
-    if not mc.text_encoder:
-        kind = "class-conditional (use --label)" if mc.num_classes else "unconditional"
-        raise UsageError(f"argument --prompt: this model is {kind}; it was not trained on captions "
-                         f"(train one with --text)")
-    try:
-        encoder = get_encoder(mc.text_encoder)
-    except EncoderMissing as e:
-        raise CliError(f"argument --prompt: {e}") from None
-    known = ckpt.meta.get("data", {}).get("caption_words")
-    notes = []
-    for flag, text in (("--prompt", prompt), ("--negative-prompt", negative)):
-        if text is None:
-            continue
-        try:
-            notes += [f"{flag}: {note.split(': ', 1)[1]}" for note in check_prompt(text, encoder, known)]
-        except ValueError as e:
-            raise UsageError(f"argument {flag}: {str(e).split(': ', 1)[1]}") from None
-    if prompt.strip() and not any(w for w in prompt.split() if not encoder.unknown_words(w)):
-        raise UsageError(f"argument --prompt: the encoder can represent none of {prompt!r}")
-    cond = encoder.encode([prompt]).context(n)
-    neg = encoder.encode([negative]).context(n) if negative is not None else None
-    return cond, neg, notes
-
-
-def batch_condition(cond, size: int):
-    """The condition for a batch of ``size``: a class index becomes labels, a text Context keeps its first rows."""
-    import torch
-
-    from ..core.nets.conditioning import Context
-
-    if cond is None:
-        return None
-    if isinstance(cond, Context):
-        return Context(*(c[:size] for c in cond))
-    return torch.full((size,), int(cond), dtype=torch.long)

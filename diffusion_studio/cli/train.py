@@ -136,7 +136,7 @@ def cmd_train(args) -> int:
 
 def _cmd_train(args, main: bool) -> int:
     from ..core.io import runlock
-    from ..core.io.checkpoint import CheckpointError
+    from ..core.errors import CheckpointError
 
     set_threads(args.threads)
     out = out_folder(args.out)

@@ -120,7 +120,8 @@ def _load_init(args):
 
 
 def cmd_train_autoencoder(args) -> int:
-    from ..core.nets.autoencoder import AETrainConfig, AutoencoderConfig, AutoencoderTrainer
+    from ..core.nets.autoencoder import AutoencoderConfig
+    from ..core.train.autoencoder import AETrainConfig, AutoencoderTrainer
     from .train_setup import _describe_data, _load_data
 
     set_threads(args.threads)
@@ -200,7 +201,7 @@ def _save_preview(ev, path: Path) -> None:
 
 
 def _loop(args, trainer, out: Path, train_set, held, info) -> int:
-    from ..core.nets.autoencoder import evaluate_psnr, measure_scale
+    from ..core.train.autoencoder import evaluate_psnr, measure_scale
     from ..core.io.autoencoder_io import save_autoencoder
     from .train import _StopRequest
 

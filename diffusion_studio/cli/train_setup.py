@@ -173,7 +173,8 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     if ckpt_path.exists() and not args.overwrite:
         raise UsageError(f"argument --out: {out} already holds a run (checkpoint.json); add --resume to continue "
                          f"it, --overwrite to start again, or choose another folder")
-    from ..core.train.trainer import TrainConfig, Trainer
+    from ..core.train.trainer import Trainer
+    from ..core.train.config import TrainConfig
     from ..core.nets.unet import preset_config
 
     from . import latent_setup
@@ -246,7 +247,8 @@ def _same(flag: str, given, stored, shown=None) -> None:
 
 def setup_resume(args, out: Path, ckpt_path: Path):
     from ..core.io.checkpoint import load_checkpoint
-    from ..core.train.trainer import TrainConfig, Trainer
+    from ..core.train.trainer import Trainer
+    from ..core.train.config import TrainConfig
 
     if args.overwrite:
         raise UsageError("argument --overwrite: not allowed with --resume")

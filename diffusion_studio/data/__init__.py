@@ -1,9 +1,11 @@
 """Images and datasets in, tensors in [-1, 1] out; no Qt here, so the CLI and tests use it headless."""
 
-from .builtin import BUILTIN_DATASETS, SHAPE_CLASSES, sample_photos
+from .builtin import BUILTIN_DATASETS, sample_photos
+from .shapes import SHAPE_CLASSES
 from .cifar import load_cifar10
 from .convert import from_uint8, make_grid, resize_batch, save_gif, save_grid, save_png, to_channels, to_uint8
-from .dataset import ImageDataset, load_dataset
+from .dataset import ImageDataset
+from .specs import load_dataset
 from .errors import DataError, LoadCancelled
 from .folder import FolderProgress, LoadReport, iter_load_folder, load_folder, scan_images
 from .images import IMAGE_EXTENSIONS, load_image, load_image_full, open_image, to_array

@@ -1,49 +1,27 @@
-"""Datasets that need no download: scikit-learn's bundled digits and photos, and shapes drawn on the spot."""
+"""Datasets that need no download: scikit-learn's bundled digits and photos, and shapes drawn on the spot (shapes.py)."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from .convert import resize_batch, to_channels
+from .dataset import ImageDataset
 from .errors import DataError
 from .images import _check_channels, _check_size, open_image, to_array
+from .shapes import shapes
 
-if TYPE_CHECKING:
-    from .dataset import ImageDataset
 
 BUILTIN_DATASETS: dict[str, str] = {
     "digits": "1,797 handwritten digits 0–9 (8×8, grayscale) bundled with scikit-learn",
     "shapes": "2,000 coloured circles, squares, triangles, stars and crosses drawn by the app (RGB)",
     "photos": "a handful of sample pictures: scikit-learn's two photos plus a few generated scenes (RGB)",
 }
-
-SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
-
-# Bright inks and plain backgrounds; only pairs whose luma differs enough are used, so every shape stands out.
-_INKS = (
-    (230, 40, 40), (245, 140, 20), (245, 220, 40), (50, 190, 70), (40, 200, 220),
-    (50, 90, 230), (150, 60, 210), (240, 100, 180), (245, 245, 245),
-)
-_BACKGROUNDS = ((10, 10, 10), (20, 25, 60), (55, 55, 55), (20, 50, 30), (240, 235, 220), (200, 200, 200))
-_MIN_LUMA_GAP = 80.0
-
-
-def _luma(rgb) -> float:
-    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-
-
-_COLOUR_PAIRS = tuple(
-    (ink, bg) for ink in _INKS for bg in _BACKGROUNDS if abs(_luma(ink) - _luma(bg)) >= _MIN_LUMA_GAP
-)
-
 
 def _sklearn_dir() -> Path | None:
     # find_spec locates the package without importing it: importing scikit-learn costs about a second.
@@ -73,8 +51,6 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
 
 def digits(size: int = 8, channels: int = 1) -> ImageDataset:
     """scikit-learn's 1,797 handwritten digits, white ink on black, upscaled from 8×8 to size×size."""
-    from .dataset import ImageDataset
-
     _check_size(size)
     _check_channels(channels)
     pixels, labels = _digits_raw()
@@ -88,83 +64,6 @@ def digits(size: int = 8, channels: int = 1) -> ImageDataset:
         spec="builtin:digits",
         class_names=[str(d) for d in range(10)],
     )
-
-
-def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
-    if kind == "square":
-        radii, count = [r], 4
-    elif kind == "triangle":
-        radii, count = [r], 3
-    elif kind == "star":
-        radii, count = [r, 0.45 * r], 10
-    else:  # cross: a plus sign; arms 0.32 r wide, traced as 12 corners
-        w = 0.32 * r
-        pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
-               (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
-        c, s = math.cos(angle), math.sin(angle)
-        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
-    out = []
-    for k in range(count):
-        a = angle + 2 * math.pi * k / count
-        rad = radii[k % len(radii)]
-        out.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
-    return out
-
-
-def shapes(size: int = 32, channels: int = 3, n: int = 2000, seed: int = 0) -> ImageDataset:
-    """n RGB images, each one filled shape (see SHAPE_CLASSES) on a plain background; same seed, same images.
-
-    Drawn at 4× (2× above 64 px) and box-downscaled, which anti-aliases the edges.
-    """
-    from .dataset import ImageDataset
-
-    _check_size(size)
-    _check_channels(channels)
-    if n < 1:
-        raise DataError(None, f"must be at least 1, not {n}", name="n")
-    rng = np.random.default_rng(seed)
-    k = len(SHAPE_CLASSES)
-    labels = np.arange(n) % k  # balanced classes, then shuffled
-    rng.shuffle(labels)
-    pairs = rng.integers(0, len(_COLOUR_PAIRS), n)
-    ss = 4 if size <= 64 else 2
-    big = size * ss
-    radius = rng.uniform(0.22, 0.42, n) * big
-    cx = rng.uniform(0.0, 1.0, n)
-    cy = rng.uniform(0.0, 1.0, n)
-    angle = rng.uniform(0.0, 2 * math.pi, n)
-
-    out = np.empty((n, size, size, 3), dtype=np.uint8)
-    centres = np.empty((n, 2))
-    for i in range(n):
-        ink, bg = _COLOUR_PAIRS[pairs[i]]
-        r = radius[i]
-        # Keep the whole shape inside the frame: the centre is drawn from [r, big - r].
-        x = r + cx[i] * (big - 2 * r)
-        y = r + cy[i] * (big - 2 * r)
-        centres[i] = (x / big, y / big)
-        canvas = Image.new("RGB", (big, big), bg)
-        draw = ImageDraw.Draw(canvas)
-        kind = SHAPE_CLASSES[labels[i]]
-        if kind == "circle":
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=ink)
-        else:
-            draw.polygon(_polygon(kind, x, y, r, angle[i]), fill=ink)
-        out[i] = np.asarray(canvas.reduce(ss))
-    u8 = to_channels(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), channels)
-    ds = ImageDataset(
-        u8,
-        torch.from_numpy(labels.astype(np.int64)),
-        name="shapes" if seed == 0 else f"shapes (seed {seed})",
-        spec="builtin:shapes",
-        class_names=list(SHAPE_CLASSES),
-    )
-    from .captions import shape_captions  # captions say what was drawn: ink, shape, size, place, background
-
-    inks = [_INKS.index(_COLOUR_PAIRS[p][0]) for p in pairs]
-    dark = [_luma(_COLOUR_PAIRS[p][1]) < 128 for p in pairs]
-    ds.captions = shape_captions(labels, inks, radius / big, centres, dark, seed)
-    return ds
 
 
 # --- sample photos ----------------------------------------------------------------------------------------
@@ -249,8 +148,6 @@ def sample_photos() -> list[tuple[str, np.ndarray]]:
 
 def photos(size: int = 64, channels: int = 3) -> ImageDataset:
     """The sample photos as a dataset, centre-cropped and resized to size×size; label i is photo i."""
-    from .dataset import ImageDataset
-
     _check_size(size)
     _check_channels(channels)
     items = _photos_cached()

@@ -14,56 +14,10 @@ import numpy as np
 
 from .errors import DataError
 
-COLOUR_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "white")  # builtin._INKS order
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MAX_CAPTION_FILE = 64 << 20   # a metadata file larger than this is refused, whatever it holds
 MAX_CAPTION_CHARS = 1000      # one caption; longer ones are cut (the encoder reads 16 tokens anyway)
 MAX_SIDECAR = 16 << 10
-
-
-def _position(x: float, y: float) -> str:
-    dx, dy = x - 0.5, y - 0.5
-    if max(abs(dx), abs(dy)) < 0.1:
-        return "centre"
-    if abs(dx) >= abs(dy):
-        return "left" if dx < 0 else "right"
-    return "top" if dy < 0 else "bottom"
-
-
-_PLACE = {"centre": "in the centre", "left": "on the left", "right": "on the right", "top": "at the top",
-          "bottom": "at the bottom"}
-
-
-def shape_caption(colour: str, shape: str, size: str, position: str, background: str, form: int) -> str:
-    """One of six phrasings; every one names the colour and the shape."""
-    place, a = _PLACE[position], article(colour)
-    return (
-        f"{a} {colour} {shape}",
-        f"a {size} {colour} {shape}",
-        f"{a} {colour} {shape} {place}",
-        f"a {size} {colour} {shape} {place}",
-        f"{size} {colour} {shape}, {background} background",
-        f"{a} {colour} {shape} on a {background} background",
-    )[form]
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def shape_captions(labels, inks, radius_frac, centres, dark, seed: int = 0) -> list[str]:
-    """Captions of builtin:shapes images from their drawing parameters (radius as a fraction of the side,
-    centres (x, y) in [0, 1], dark background or not). A third are the plain "a {colour} {shape}"."""
-    from .builtin import SHAPE_CLASSES
-
-    rng = np.random.default_rng(10_000 + seed)
-    forms = rng.choice(6, size=len(labels), p=[0.35, 0.13, 0.13, 0.13, 0.13, 0.13])
-    out = []
-    for i, label in enumerate(labels):
-        size = "small" if radius_frac[i] < 0.32 else "large"
-        out.append(shape_caption(COLOUR_NAMES[inks[i]], SHAPE_CLASSES[int(label)], size,
-                                 _position(*centres[i]), "dark" if dark[i] else "light", int(forms[i])))
-    return out
 
 
 def digit_caption(k: int, form: int) -> str:

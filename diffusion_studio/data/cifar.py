@@ -7,17 +7,15 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .convert import resize_batch, to_channels
+from .dataset import ImageDataset
 from .errors import DataError
 from .images import check_archive_args
 
-if TYPE_CHECKING:
-    from .dataset import ImageDataset
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 RECORD_BYTES = 1 + 3 * 32 * 32  # label byte, then 1024 red, 1024 green, 1024 blue (row-major 32×32)
@@ -235,8 +233,6 @@ def load_cifar10(
     channels: int = 3,
 ) -> ImageDataset:
     """A local CIFAR-10 folder (binary or python version) as an ImageDataset resized to size×size."""
-    from .dataset import ImageDataset
-
     folder = check_archive_args(path, size, channels, split, _SPLITS, limit)
     base, version = _locate(folder)
     suffix, reader = (".bin", _read_binary_batch) if version == "bin" else ("", _read_python_batch)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -134,30 +133,10 @@ def _as_image_array(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _atomic_write(path: str | os.PathLike, write) -> Path:
-    # Write next to the target then rename: a crash or a reader never sees half a file.
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open with 0o666 lets the umask decide permissions, as a plain open() would (mkstemp forces 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def save_png(x: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:
     """Write one image (tensor (C,H,W)/(H,W) in [-1,1], or uint8 array) as a PNG, atomically."""
     img = Image.fromarray(_as_image_array(x))
-    return _atomic_write(path, lambda f: img.save(f, format="PNG"))
+    return _write(path, lambda f: img.save(f, format="PNG"))
 
 
 def save_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2,
@@ -206,4 +185,12 @@ def save_gif(
     options = {"save_all": True, "append_images": images[1:], "duration": max(1, round(1000 / fps))}
     if loop is not None:
         options["loop"] = loop
-    return _atomic_write(path, lambda f: images[0].save(f, format="GIF", **options))
+    return _write(path, lambda f: images[0].save(f, format="GIF", **options))
+
+
+def _write(path: str | os.PathLike, write) -> Path:
+    from ..core.io.safeio import write_atomic
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, write, durable=False)  # a picture is cheap to make again: no fsync

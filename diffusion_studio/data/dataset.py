@@ -1,23 +1,12 @@
-"""ImageDataset (uint8 images kept compact, batches handed out in [-1, 1]) and load_dataset(spec)."""
+"""ImageDataset: uint8 images kept compact, batches handed out in [-1, 1]. Loading one by spec: specs.py."""
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Any
 
 import torch
 
-from .builtin import BUILTIN_DATASETS
 from .errors import DataError
-
-if TYPE_CHECKING:
-    from .folder import FolderProgress, LoadReport
-
-__all__ = ["BUILTIN_DATASETS", "ImageDataset", "load_dataset"]
-
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.*)$", re.S)
 
 
 class ImageDataset:
@@ -34,7 +23,7 @@ class ImageDataset:
         name: str = "",
         spec: str = "",
         class_names: list[str] | None = None,
-        report: LoadReport | None = None,
+        report: Any = None,  # a folder's LoadReport (folder.py): what was loaded and skipped
         sources: list[str] | None = None,
     ):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
@@ -140,90 +129,3 @@ class ImageDataset:
     def to_dict(self) -> dict:
         """A JSON-able description from which load_dataset can rebuild this dataset."""
         return {"spec": self.spec, "size": self.size, "channels": self.channels, "n": len(self), "name": self.name}
-
-
-def _split_spec(spec: str) -> tuple[str | None, str]:
-    match = _SCHEME_RE.match(spec)
-    if match and len(match.group(1)) > 1:  # "C:\data" is a Windows drive, not a scheme
-        return match.group(1).lower(), match.group(2)
-    return None, spec
-
-
-def _looks_like(folder: Path) -> str | None:
-    try:
-        names = {p.name for p in folder.iterdir()}
-    except OSError:
-        return None
-    if any(n.startswith(("train-images", "t10k-images")) for n in names):
-        return "mnist"
-    if names & {"data_batch_1", "data_batch_1.bin", "cifar-10-batches-py", "cifar-10-batches-bin"}:
-        return "cifar10"
-    return None
-
-
-def load_dataset(
-    spec: str | os.PathLike,
-    size: int,
-    channels: int | None = None,
-    cancel: Callable[[], bool] | None = None,
-    progress: Callable[[FolderProgress], None] | None = None,
-    *,
-    split: str = "train",
-    limit: int | None = None,
-) -> ImageDataset:
-    """Load a dataset from a spec: a folder, an image file, builtin:NAME, mnist:PATH or cifar10:PATH.
-
-    channels=None keeps the natural channel count (1 for digits/MNIST, 3 otherwise). `progress` and `cancel`
-    apply to folders, the only slow kind; `split` ("train", "test", "all") and `limit` to MNIST/CIFAR/folders.
-    """
-    from . import builtin, cifar, folder, images, mnist  # local: these modules import ImageDataset from here
-
-    images._check_size(size)
-    if channels is not None:
-        images._check_channels(channels)
-    text = os.fspath(spec).strip() if isinstance(spec, (str, os.PathLike)) else None
-    if not text:
-        raise DataError(None, f"no data source given ({spec!r})", name="data")
-    scheme, rest = _split_spec(text)
-
-    if scheme == "builtin":
-        key = rest.strip().lower()
-        if key not in BUILTIN_DATASETS:
-            valid = ", ".join(f"builtin:{k}" for k in BUILTIN_DATASETS)
-            raise DataError(None, f"unknown built-in dataset {key!r} (choose one of {valid})", name=text)
-        return builtin.load_builtin(key, size, channels)
-    if scheme in ("mnist", "cifar10"):
-        if not rest.strip():
-            raise DataError(None, f"give a folder after '{scheme}:', e.g. {scheme}:~/data/{scheme}", name=text)
-        path = Path(rest.strip()).expanduser()
-        if scheme == "mnist":
-            ds = mnist.load_mnist(path, size, split=split, limit=limit, channels=channels or 1)
-        else:
-            ds = cifar.load_cifar10(path, size, split=split, limit=limit, channels=channels or 3)
-        ds.spec = text  # as typed: checkpoints record no machine paths the user did not write
-        return ds
-    if scheme is not None and not Path(text).expanduser().exists():
-        raise DataError(
-            None,
-            f"unknown data source '{scheme}:' "
-            "(use a folder, an image file, builtin:NAME, mnist:PATH or cifar10:PATH)",
-            name=text,
-        )
-
-    path = Path(text).expanduser()
-    if not path.exists():
-        reason = "broken symbolic link" if path.is_symlink() else "no such file or folder"
-        raise DataError(path, reason)
-    if path.is_dir():
-        try:
-            ds = folder.load_folder(path, size, channels or 3, cancel=cancel, limit=limit, progress=progress)
-        except DataError as exc:
-            kind = _looks_like(path)
-            if kind and exc.path == str(path) and "no images found" in exc.reason:
-                raise DataError(path, f"{exc.reason}; this looks like {kind} data, try '{kind}:{text}'") from None
-            raise
-        ds.spec = text  # as typed ("~/pics" stays so): checkpoints record no machine paths the user did not write
-        return ds
-    arr = images.to_array(images.open_image(path, draft_size=size), size, channels or 3)
-    u8 = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
-    return ImageDataset(u8, name=path.name, spec=text, sources=[path.name])

@@ -8,17 +8,15 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from .convert import resize_batch, to_channels
+from .dataset import ImageDataset
 from .errors import DataError
 from .images import check_archive_args
-
-if TYPE_CHECKING:
-    from .dataset import ImageDataset
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -134,8 +132,6 @@ def load_mnist(
     channels: int = 1,
 ) -> ImageDataset:
     """An MNIST-format folder (MNIST, Fashion-MNIST, KMNIST...) as an ImageDataset resized to size×size."""
-    from .dataset import ImageDataset
-
     folder = check_archive_args(path, size, channels, split, _SPLITS, limit)
     parts = [_load_split(folder, prefix) for prefix in _SPLITS[split]]
     if len({p[0].shape[1:] for p in parts}) != 1:

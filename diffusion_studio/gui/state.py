@@ -1,18 +1,16 @@
 """The one shared state of the window (schedule, image, t, model, device) with change signals panels listen to."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal
 
-from ..core.io.checkpoint import Checkpoint
-from ..core.runtime.device import describe_device, resolve_device
 from ..core.diffusion.schedule import NoiseSchedule
-from ..core.nets.unet import UNet, count_parameters
+from ..core.io.models import LoadedModel
+from ..core.runtime.device import describe_device, resolve_device
 
 
 @dataclass
@@ -23,34 +21,6 @@ class SelectedImage:
     x0: torch.Tensor               # (C, H, W) float32 in [−1, 1]
     display: np.ndarray            # (H, W, C) uint8, C-contiguous
     source: str | None = None      # a file path or a dataset spec with index
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint ready to sample from: the network (EMA weights, eval mode, on the device) and its own schedule."""
-
-    name: str
-    checkpoint: Checkpoint
-    model: UNet
-    device: torch.device
-    schedule: NoiseSchedule = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.schedule = self.checkpoint.schedule
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def path(self) -> Path:
-        return self.checkpoint.path
-
-    def summary(self) -> str:
-        c = self.config
-        preset = c.preset or "custom"
-        return (f"{self.name}: {preset} UNet, {count_parameters(self.model) / 1e6:.2f}M parameters, "
-                f"{c.image_size}×{c.image_size}×{c.in_channels}, {self.schedule.describe()}, step {self.checkpoint.step}")
 
 
 class AppState(QObject):

@@ -7,9 +7,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..core.nets.autoencoder import (
-    AETrainConfig, AutoencoderConfig, AutoencoderTrainer, evaluate_psnr, measure_scale, psnr,
-)
+from ..core.nets.autoencoder import AutoencoderConfig, psnr
+from ..core.train.autoencoder import AETrainConfig, AutoencoderTrainer, evaluate_psnr, measure_scale
 from ..data.convert import make_grid, to_uint8
 
 PREVIEW_N = 8

@@ -3,7 +3,7 @@ long a run will take before it starts."""
 from __future__ import annotations
 
 from ..core.runtime.estimate import describe, seconds_per_step, worth_estimating
-from ..core.train.trainer import model_fn
+from ..core.diffusion.eps import model_fn
 
 
 def measure(loaded) -> None:

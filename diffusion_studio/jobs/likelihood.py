@@ -12,7 +12,7 @@ import torch
 from ..core.diffusion import vlb
 from ..core.diffusion.eps import model_fn
 from ..data import load_dataset
-from ..data.dataset import _split_spec
+from ..data.specs import split_spec
 
 PROBE_BUDGET_BYTES = 64 * 2**20   # the hover's per-t images for one image: all t when they fit, else every k-th t
 SMALL_T = 10                      # "small t" in the explanation: the paper's t ≤ 10
@@ -66,7 +66,7 @@ class Frame:
 
 def data_note(spec: str, trained_on: str | None) -> str:
     """Whether these images are held out from the model's training, as far as the checkpoint tells."""
-    scheme, _ = _split_spec(spec.strip())
+    scheme, _ = split_spec(spec.strip())
     if scheme in ("mnist", "cifar10"):
         return "test split: held out"
     if trained_on and trained_on.strip() == spec.strip():
@@ -82,7 +82,7 @@ def probe_stride(T: int, pixels: int) -> int:
 def load_images(model, spec: str, n: int, seed: int) -> tuple[torch.Tensor, int]:
     """A seeded random subset of n images of ``spec`` at the model's size and channels (test split for MNIST/CIFAR)."""
     c = model.config
-    scheme, _ = _split_spec(spec.strip())
+    scheme, _ = split_spec(spec.strip())
     split = {"split": "test"} if scheme in ("mnist", "cifar10") else {}
     ds = load_dataset(spec, c.image_size, channels=c.in_channels, **split)
     k = min(n, len(ds))

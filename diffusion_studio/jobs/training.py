@@ -15,10 +15,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..core.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from ..core.runtime.device import resolve_device, resolve_precision
+from ..core.io.checkpoint import Checkpoint, load_checkpoint
+from ..core.errors import CheckpointError
+from ..core.runtime.device import resolve_device
+from ..core.runtime.calibrate import resolve_precision
 from ..core.diffusion.schedule import NoiseSchedule
-from ..core.train.trainer import TrainConfig, Trainer
+from ..core.train.trainer import Trainer
+from ..core.train.config import TrainConfig
 from ..core.train.recipe import natural_size
 from ..core.nets.unet import UNet, count_parameters, preset_config
 from .session import MetricsLog, RunNote, first_preview, fit_batch

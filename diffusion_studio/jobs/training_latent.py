@@ -6,7 +6,7 @@ from __future__ import annotations
 # ---- in the worker thread (Qt-free) ---------------------------------------------------------------------------------
 def run_space(autoencoder: str | None, resume, device="cpu"):
     """The run's LatentSpace: the resumed checkpoint's embedded one, or the chosen autoencoder; None for pixels."""
-    from ..core.train.latent import LatentSpace, is_latent_meta, space_from_checkpoint
+    from ..core.io.space import LatentSpace, is_latent_meta, space_from_checkpoint
 
     if resume is not None:
         return space_from_checkpoint(resume, device=device) if is_latent_meta(resume.meta) else None

@@ -11,19 +11,18 @@ from .guidance import guided
 from ..nets.unet import UNet
 
 
-def model_fn(model: UNet, device: torch.device | str = "cpu", precision: str = "fp32",
-             labels: torch.Tensor | None = None, guidance: float = 1.0, channels_last: bool | None = None,
-             condition=None, negative=None, schedule=None):
+def model_fn(model: UNet, device: torch.device | str = "cpu", precision: str = "fp32", condition=None,
+             guidance: float = 1.0, negative=None, schedule=None, channels_last: bool | None = None):
     """ε_θ as the samplers want it: (x_t, t) → ε, in eval mode, optionally class-conditioned with classifier-free
     guidance ε = ε_∅ + w (ε_y − ε_∅).
 
     ``channels_last`` keeps the network's weights (converted in place, once; a layout change only) and its input in
     NHWC layout, so oneDNN's convolutions run without layout conversions. Which layout is faster depends on the CPU's
     kernels (NHWC 1.2× faster on an AMX Xeon, far slower on an AVX2-only EPYC), so by default a CPU uses the one it
-    was measured to run faster (core/calibrate.py), a GPU NCHW. ε comes back in contiguous NCHW layout either way.
+    was measured to run faster (core/runtime/calibrate.py), a GPU NCHW. ε comes back in contiguous NCHW layout either way.
 
-    ``condition``: class labels or a text Context (core/text.py) — ``labels`` is its older name; ``negative``: a
-    condition of the same kind that replaces ∅ in the guidance (a negative prompt). Guidance: core/guidance.py.
+    ``condition``: class labels (B,) or a text Context (core/nets/conditioning.py); ``negative``: a condition of the
+    same kind that replaces ∅ in the guidance (a negative prompt). Guidance: core/diffusion/guidance.py.
 
     A model trained to predict x₀ or v (``model.config.prediction``) has its output converted to ε exactly with its
     training ``schedule`` (required then), so every sampler honours the target the model was trained on.
@@ -33,7 +32,7 @@ def model_fn(model: UNet, device: torch.device | str = "cpu", precision: str = "
     prediction = getattr(model.config, "prediction", "eps")
     if prediction != "eps" and schedule is None:
         raise ValueError(f"model_fn: a model that predicts {prediction} needs its schedule to give ε")
-    if channels_last is None:  # on a CPU, the layout this CPU measured faster for this model (core/calibrate.py)
+    if channels_last is None:  # on a CPU, the layout this CPU measured faster for this model
         channels_last = device.type == "cpu" and calibrate.choose(model.config, 16, precision, "sample").channels_last
     nhwc = channels_last
     if nhwc and any(not p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4):
@@ -44,7 +43,7 @@ def model_fn(model: UNet, device: torch.device | str = "cpu", precision: str = "
             x = x.contiguous(memory_format=torch.channels_last)
         return model(x, t, y).float().contiguous()
 
-    cond = labels if condition is None else condition
+    cond = condition
     if cond is not None and not isinstance(cond, Context) and model.config.num_classes is None:
         cond = None  # labels for an unconditional model: ignored, as before
     cond, negative = _to(cond, device), _to(negative, device)

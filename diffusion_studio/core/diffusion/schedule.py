@@ -12,8 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..io.manifest import MAX_T
-
+MAX_T = 100_000  # diffusion steps a schedule may have (DDPM uses 1000; improved-diffusion at most 4000)
 KINDS = ("linear", "cosine", "sigmoid", "quadratic")
 # ᾱ_T at least this keeps every ᾱ_t, 1/√ᾱ_t and the SNR representable in float32 and bf16 (whose smallest normal
 # number is 1.2e-38); below it ᾱ_T rounds to 0 and sampling divides by zero or turns every image into the same grey.

@@ -14,7 +14,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
 from ..nets.autoencoder import Autoencoder, AutoencoderConfig
-from .checkpoint import FORMAT, PICKLE_SUFFIXES, CheckpointError, save_checkpoint
+from .checkpoint import FORMAT, PICKLE_SUFFIXES, save_checkpoint
+from ..errors import CheckpointError
 
 AE_MANIFEST = "autoencoder.json"
 KIND = "autoencoder"

@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,22 +24,13 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..diffusion.schedule import NoiseSchedule
+from ..errors import CheckpointError
 from ..nets.unet import PRESETS, UNet, UNetConfig
+from .safeio import open_regular, read_regular, write_atomic
 
 FORMAT = "diffusion-studio-checkpoint"
 FORMAT_VERSION = 1
-_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message is one line naming the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike | None, reason: str):
-        self.path = None if path is None else str(path)
-        self.reason = reason
-        super().__init__(f"{Path(path).name}: {reason}" if path is not None else reason)
 
 
 @dataclass
@@ -76,36 +66,6 @@ class Checkpoint:
 
 
 # ---- writing --------------------------------------------------------------------------------------------------------
-def _fsync_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0600; checkpoints are shared, so give it the usual 0666 minus the umask.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def manifest_path(path: str | os.PathLike) -> Path:
     """Where the manifest of a checkpoint named by ``path`` lives: NAME.json, or DIR/checkpoint.json for a folder."""
     p = Path(path)
@@ -136,7 +96,6 @@ def save_checkpoint(
 
 def _named_weights(folder: Path) -> set[str]:
     """Weights files named by any manifest in ``folder`` (small JSON files only; unreadable ones name nothing)."""
-    from .safeio import read_regular
 
     names: set[str] = set()
     for m in folder.glob("*.json"):
@@ -162,9 +121,9 @@ def _save_locked(mpath: Path, tensors: dict[str, dict[str, torch.Tensor]], meta:
         replaced_ns = os.stat(mpath).st_mtime_ns
     except OSError:
         replaced_ns = None
-    _fsync_write(mpath.parent / weights_name, blob)
+    write_atomic(mpath.parent / weights_name, blob)
     manifest = {**full_meta, "weights": weights_name, "sha256": hashlib.sha256(blob).hexdigest()}
-    _fsync_write(mpath, json.dumps(manifest, indent=2).encode())
+    write_atomic(mpath, json.dumps(manifest, indent=2).encode())
     prefix = f"{mpath.stem}-"
     # Never deleted: weights any manifest in the folder names. Otherwise, with the folder locked, weights written
     # before this save began (leftovers of killed saves); without a working lock (a file system with no flock), only
@@ -226,7 +185,6 @@ def _parse_json(raw: bytes, where: Path, what: str) -> Any:
 
 
 def _read_manifest(mpath: Path) -> dict[str, Any]:
-    from .safeio import read_regular
 
     raw = read_regular(mpath, MAX_MANIFEST_BYTES, CheckpointError, "manifest")
     _refuse_pickle(mpath, raw[:16])
@@ -259,7 +217,7 @@ def _validate_meta(meta: dict[str, Any], where: Path) -> None:
         raise CheckpointError(where, f"schedule: {e}") from None
 
 
-def _read_header(f, wpath: Path) -> tuple[dict[str, Any], int]:
+def read_header(f, wpath: Path) -> tuple[dict[str, Any], int]:
     """The safetensors header of an open file (checked against its real size) and where the data starts."""
     size = os.fstat(f.fileno()).st_size
     head = f.read(8)
@@ -299,21 +257,17 @@ def _read_header(f, wpath: Path) -> tuple[dict[str, Any], int]:
 
 def _check_shapes(header: dict[str, Any], meta: dict[str, Any], wpath: Path, where: Path) -> None:
     """Weight shapes against the model config, from the header alone: nothing is allocated for a wrong file."""
-    from .manifest import MAX_PARAMETERS, SHAPE_FNS, model_shapes, parameter_count
+    from .manifest import MAX_PARAMETERS, model_shapes, parameter_count
 
-    shapes = {"model": None, "ema": None, **{g: None for g in SHAPE_FNS}}
     present = {k.partition(".")[0] for k in header if k != "__metadata__"}
-    for group in shapes:
+    for group in ("model", "ema"):
         if group not in present:
             continue
-        if group in ("model", "ema"):
-            expected = model_shapes(UNetConfig.from_dict(meta["model"]))
-            n = parameter_count(expected)
-            if n > MAX_PARAMETERS:
-                raise CheckpointError(where, f"model: this config has {n:,} parameters, more than the "
-                                             f"{MAX_PARAMETERS:,} Diffusion Studio accepts")
-        else:
-            expected = SHAPE_FNS[group](meta)
+        expected = model_shapes(UNetConfig.from_dict(meta["model"]))
+        n = parameter_count(expected)
+        if n > MAX_PARAMETERS:
+            raise CheckpointError(where, f"model: this config has {n:,} parameters, more than the "
+                                         f"{MAX_PARAMETERS:,} Diffusion Studio accepts")
         found = {k.partition(".")[2]: tuple(v["shape"]) for k, v in header.items() if k.partition(".")[0] == group}
         missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
         if missing or extra:
@@ -328,10 +282,9 @@ def _check_shapes(header: dict[str, Any], meta: dict[str, Any], wpath: Path, whe
 
 def _read_weights(wpath: Path, meta: dict[str, Any] | None, mpath: Path | None,
                   expected_sha: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from .safeio import open_regular
 
     with open_regular(wpath, MAX_WEIGHTS_BYTES, CheckpointError, "weights file") as f:
-        header, _ = _read_header(f, wpath)
+        header, _ = read_header(f, wpath)
         if meta is None:
             raw = header.get("__metadata__", {}).get(FORMAT) if isinstance(header.get("__metadata__"), dict) else None
             if not raw:
@@ -355,17 +308,13 @@ def _read_weights(wpath: Path, meta: dict[str, Any] | None, mpath: Path | None,
 
 
 def load_checkpoint(path: str | os.PathLike, groups: tuple[str, ...] | None = None) -> Checkpoint:
-    """Read and validate a checkpoint (manifest .json, its folder, a lone .safetensors, or a diffusers DDPM folder
-    with model_index.json). Never unpickles.
+    """Read and validate one of our checkpoints (manifest .json, its folder, or a lone .safetensors). Never unpickles.
+    Any model a user names (builtin:NAME, a diffusers folder too): core/io/models.py's open_checkpoint.
 
     Every manifest field is checked, then the weight shapes (from the safetensors header) against the model config,
     before the weights are read: memory follows the real file, not what a manifest or header claims.
     """
     p = Path(path)
-    from .diffusers import diffusers_folder, load_diffusers  # a diffusers pipeline folder, converted
-
-    if (folder := diffusers_folder(p)) is not None:
-        return load_diffusers(folder, groups)
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(p, "refused: this looks like a PyTorch/pickle file, which can run code when loaded; "
                                  "Diffusion Studio loads only safetensors + JSON checkpoints")

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, FORMAT_VERSION, Checkpoint, CheckpointError
+from .checkpoint import FORMAT, FORMAT_VERSION, Checkpoint
+from ..errors import CheckpointError
 from ..diffusion.schedule import NoiseSchedule
 from ..nets.unet import UNet, UNetConfig
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from .checkpoint import CheckpointError
+from ..errors import CheckpointError, RunLocked
 
 LOCK_NAME = ".lock"
 
@@ -21,10 +21,6 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock; runs are then unguarded, as before
     fcntl = None  # type: ignore[assignment]
-
-
-class RunLocked(CheckpointError):
-    """The run folder is being written by another process."""
 
 
 _held: dict[str, list] = {}  # real folder path → [fd, count, exclusive]

@@ -1,11 +1,16 @@
-"""Opening files a user names: regular files only (never a FIFO, device or socket), with a size limit, never a hang."""
+"""Files in and out: opening what a user names (regular files only, never a FIFO, device or socket, with a size
+limit, never a hang) and writing atomically (a crash or a reader never sees half a file)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+from ..errors import CheckpointError
 
 KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
          (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
@@ -25,8 +30,6 @@ def not_regular_reason(mode: int) -> str:
 
 
 def _default_error(path: object, reason: str) -> Exception:
-    from .checkpoint import CheckpointError
-
     return CheckpointError(path, reason)
 
 
@@ -86,7 +89,45 @@ def read_regular(path: str | os.PathLike, max_bytes: int, error: ErrorType | Non
     return data
 
 
-def regular_size(path: str | os.PathLike, error: ErrorType | None = None) -> int:
-    """The size of a regular file (after following links); error(path, reason) for anything else."""
-    with open_regular(path, None, error) as f:
-        return os.fstat(f.fileno()).st_size
+def write_atomic(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], object], durable: bool = True) -> Path:
+    """Write ``data`` (bytes, or a function that writes into a binary file) to ``path`` through a temporary file
+    beside it and a rename, so a crash or a reader never sees half a file; the old file stays whole until then.
+
+    The temporary file is created with mode 0666 and the process umask applied by the kernel, as a plain open()
+    would (mkstemp forces 0600, and reading the umask would mean setting it). ``durable`` fsyncs the file and its
+    folder, so a power cut after a checkpoint save cannot lose it.
+    """
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+    return path
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort: some file systems cannot fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

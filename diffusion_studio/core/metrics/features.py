@@ -18,7 +18,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ... import resources  # Qt-free: only knows where the shipped files lie
-from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointError, _fsync_write
+from ..io.checkpoint import PICKLE_SUFFIXES
+from ..io.safeio import write_atomic
+from ..errors import CheckpointError
 
 FORMAT = "diffusion-studio-feature-net"
 FORMAT_VERSION = 1
@@ -323,9 +325,9 @@ def save_feature_net(net: FeatureNet, path: str | os.PathLike, meta: dict[str, A
                 "class_names": net.class_names, "metrics": net.metrics, **(meta or {})}
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     blob = st_save(tensors, metadata={FORMAT: json.dumps(manifest)})
-    _fsync_write(d / WEIGHTS_NAME, blob)
+    write_atomic(d / WEIGHTS_NAME, blob)
     manifest.update(weights=WEIGHTS_NAME, sha256=hashlib.sha256(blob).hexdigest(), name=net.name)
-    _fsync_write(d / MANIFEST_NAME, json.dumps(manifest, indent=2, default=str).encode())
+    write_atomic(d / MANIFEST_NAME, json.dumps(manifest, indent=2, default=str).encode())
     return d
 
 

@@ -141,7 +141,7 @@ class FIDStats:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write .npz (numpy arrays + a JSON string, loadable with allow_pickle=False) or .safetensors, atomically."""
-        from ..io.checkpoint import _fsync_write
+        from ..io.safeio import write_atomic
 
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,7 @@ class FIDStats:
             blob = buf.getvalue()
         else:
             raise ValueError(f"{p.name}: FID statistics are saved as .npz or .safetensors")
-        _fsync_write(p, blob)
+        write_atomic(p, blob)
         return p
 
     @classmethod
@@ -167,7 +167,7 @@ class FIDStats:
         Shapes and dtypes are read from the headers and checked (dimension ≤ MAX_FID_DIM, sizes matching the bytes
         present) before any array is read, so a small file cannot claim a huge covariance.
         """
-        from ..io.checkpoint import CheckpointError
+        from ..errors import CheckpointError
         from ..io.safeio import open_regular
 
         p = Path(path)
@@ -221,9 +221,9 @@ def _check_stats_shapes(shapes: dict[str, tuple[int, ...]], p: Path) -> None:
 def _read_stats_safetensors(f, p: Path) -> tuple[dict[str, np.ndarray], str]:
     from safetensors.numpy import load as np_st_load
 
-    from ..io.checkpoint import _read_header
+    from ..io.checkpoint import read_header
 
-    header, _ = _read_header(f, p)
+    header, _ = read_header(f, p)
     _check_stats_shapes({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}, p)
     f.seek(0)
     arrays = np_st_load(f.read())

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..io.checkpoint import CheckpointError
+from ..errors import CheckpointError
 
 # Module and parameter names follow torchvision's Inception3 (aux_logits=False, num_classes=1008) with pytorch-fid's
 # FIDInception{A,C,E_1,E_2} blocks, so pytorch-fid's pt_inception-2015-12-05-*.pth loads with strict=True.

@@ -10,14 +10,11 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
+from ..errors import EncoderMissing
 from .conditioning import Context
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MAX_TOKENS = 16  # [CLS] + 14 word pieces + [SEP]: every caption the app writes fits with room to spare
-
-
-class EncoderMissing(RuntimeError):
-    """The text encoder a model needs is not installed; the message is one line and says what to install."""
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Picking the compute device (CUDA, then Apple MPS, then CPU) and the precision to run on it."""
+"""Facts about the machine: the compute device (CUDA, then Apple MPS, then CPU), whether the CPU has native bf16,
+and the autocast context. What to choose from these facts is core/runtime/calibrate.py's job."""
 from __future__ import annotations
 
 import contextlib
@@ -59,25 +60,6 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' → bf16 autocast on CUDA GPUs that support it, and on CPUs with native bf16 instructions (AVX512-BF16 or
-    AMX) where a short measurement shows it faster (core/calibrate.py; 1.7× on an AMX Xeon, bench/RESULTS.md); fp32
-    elsewhere — the safe default, since bf16 emulated in software is slower. 'bf16' must be usable."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return "bf16"
-        if device.type == "cpu" and cpu_supports_bf16():
-            from .calibrate import bf16_pays  # measured on this CPU (and cached): native bf16 is not always faster
-
-            return "bf16" if bf16_pays() else "fp32"
-        return "fp32"
-    if precision == "bf16" and device.type == "mps":
-        raise ValueError("precision: bf16 autocast is not offered on MPS; use fp32")
-    return precision
 
 
 def autocast(device: torch.device, precision: str):

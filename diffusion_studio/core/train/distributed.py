@@ -20,11 +20,9 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import DistributedError
+
 DEFAULT_TIMEOUT_S = 300.0  # how long a rank waits for the others in any collective before giving up with an error
-
-
-class DistributedError(RuntimeError):
-    """A multi-process run cannot go on (a rank died, timed out or failed); the message is one line."""
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -8,7 +8,8 @@ from pathlib import Path
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ....core.nets.autoencoder import AETrainConfig, AutoencoderConfig
+from ....core.nets.autoencoder import AutoencoderConfig
+from ....core.train.autoencoder import AETrainConfig
 from ...widgets.imageview import ImagePane
 from ...workers import GeneratorWorker
 from ....jobs.autoencoder import AEPicture, AEResult, inspect_job, train_job

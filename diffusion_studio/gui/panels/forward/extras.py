@@ -135,7 +135,7 @@ class ForwardExtras:
     """Wires the additions into a ForwardPanel (built after its setup_ui)."""
 
     def __init__(self, panel):
-        from .panel import FILM_FRAMES, film_paper_ts
+        from .ui import FILM_FRAMES, film_paper_ts
 
         self.panel, self._film_ts, self._n = panel, film_paper_ts, FILM_FRAMES
         self._sample_of = self._x0_sample = self._eps_sample = None

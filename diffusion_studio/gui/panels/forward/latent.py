@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from ....core.train.latent import LatentNoising, LatentSpace
+from ....core.io.space import LatentNoising, LatentSpace
 from ....data.convert import make_grid, to_uint8
 from ...widgets.imageview import ImagePane
-from ..sampling.latent import LATENT_SCALE
+from ....jobs.frames import LATENT_SCALE
 
 OPEN_ITEM = "Open autoencoder…"
 

@@ -20,18 +20,10 @@ from ..base import Panel
 from ....jobs.chain import BuiltChain, ChainProgress, build_chain
 from .extras import attach_extras
 from .latent import attach_latent
-from .ui import MAX_SEED, setup_ui
-
-FILM_FRAMES = 8
-
+from .ui import FILM_FRAMES, MAX_SEED, film_paper_ts, setup_ui
 
 def _hwc(arr: np.ndarray) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
-
-
-def film_paper_ts(T: int, n: int = FILM_FRAMES) -> list[int]:
-    """n paper times evenly spaced from 0 (x_0) to T."""
-    return [round(k * T / (n - 1)) for k in range(n)]
 
 
 class ForwardPanel(Panel):

@@ -10,6 +10,13 @@ from ...widgets.imageview import ImagePane
 FPS = 30
 MAX_SEED = 2**31 - 1
 
+FILM_FRAMES = 8
+
+
+def film_paper_ts(T: int, n: int = FILM_FRAMES) -> list[int]:
+    """n paper times evenly spaced from 0 (x_0) to T."""
+    return [round(k * T / (n - 1)) for k in range(n)]
+
 
 def setup_ui(panel) -> None:
     """Create the panel's widgets as attributes and connect them to its slots."""

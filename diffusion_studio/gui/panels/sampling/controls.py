@@ -5,9 +5,10 @@ import numpy as np
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QSpinBox)
 
-from ....core.train.latent import is_latent_meta
-from ...state import LoadedModel
-from ....jobs.sampling import SamplingJob, auto_every
+from ....core.io.space import is_latent_meta
+from ....core.io.models import LoadedModel
+from ....jobs.frames import auto_every
+from ....jobs.sampling import SamplingJob
 
 SAMPLERS = [("DDPM (σ² = β̃)", "ddpm", "beta_tilde"), ("DDPM (σ² = β)", "ddpm", "beta"), ("DDIM", "ddim", "beta_tilde")]
 

@@ -11,9 +11,11 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from .... import resources
-from ...state import AppState, LoadedModel
+from ...state import AppState
+from ....core.io.models import LoadedModel
 from ...workers import GeneratorWorker, WorkerPool
-from ....jobs.sampling import load_factory, short_name
+from ....core.io.models import short_name
+from ....jobs.sampling import load_factory
 
 TRAINED, OPEN = "trained", "open"
 DEFAULT_BUILTIN = "digits"

@@ -13,11 +13,12 @@ from ....data.convert import save_gif, save_png
 from ...widgets.dialogs import remember, start_path
 from ...widgets.export_labels import enlarge, integer_scale, with_caption
 from ...widgets.imageview import ImagePane
-from ...state import LoadedModel
+from ....core.io.models import LoadedModel
 from ...workers import GeneratorWorker
 from ..base import Panel
 from .controls import SamplerControls
-from ....jobs.sampling import EPS_SCALE, RecordedFrame, SamplingJob, StepTick, gif_frames, gif_scale, sampling_factory
+from ....jobs.frames import EPS_SCALE, RecordedFrame, StepTick, gif_frames, gif_scale
+from ....jobs.sampling import SamplingJob, sampling_factory
 from .first_look import describe_job, quick_job
 from .models import ModelChooser
 from .player import PaneGrid, PlayerBar

@@ -4,98 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
-import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                                QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
-from ....core.nets.conditioning import AttentionRecorder
-from ....core.diffusion.samplers import sample
-from ....core.train.trainer import model_fn
-from ....data.convert import to_uint8
+from ....jobs.sampling import SWEEP_WS, SamplingJob, sweep_factory
 from ...workers import GeneratorWorker
-from ....jobs.sampling import RecordedFrame, SamplingJob
 
-SWEEP_WS = (0.0, 1.0, 3.0, 7.0)
 DEFAULT_W = 3.0
 HISTORY = 20
-SPECIAL = {"[CLS]", "[SEP]", "[PAD]"}
-MAX_ATTENTION_IMAGES = 16
 
 
 def is_text_model(loaded) -> bool:
-    return loaded is not None and bool(getattr(loaded.model.config, "text_encoder", None))
-
-
-# ---- worker side (no widgets) ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AttentionMaps:
-    """Per-word cross-attention at one step: maps (images, words, H, W) uint8, each map scaled to its own maximum."""
-
-    words: list[str]
-    maps: np.ndarray
-
-
-def text_conditions(loaded, job: SamplingJob):
-    """(condition, negative) for a text model's job, encoded in the worker thread (the encoder loads once)."""
-    if not is_text_model(loaded) or job.prompt is None:
-        return None, None, None
-    from ....core.nets.text import get_encoder
-
-    enc = get_encoder(loaded.model.config.text_encoder)
-    if not job.prompt.strip():
-        raise ValueError("prompt: empty; type what to draw, e.g. \"a red star\"")
-    emb = enc.encode([job.prompt])
-    neg = enc.encode([job.negative_prompt]).context(job.n_images) if job.negative_prompt else None
-    return emb.context(job.n_images), neg, emb.words[0]
-
-
-def with_attention(frames: Iterator, loaded, words: list[str] | None, n_images: int) -> Iterator:
-    """Attach the per-word attention maps of the step that made each recorded frame (the conditional half only)."""
-    if words is None:
-        yield from frames
-        return
-    from .latent import latent_space_of
-
-    space = latent_space_of(loaded)  # a latent model's maps are laid over its decoded pictures: upsample to their size
-    size = space.config.image_size if space is not None else loaded.model.config.image_size
-    keep = [i for i, w in enumerate(words) if w not in SPECIAL]
-    with AttentionRecorder(loaded.model) as rec:
-        for item in frames:
-            if isinstance(item, RecordedFrame) and item.t_model is not None:
-                maps = rec.maps(size, rows=min(MAX_ATTENTION_IMAGES, n_images))
-                if maps is not None:
-                    m = maps[:, keep].numpy()
-                    m = m / np.maximum(m.max(axis=(2, 3), keepdims=True), 1e-8)
-                    item = dataclasses.replace(item, attention=AttentionMaps(
-                        [words[i] for i in keep], (m * 255).round().astype(np.uint8)))
-            yield item
-
-
-def sweep_factory(loaded, job: SamplingJob, ws=SWEEP_WS):
-    """A GeneratorWorker factory: one image (the run's seed, first row) at each w, yielded as (w, uint8 HxWxC)."""
-    def run():
-        one = dataclasses.replace(job, n_images=1)
-        cond, neg, _ = text_conditions(loaded, one)
-        cfg = loaded.model.config
-        steps = min(job.steps, 25) if job.sampler == "ddim" else min(job.steps, 50)
-        from .latent import latent_space_of
-
-        space = latent_space_of(loaded)  # a latent model: sample latents (never clipped), show the decoded picture
-        for w in ws:
-            fn = model_fn(loaded.model, loaded.device, "fp32", condition=cond, negative=neg, guidance=w,
-                          schedule=loaded.schedule)
-            x = sample(fn, loaded.schedule, (1, cfg.in_channels, cfg.image_size, cfg.image_size), "ddim",
-                       steps=steps, seed=job.seed, clip_x0=space is None, device=loaded.device)
-            if space is not None:
-                x = space.decode(x)
-            yield w, to_uint8(x[0].clamp(-1, 1).cpu())
-    return run
+    return loaded is not None and loaded.is_text
 
 
 # ---- widgets ------------------------------------------------------------------------------------------------------

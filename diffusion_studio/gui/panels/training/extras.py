@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QFrame, QHBoxLayout,
                                QPushButton, QVBoxLayout)
 
 from ....core.train.recipe import recipe_for
-from ....core.train.trainer import TrainConfig
+from ....core.train.config import TrainConfig
 from ....jobs.session import METRICS, RunNote, StepPreview, interrupted_record, interrupted_run, read_loss_history
 from ....jobs.training import MANIFEST, RunStarted
 

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from ....core.io.checkpoint import Checkpoint
 from ....core.runtime.device import cpu_supports_bf16, describe_device, resolve_device
 from ....core.diffusion.schedule import NoiseSchedule
-from ....core.train.trainer import TrainConfig
+from ....core.train.config import TrainConfig
 from ....core.nets.unet import PRESET_NOTES, PRESETS
 from ....data import BUILTIN_DATASETS
 from ....core.train.recipe import RECIPE, recipe_for

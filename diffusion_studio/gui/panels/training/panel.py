@@ -10,8 +10,9 @@ from PySide6.QtWidgets import (QFileDialog, QGroupBox, QHBoxLayout, QLabel, QPus
 
 from ....core.train.recipe import RECIPE
 from .length import objective_choice
-from ....core.train.trainer import TrainConfig, TrainEvent
-from ...state import LoadedModel
+from ....core.train.trainer import TrainEvent
+from ....core.train.config import TrainConfig
+from ....core.io.models import LoadedModel
 from ...workers import GeneratorWorker
 from ..base import Panel
 from .form import TrainingForm

@@ -12,7 +12,8 @@ PREVIEW_FILES = 200  # a folder's preview reads the captions of its first files 
 
 def caption_preview(spec: str | None, n: int = PREVIEW_CAPTIONS) -> tuple[list[str], str]:
     """A few captions of the data ``spec`` and a one-line note (where they come from, or why there are none)."""
-    from ....data.captions import DIGIT_WORDS, digit_caption, folder_captions, shape_caption
+    from ....data.captions import DIGIT_WORDS, digit_caption, folder_captions
+    from ....data.shapes import shape_caption
 
     s = str(spec or "").strip()
     if s == "builtin:shapes":
