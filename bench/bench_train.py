@@ -245,7 +245,7 @@ def main() -> int:
     for preset in args.presets:
         print(f"\n-- {preset}: ours vs peers of the same parameter count")
         S = args.size
-        # each precision in the layout the calibration measured faster on this CPU (core/calibrate.py), then both
+        # each precision in the layout the calibration measured faster on this CPU (core/runtime/calibrate.py), then both
         # layouts forced, so the table shows whether the calibration chose well
         fp = OurStep(preset, S, data, B, "fp32").trainer.fast_path
         print(f"   calibration (fp32): {fp.describe()} {fp.seconds}")

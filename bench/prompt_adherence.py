@@ -4,7 +4,7 @@
     python bench/prompt_adherence.py --digits-model RUN_DIR --n 20          # "the digit K" for a text digits model
 
 Shapes: every prompt "a {colour} {shape}" (9 × 5), n samples each (DDIM), for each w. Shape is judged by a
-FeatureNet (core/features.py) trained here on held-out builtin:shapes images (another seed than the training set);
+FeatureNet (core/metrics/features.py) trained here on held-out builtin:shapes images (another seed than the training set);
 colour by the ink's nearest named colour (the ink = pixels far from the border's median colour). Both judges are
 first scored on real held-out images, so their own error is on the record. FID: the judge's features, generated
 samples of all prompts against real held-out shapes.

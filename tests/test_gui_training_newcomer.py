@@ -14,7 +14,7 @@ from PySide6.QtCore import QSettings, Qt
 
 from diffusion_studio.core.io.checkpoint import load_checkpoint
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.jobs.session import read_loss_history
+from diffusion_studio.core.train.runlog import read_loss_history
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SLOW = 120_000

@@ -15,8 +15,8 @@ from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from diffusion_studio.core.train.config import TrainConfig
 from diffusion_studio.jobs import training as training_worker
 from diffusion_studio.jobs.training import (
-    LossHistory, RunHandle, RunRequest, bucket_edges, format_duration, leave_a_core_to_the_gui, new_run_dir,
-    progress_text, runs_dir, training_run,
+    LossHistory, RunHandle, RunRequest, bucket_edges, format_duration, leave_a_core_to_the_gui, progress_text,
+    runs_dir, training_run,
 )
 
 
@@ -32,18 +32,23 @@ def test_one_thread_fewer_than_the_cores_and_a_short_switch_interval(monkeypatch
     switch = sys.getswitchinterval()
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     try:
+        sys.setswitchinterval(0.005)
+
         def probe():
             torch.set_num_threads(4)
-            before = leave_a_core_to_the_gui()
-            return before, torch.get_num_threads(), sys.getswitchinterval()
+            restore = leave_a_core_to_the_gui()
+            during = torch.get_num_threads(), sys.getswitchinterval()
+            restore()
+            return during, torch.get_num_threads(), sys.getswitchinterval()
 
-        before, during, interval = in_thread(probe)
-        assert (before, during) == (4, 3) and interval <= 0.001
-        # a count the user (or a test) already lowered is kept, and nothing is to be restored
-        assert in_thread(lambda: (torch.set_num_threads(2), leave_a_core_to_the_gui(), torch.get_num_threads())[1:]) \
-            == (None, 2)
+        (during, interval), after, restored = in_thread(probe)
+        assert during == 3 and interval <= 0.001
+        assert after == 4 and restored == 0.005  # both put back when the run ends
+        # a count the user (or a test) already lowered is kept, and stays after
+        assert in_thread(lambda: (torch.set_num_threads(2), leave_a_core_to_the_gui()(), torch.get_num_threads())[2]) \
+            == 2
         monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one core: nothing to leave
-        assert in_thread(lambda: (torch.set_num_threads(1), leave_a_core_to_the_gui())[1]) is None
+        assert in_thread(lambda: (torch.set_num_threads(1), leave_a_core_to_the_gui(), torch.get_num_threads())[2]) == 1
     finally:
         sys.setswitchinterval(switch)
 
@@ -101,9 +106,11 @@ def test_runs_dir_and_new_run_dirs(tmp_path, monkeypatch):
     assert runs_dir(str(tmp_path / "s")) == tmp_path / "e"
     import datetime as dt
 
+    from diffusion_studio.jobs.session import new_named_run_dir
+
     now = dt.datetime(2024, 5, 6, 7, 8, 9)
-    a, b = new_run_dir(tmp_path / "r", now), new_run_dir(tmp_path / "r", now)
-    assert a.name == "20240506-070809" and b.name == "20240506-070809-2" and a.is_dir() and b.is_dir()
+    a, b = new_named_run_dir(tmp_path / "r", "digits", now), new_named_run_dir(tmp_path / "r", "digits", now)
+    assert a.name == "20240506-070809-digits" and b.name == "20240506-070809-digits-2" and a.is_dir() and b.is_dir()
     assert format_duration(75) == "01:15" and format_duration(3725) == "1:02:05" and format_duration(None) == "—"
     assert progress_text(5, 10, 123.4, 61) == "step 5 / 10 · 123 img/s · ETA 01:01"
 

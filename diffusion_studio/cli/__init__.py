@@ -31,7 +31,7 @@ _TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
 
 
 def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Any]]:
-    """The parser, and the fid command's state ({"run": callable} or {"unavailable": reason}).
+    """The parser, and the fid command's state ({"run": callable} once it is loaded).
 
     The fid module (heavier imports) is loaded only when ``command`` is "fid"; otherwise a stand-in lists it.
     """
@@ -68,19 +68,11 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, d
 
 
 def _add_fid_parser(sub) -> dict[str, Any]:
-    # FID lives in its own module (heavier dependencies); train and sample must work without it.
-    try:
-        from . import fid as fid_cli
-        before = set(sub.choices)
-        fid_cli.add_fid_parser(sub)
-        if "fid" not in set(sub.choices) - before:
-            raise RuntimeError("add_fid_parser added no 'fid' command")
-        return {"run": fid_cli.run_fid}
-    except Exception as e:  # noqa: BLE001 - any failure only disables fid
-        reason = one_line(f"{type(e).__name__}: {e}")
-        sub.choices.pop("fid", None)
-        sub.add_parser("fid", help="Fréchet Inception Distance (not available in this installation)", add_help=False)
-        return {"unavailable": reason}
+    # fid lives in its own module, loaded only for the fid command (its imports are the heaviest).
+    from . import fid as fid_cli
+
+    fid_cli.add_fid_parser(sub)
+    return {"run": fid_cli.run_fid}
 
 
 # ---- the app --------------------------------------------------------------------------------------------------------
@@ -143,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
             return _open_app(app_args)
         first = next((a for a in argv if a != "--debug"), None)
         parser, fid = build_parser(first)
-        if argv and argv[0] == "fid" and "unavailable" in fid:
-            raise CliError(f"fid is not available in this installation ({fid['unavailable']})")
         args, extra = parser.parse_known_args(argv)
         if extra:
             where = f"{PROG} {args.command}" if args.command else PROG

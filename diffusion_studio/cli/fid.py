@@ -154,14 +154,6 @@ def train_features_on(spec: str, out: str | Path, size: int = 32, epochs: int = 
     return net, metrics
 
 
-def build_digits_feature_net(out_path: str | Path | None = None, size: int = 16, seed: int = 0, epochs: int = 30,
-                             log=None) -> tuple[FeatureNet, dict[str, Any]]:
-    """(Re)build the shipped builtin:digits feature network (default: into the app's resources folder)."""
-    from ..core.metrics.features import builtin_feature_path
-    out = Path(out_path) if out_path is not None else builtin_feature_path("digits")
-    return train_features_on("builtin:digits", out, size=size, epochs=epochs, seed=seed, log=log)
-
-
 # ---- the command ----------------------------------------------------------------------------------------------------
 def _default_features(args) -> str:
     spec = args.features or default_features_for(args.real)

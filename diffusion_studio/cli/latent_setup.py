@@ -1,4 +1,4 @@
-"""`train --autoencoder AE_DIR`: the latent space of a run, its image and UNet sizes, and the dataset encoded once."""
+"""`train --autoencoder AE_DIR` and `info` of an autoencoder: the CLI's checks and lines over jobs/runs.py."""
 from __future__ import annotations
 
 import time
@@ -14,18 +14,15 @@ def add_latent_option(group) -> None:
 
 
 def load_space(args, device: str = "cpu"):
-    """The run's LatentSpace when --autoencoder is given, else None."""
-    spec = getattr(args, "autoencoder", None)
-    if spec is None:
-        return None
-    from ..core.io.space import LatentSpace
+    """The run's space: the --autoencoder's latents, or pixels."""
+    from ..jobs.runs import run_space
 
-    return LatentSpace.load(spec, device)
+    return run_space(getattr(args, "autoencoder", None), device=device)
 
 
 def image_size(space, size_arg: int | None, default: int) -> int:
     """The image side to load the data at: the autoencoder's own (a --size that differs is a usage error)."""
-    if space is None:
+    if not space.is_latent:
         return default if size_arg is None else size_arg
     ae = space.config.image_size
     if size_arg is not None and size_arg != ae:
@@ -34,27 +31,20 @@ def image_size(space, size_arg: int | None, default: int) -> int:
     return ae
 
 
-def unet_shape(space, size: int, channels: int) -> tuple[int, int]:
-    """(side, channels) of the tensors the UNet denoises: the image's, or the latent's."""
-    if space is None:
-        return size, channels
-    return space.config.latent_size, space.config.latent_channels
-
-
 def check_channels(space, ds) -> None:
-    if space is not None and ds.channels != space.config.image_channels:
+    if space.is_latent and ds.channels != space.config.image_channels:
         raise UsageError(f"argument --channels: the autoencoder takes {space.config.image_channels}-channel images, "
                          f"the data has {ds.channels} (give --channels {space.config.image_channels})")
 
 
 def encode(space, ds, flip: bool, info: dict):
-    """The dataset as scaled latents (encoded once, with mirror images when --flip), or ``ds`` in pixel space."""
-    if space is None:
-        return ds
-    from ..core.train.latent import encode_dataset
+    """The dataset as scaled latents (encoded once, with mirror images when --flip), said in two lines; or ``ds``."""
+    from ..jobs.runs import encode as encode_data
 
+    if not space.is_latent:
+        return ds
     t0 = time.perf_counter()
-    data = encode_dataset(space, ds, flip=flip, info=info)
+    data = encode_data(space, ds, flip, info)
     std = float(data.images.std())
     echo(f"latent    {space.describe()}")
     echo(f"          encoded {len(ds):,} images{' and their mirror images' if flip else ''} once in "
@@ -62,39 +52,17 @@ def encode(space, ds, flip: bool, info: dict):
     return data
 
 
-def make_trainer(space, *args, **kw):
-    """Trainer, or LatentTrainer (decoded previews, the autoencoder in the checkpoint) for a latent run."""
-    if space is None:
-        from ..core.train.trainer import Trainer
-
-        return Trainer(*args, **kw)
-    from ..core.train.latent import LatentTrainer
-
-    return LatentTrainer(*args, space=space, **kw)
-
-
-# ---- resume ---------------------------------------------------------------------------------------------------------
 def resume_space(args, ckpt):
     """A resumed run's space from its checkpoint (its embedded autoencoder); --autoencoder must name the same one."""
-    from ..core.io.space import is_latent_meta, space_from_checkpoint
+    from ..core.errors import CheckpointError
+    from ..jobs.runs import run_space
 
-    if not is_latent_meta(ckpt.meta):
-        if getattr(args, "autoencoder", None) is not None:
-            raise UsageError("argument --autoencoder: the run was trained in pixel space, which a resumed run keeps")
-        return None
     try:
-        return space_from_checkpoint(ckpt, getattr(args, "autoencoder", None))
-    except ValueError as e:
+        return run_space(getattr(args, "autoencoder", None), resume=ckpt)
+    except CheckpointError as e:
         raise CliError(str(e)) from None
-
-
-def resume_trainer(space, ckpt, data, out, **overrides):
-    from ..core.train.latent import LatentTrainer
-    from ..core.train.trainer import Trainer
-
-    if space is None:
-        return Trainer.resume(ckpt, data, out=out, **overrides)
-    return LatentTrainer.resume_latent(ckpt, data, space, out=out, **overrides)
+    except ValueError as e:
+        raise UsageError(f"argument --{e}") from None
 
 
 def autoencoder_info(spec: str, as_json: bool) -> bool:

@@ -8,11 +8,11 @@ MAX_LISTED_PROBLEMS = 20
 
 def prepare_captions(ds) -> None:
     """Caption the dataset (one line per caption problem; the rest trains) and show a few of its captions."""
-    from ..data.captions import attach_captions
     from ..data.errors import DataError
+    from ..jobs.runs import caption
 
     try:
-        problems = attach_captions(ds)
+        problems = caption(ds)
     except DataError as e:
         raise UsageError(f"argument --text: {one_line(e)}") from None
     for line in problems[:MAX_LISTED_PROBLEMS]:
@@ -25,24 +25,13 @@ def prepare_captions(ds) -> None:
 
 
 def text_model_config(model_config, cross_attn: tuple[int, ...] | None = None):
-    """The preset's config with cross-attention (at the preset's default resolutions, or at cross_attn) and the
-    pooled caption, for the installed default encoder."""
-    from ..core.nets.conditioning import with_text
-    from ..core.nets.text import DEFAULT_ENCODER, get_encoder
+    """jobs/runs.text_model_config with the CLI's one-line errors."""
     from ..core.errors import EncoderMissing
+    from ..jobs.runs import text_model_config as with_encoder
 
     try:
-        encoder = get_encoder(DEFAULT_ENCODER)
+        return with_encoder(model_config, cross_attn)
     except EncoderMissing as e:
         raise CliError(f"argument --text: {e}") from None
-    try:
-        return with_text(model_config, encoder.name, encoder.dim, resolutions=cross_attn)
     except ValueError as e:
-        raise UsageError(f"argument --cross-attn: {e}") from None
-
-
-def add_caption_info(trainer) -> None:
-    """Keep the example captions and words in the checkpoint when the data description is replaced (resume)."""
-    table = getattr(trainer, "_text", None)
-    if table is not None:
-        trainer.data_info = {**trainer.data_info, **table.info()}
+        raise UsageError(f"argument --cross-attn: {str(e).split(': ', 1)[1]}") from None

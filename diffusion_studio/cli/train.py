@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
-import os
 import shlex
 import signal
 import sys
@@ -17,12 +15,12 @@ from .. import __version__
 from .common import (
     NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS, THREADS_HELP,
     UNIT_HALF_OPEN, UNIT_OPEN, CliError, Lines, Stopped, add_command, echo, fmt_duration, int_at_least, make_bar,
-    out_folder, plural, px_list, set_threads, wants_bar, write_text_atomic,
+    out_folder, plural, px_list, say, set_threads, wants_bar,
 )
-from .runstate import run_history
 from .latent_setup import add_latent_option
 from .train_dist import REPEAT_S, add_dist_options, current_dist, distributed_run, launch_if_asked
 from ..core.train.recipe import SMALL_IMAGES, SMALL_SIDE
+from ..core.train.runlog import RUN_JSON, MetricsLog, run_history, write_run_json
 from .train_setup import TRAIN_DEFAULTS, check_out_outside_data, setup_fresh, setup_resume
 
 
@@ -174,7 +172,7 @@ def _write_run_json(out: Path, argv: list[str], resumed_from: int | None, traine
 
     from ..core.runtime.device import describe_device
 
-    path = out / "run.json"
+    path = out / RUN_JSON
     entry = {
         "command": shlex.join([PROG, *argv]),
         "argv": list(argv),
@@ -185,8 +183,7 @@ def _write_run_json(out: Path, argv: list[str], resumed_from: int | None, traine
         "device": describe_device(trainer.device),
         "precision": trainer.precision,
     }
-    history = run_history(path) if resumed_from is not None else []
-    write_text_atomic(path, json.dumps({**entry, "history": history}, indent=2) + "\n")
+    write_run_json(path, entry, run_history(path, warn=say) if resumed_from is not None else [])
 
 
 class _StopRequest:
@@ -266,44 +263,36 @@ def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
         stop.announce = bar.write
     if not trainer.dist.is_main:
         stop.announce = lambda text: None  # rank 0 speaks for the run
-    window: list[float] = []
     stopping = False
     last = None
     t0 = time.perf_counter()
     stop.install()
+    log = MetricsLog(out, start, cfg.log_every, warn=say, main=trainer.dist.is_main)
     try:
-        metrics_path = out / "metrics.jsonl" if trainer.dist.is_main else os.devnull  # rank 0 logs
-        with open(metrics_path, "a" if start else "w", encoding="utf-8") as metrics:
-            for ev in trainer.run():
-                last = ev
-                window.append(ev.loss)
-                record: dict[str, Any] = {}
-                if ev.preview is not None:
-                    rel = Path("previews") / f"step-{ev.step:07d}.png"
-                    save_grid(ev.preview, out / rel)
-                    record["preview"] = rel.as_posix()
-                if ev.checkpoint is not None:
-                    record["checkpoint"] = ev.checkpoint.name
-                stopping = trainer.dist.any_flag(stop.signum is not None)  # a signal to any rank stops all
-                if ev.step % cfg.log_every == 0 or ev.done or stopping:
-                    loss = sum(window) / len(window)
-                    window.clear()
-                    line = {"step": ev.step, "loss": loss, "lr": ev.lr, "images_per_s": ev.images_per_s,
-                            "eta_s": ev.eta_s, "elapsed_s": ev.elapsed_s, "grad_norm": ev.grad_norm, **record}
-                    metrics.write(json.dumps(line) + "\n")
-                    metrics.flush()
-                    of = f"/{total}" if total else ""
-                    pct = f" ({100 * ev.step / total:.0f}%)" if total else ""
-                    lines(f"step {ev.step}{of}{pct}  loss {loss:.4f}  lr {ev.lr:.2e}  {ev.images_per_s:.0f} img/s  "
-                          f"elapsed {fmt_duration(ev.elapsed_s)}  eta {fmt_duration(ev.eta_s)}",
-                          force=ev.done or stopping)
-                if ev.checkpoint is not None:
-                    lines(f"checkpoint saved at step {ev.step}", force=True)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{ev.loss:.4f}", img_s=f"{ev.images_per_s:.0f}", refresh=False)
-                if stopping:
-                    break
+        for ev in trainer.run():
+            last = ev
+            record: dict[str, Any] = {}
+            if ev.preview is not None:
+                rel = Path("previews") / f"step-{ev.step:07d}.png"
+                save_grid(ev.preview, out / rel)
+                record["preview"] = rel.as_posix()
+            if ev.checkpoint is not None:
+                record["checkpoint"] = ev.checkpoint.name
+            stopping = trainer.dist.any_flag(stop.signum is not None)  # a signal to any rank stops all
+            line = log.add(ev, record, force=stopping)
+            if line is not None:
+                of = f"/{total}" if total else ""
+                pct = f" ({100 * ev.step / total:.0f}%)" if total else ""
+                lines(f"step {ev.step}{of}{pct}  loss {line['loss']:.4f}  lr {ev.lr:.2e}  {ev.images_per_s:.0f} "
+                      f"img/s  elapsed {fmt_duration(ev.elapsed_s)}  eta {fmt_duration(ev.eta_s)}",
+                      force=ev.done or stopping)
+            if ev.checkpoint is not None:
+                lines(f"checkpoint saved at step {ev.step}", force=True)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{ev.loss:.4f}", img_s=f"{ev.images_per_s:.0f}", refresh=False)
+            if stopping:
+                break
     except KeyboardInterrupt:
         stop.uninstall()
         if bar is not None:
@@ -311,6 +300,7 @@ def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
         kept = f"the last checkpoint ({ckpt_path}) is kept" if ckpt_path.exists() else "nothing was saved"
         raise Stopped(130, f"interrupted at step {trainer.step}; not saved, {kept}") from None
     finally:
+        log.close()
         stop.uninstall()
         if bar is not None:
             bar.close()

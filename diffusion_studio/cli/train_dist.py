@@ -26,7 +26,7 @@ def add_dist_options(p) -> None:
     g = p.add_argument_group(
         "several GPUs or machines",
         "Data-parallel training (DistributedDataParallel). Under torchrun, e.g. 'torchrun --standalone "
-        f"--nproc-per-node 4 -m diffusion_studio train ...' (multi-node: --nnodes/--rdzv-endpoint), every option "
+        "--nproc-per-node 4 -m diffusion_studio train ...' (multi-node: --nnodes/--rdzv-endpoint), every option "
         "works unchanged; only rank 0 writes the checkpoint, metrics.jsonl and the progress. --batch is the global "
         "batch, split evenly over the processes.")
     g.add_argument("--nproc", type=POSITIVE, metavar="N",

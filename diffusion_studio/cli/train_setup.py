@@ -9,10 +9,9 @@ from .common import (
     BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo, field_message, make_bar,
     one_line, plural, wants_bar,
 )
-from .runstate import clean_metrics, set_aside_special
-from .text_setup import add_caption_info, prepare_captions, text_model_config
+from .text_setup import prepare_captions, text_model_config
 
-# The recipe shared with the GUI (core/recipe.py); the image size defaults to the data's natural size.
+# The recipe shared with the GUI (core/train/recipe.py); the image size defaults to the data's natural size.
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     **RECIPE, size=DEFAULT_SIZE, steps=None, device="auto", precision="auto", layout="auto", seed=0, log_every=10,
     checkpoint_every=500, preview_every=0,
@@ -173,16 +172,16 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     if ckpt_path.exists() and not args.overwrite:
         raise UsageError(f"argument --out: {out} already holds a run (checkpoint.json); add --resume to continue "
                          f"it, --overwrite to start again, or choose another folder")
-    from ..core.train.trainer import Trainer
     from ..core.train.config import TrainConfig
     from ..core.nets.unet import preset_config
 
+    from ..jobs import runs
     from . import latent_setup
 
     space = latent_setup.load_space(args)
     size = latent_setup.image_size(space, args.size, natural_size(args.data))
     preset = _pick(args.model, "model", size)
-    unet_size, _ = latent_setup.unet_shape(space, size, args.channels or 3)
+    unet_size, _ = runs.unet_shape(space, size, args.channels or 3)
     try:
         preset_config(preset, unet_size, args.channels or 3)
     except ValueError as e:
@@ -224,7 +223,7 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
                              f"labels when its images sit in one subfolder per class)")
         num_classes = ds.num_classes
     latent_setup.check_channels(space, ds)
-    model_config = preset_config(preset, *latent_setup.unet_shape(space, size, ds.channels), num_classes)
+    model_config = preset_config(preset, *runs.unet_shape(space, size, ds.channels), num_classes)
     if cfg.text:
         model_config = text_model_config(model_config, args.cross_attn)
     model_config.prediction = _pick(args.prediction, "prediction")
@@ -232,10 +231,9 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     if args.overwrite and out.is_dir():
         _clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
-    set_aside_special(out / "metrics.jsonl")
     info = _data_info(ds, args.data)
     data = latent_setup.encode(space, ds, cfg.flip, info)
-    trainer = latent_setup.make_trainer(space, model_config, schedule, data, cfg, out=ckpt_path, data_info=info)
+    trainer = runs.make_trainer(space, model_config, schedule, data, cfg, out=ckpt_path, data_info=info)
     return trainer, 0
 
 
@@ -247,7 +245,6 @@ def _same(flag: str, given, stored, shown=None) -> None:
 
 def setup_resume(args, out: Path, ckpt_path: Path):
     from ..core.io.checkpoint import load_checkpoint
-    from ..core.train.trainer import Trainer
     from ..core.train.config import TrainConfig
 
     if args.overwrite:
@@ -258,11 +255,11 @@ def setup_resume(args, out: Path, ckpt_path: Path):
     if "optim" not in ckpt.tensors or "rng" not in ckpt.tensors:
         raise CliError(f"{ckpt_path}: holds no training state (an exported model), so it cannot be resumed")
     mc, sched, stored = ckpt.model_config, ckpt.schedule, dict(ckpt.meta.get("train", {}))
+    from ..jobs import runs
     from . import latent_setup
 
     space = latent_setup.resume_space(args, ckpt)  # a latent run keeps its embedded autoencoder
-    img_size, img_channels = ((space.config.image_size, space.config.image_channels) if space is not None
-                              else (mc.image_size, mc.in_channels))
+    img_size, img_channels = runs.image_shape(space, mc.image_size, mc.in_channels)
 
     _same("--model", args.model, mc.preset)
     _same("--size", args.size, img_size)
@@ -318,10 +315,12 @@ def setup_resume(args, out: Path, ckpt_path: Path):
     if not spec:
         raise UsageError("the checkpoint does not record its data; give --data")
     check_out_outside_data(out, spec)
+    from ..data.errors import DataError
+
     try:
         ds = _load_data(spec, img_size, img_channels, wants_bar(args))
-    except Exception as e:
-        if args.data is None and type(e).__name__ in ("DataError", "LoadCancelled"):
+    except DataError as e:  # LoadCancelled is one too
+        if args.data is None:
             raise CliError(f"{e} (reloading the run's data {spec}; give --data to load it from elsewhere)") from None
         raise
     _describe_data(ds)
@@ -332,10 +331,9 @@ def setup_resume(args, out: Path, ckpt_path: Path):
         raise UsageError(f"argument --data: the run is class-conditional but {ds.name or ds.spec} has no labels")
     if cfg.text:
         prepare_captions(ds)
-    clean_metrics(out / "metrics.jsonl", ckpt.step)
     data = latent_setup.encode(space, ds, cfg.flip, ckpt.meta.get("data") or _data_info(ds, spec))
-    trainer = latent_setup.resume_trainer(space, ckpt, data, ckpt_path, **overrides)
+    trainer = runs.resume_trainer(space, ckpt, data, out=ckpt_path, **overrides)
     if args.data is not None:
         trainer.data_info = _data_info(ds, args.data)
-        add_caption_info(trainer)
+        runs.caption_info(trainer)
     return trainer, ckpt.step

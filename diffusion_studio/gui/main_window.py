@@ -60,7 +60,7 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         self._build_status_bar()
-        attach_tour(self)  # Help ▸ Tour, the Learn dock, the first-launch offer (tour.py); before the layout restore
+        attach_tour(self)  # Help ▸ Tour, the Learn dock, the first-launch offer (tour/panel.py); before the layout restore
         self._closing = False
         self._restore()
         if not self.training.extras.offer.isHidden():  # an interrupted run: the offer to continue it is in view

@@ -1,21 +1,16 @@
-"""What a Training run keeps beside its checkpoint and what a newcomer expects of it (Qt-free, run in the worker or
-on small files): a batch fitted to a small dataset, a preview at step 0, the loss log (metrics.jsonl, the CLI's
-format) and its restoration on Continue, run folders named after data and model, and the interrupted-run record."""
+"""What a newcomer expects of a Training run (Qt-free, run in the worker or on small files): a batch fitted to a
+small dataset, a preview at step 0, run folders named after data and model, and the interrupted-run record. The loss
+log itself (metrics.jsonl, one format for the app and the CLI) is core/train/runlog.py."""
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 
-METRICS = "metrics.jsonl"
-MAX_METRICS_BYTES = 256 << 20   # a log bigger than this was not written by a run of this app
-DEFAULT_BATCH = 64
 
 
 @dataclass
@@ -86,89 +81,6 @@ def new_named_run_dir(base: Path, label: str, now: _dt.datetime | None = None) -
         except FileExistsError:
             continue
     raise ValueError(f"checkpoint folder: cannot create a new run folder in {base}")
-
-
-# ---- the loss log ---------------------------------------------------------------------------------------------------
-class MetricsLog:
-    """Appends one JSON line per step to RUN/metrics.jsonl (the keys the CLI writes), after dropping lines past the
-    step the run starts from (a run that stopped after its last save logged steps it will redo)."""
-
-    def __init__(self, folder: Path, start_step: int):
-        self.path = Path(folder) / METRICS
-        self._file = None
-        try:
-            if start_step > 0 and self.path.is_file():
-                kept = [ln for ln in self._lines() if _step(ln) is not None and _step(ln) <= start_step]
-                self.path.write_text("".join(kept), encoding="utf-8")
-            self._file = open(self.path, "a" if start_step > 0 else "w", encoding="utf-8")
-        except OSError:
-            self._file = None  # the log is a convenience: a read-only folder must not stop training
-
-    def _lines(self) -> list[str]:
-        if self.path.stat().st_size > MAX_METRICS_BYTES:
-            return []
-        return [ln if ln.endswith("\n") else ln + "\n" for ln in self.path.read_text("utf-8", "replace").splitlines()]
-
-    def add(self, ev) -> None:
-        if self._file is None:
-            return
-        line = {"step": ev.step, "loss": ev.loss if math.isfinite(ev.loss) else None, "lr": ev.lr,
-                "images_per_s": ev.images_per_s, "elapsed_s": ev.elapsed_s, "grad_norm": ev.grad_norm}
-        try:
-            self._file.write(json.dumps(line) + "\n")
-            if ev.checkpoint is not None or ev.done:
-                self._file.flush()
-        except (OSError, ValueError):
-            self.close()
-
-    def close(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            self._file = None
-
-
-def _step(line: str) -> int | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    step = record.get("step") if isinstance(record, dict) else None
-    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
-
-
-def read_loss_history(path: Path, up_to_step: int) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, losses) logged at steps ≤ ``up_to_step``, in order; lines that are not a step's record are skipped,
-    and a file larger than any run of this app writes is not read (empty history)."""
-    path = Path(path)
-    steps: list[int] = []
-    losses: list[float] = []
-    try:
-        if not path.is_file() or path.stat().st_size > MAX_METRICS_BYTES:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(record, dict):
-                    continue
-                step, loss = record.get("step"), record.get("loss")
-                if (not isinstance(step, int) or isinstance(step, bool) or not 0 < step <= up_to_step
-                        or not isinstance(loss, (int, float)) or isinstance(loss, bool)):
-                    continue
-                if steps and step <= steps[-1]:  # a log appended after a restart: the later lines win
-                    while steps and step <= steps[-1]:
-                        steps.pop()
-                        losses.pop()
-                steps.append(step)
-                losses.append(float(loss))
-    except OSError:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    return np.asarray(steps, dtype=np.int64), np.asarray(losses, dtype=np.float64)
 
 
 # ---- an interrupted run ---------------------------------------------------------------------------------------------

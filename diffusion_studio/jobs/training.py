@@ -3,14 +3,13 @@ keep a good checkpoint however the run ends (finished, stopped, window closed, d
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import math
 import os
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,8 +23,8 @@ from ..core.train.trainer import Trainer
 from ..core.train.config import TrainConfig
 from ..core.train.recipe import natural_size
 from ..core.nets.unet import UNet, count_parameters, preset_config
-from .session import MetricsLog, RunNote, first_preview, fit_batch
-from .training_text import caption_notes, text_model_config
+from ..core.train.runlog import MetricsLog
+from .session import RunNote, first_preview, fit_batch
 
 RUNS_ENV = "DIFFUSION_STUDIO_RUNS"
 MANIFEST = "checkpoint.json"
@@ -55,7 +54,7 @@ class RunRequest:
     fid_extractor: str | None = None           # e.g. "builtin:digits"
     fid_samples: int = 256
     auto_batch: bool = False                   # the batch was not chosen by the user: cut it to a small dataset
-    prediction: str = "eps"                    # what the model predicts (core/objective.py)
+    prediction: str = "eps"                    # what the model predicts (core/diffusion/objective.py)
     autoencoder: str | None = None             # train in this autoencoder's latent space (None: pixels)
 
 
@@ -198,40 +197,47 @@ def runs_dir(setting: str | None = None) -> Path:
     return Path.home() / "DiffusionStudio" / "runs"
 
 
-def new_run_dir(base: Path, now: _dt.datetime | None = None) -> Path:
-    """Create and return base/<YYYYmmdd-HHMMSS>, with -2, -3 … appended when two runs start in the same second."""
-    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 1000):
-        d = base / (stamp if k == 1 else f"{stamp}-{k}")
-        try:
-            d.mkdir()
-            return d
-        except FileExistsError:
-            continue
-    raise ValueError(f"checkpoint folder: cannot create a new run folder in {base}")
-
-
 # ---- the generator ------------------------------------------------------------------------------------------------
 def weights_finite(trainer: Trainer) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in (trainer.model, trainer.ema) for p in m.parameters())
 
 
-def leave_a_core_to_the_gui() -> int | None:
+def leave_a_core_to_the_gui() -> Callable[[], None]:
     """Called in the training thread: one torch thread fewer than the cores, and the GIL back to the GUI within 1 ms.
-    Returns the thread count to restore when the run ends (None: unchanged).
+    Returns what puts both back when the run ends (sampling, started later, gets the cores back).
 
     On a 2-core CPU a 2-thread OpenMP team that has to share the cores with the GUI thread trained no faster than one
     thread (its threads wait for each other whenever the GUI takes a core) and held the window up: slider → pixels
     p99 and timer lateness both fell with one thread and a 1 ms switch interval (bench/bench_gui.py, bench_scrub.py).
     A thread count already set lower (tests, the user) is kept.
     """
-    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, 0.001))
     cores, before = os.cpu_count() or 1, torch.get_num_threads()
-    if cores > 1 and before >= cores:
+    lowered = cores > 1 and before >= cores
+    if lowered:
         torch.set_num_threads(cores - 1)
-        return before
-    return None
+
+    def restore() -> None:
+        sys.setswitchinterval(switch)
+        if lowered:
+            torch.set_num_threads(before)
+
+    return restore
+
+
+def caption_notes(req: RunRequest, data) -> list[str]:
+    """Caption a text run's data (a continued run: whatever the run was made with, whatever the form shows now);
+    one note per caption problem, at most a few."""
+    text = req.resume.meta.get("train", {}).get("text") if req.resume is not None else req.config.text
+    if not text:
+        return []
+    from .runs import caption
+
+    problems = caption(data)
+    if len(problems) > 5:
+        problems = problems[:5] + [f"… and {len(problems) - 5} more caption problems"]
+    return [f"caption problem: {p}" for p in problems]
 
 
 def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
@@ -241,41 +247,41 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
     finite (a good checkpoint already on disk is then kept), and, unless the window is closing, loads that checkpoint
     back as the model for sampling.
     """
-    from ..data import load_dataset
-    from . import training_latent as latent
-
     from ..core.io import runlock
+    from ..data import load_dataset
+    from . import runs
 
     trainer = None
     metrics = None
     locked = None
-    threads_before = leave_a_core_to_the_gui()
+    give_back = leave_a_core_to_the_gui()
     try:
         if Path(req.out).parent.is_dir():  # one writer per run folder: a CLI `train` there is refused, and vice versa
             runlock.acquire(Path(req.out).parent, "train")
             locked = Path(req.out).parent
         channels = req.resume.model_config.in_channels if req.resume is not None else None
         size = req.resume.model_config.image_size if req.resume is not None else req.image_size
-        space = latent.run_space(req.autoencoder, req.resume)  # None: pixels (training_latent.py)
-        size, channels = latent.image_shape(space, size, channels)
+        space = runs.run_space(req.autoencoder, req.resume)  # pixels, or an autoencoder's latents
+        size, channels = runs.image_shape(space, size, channels)
         data = load_dataset(req.dataset_spec, size, channels, cancel=handle.cancel.is_set)
-        for note in caption_notes(req.config, data):  # a text run: captions (training_text.py)
+        for note in caption_notes(req, data):  # a text run: its captions
             yield RunNote(note)
-        image_data, data = data, latent.encode(space, data, req.config.flip)  # a latent run: encoded once
+        image_data, data = data, runs.encode(space, data, req.config.flip)  # a latent run: encoded once
         note = fit_batch(req.config, len(data), explicit=not req.auto_batch or req.resume is not None)
         if note:
             yield RunNote(note)
         if req.resume is not None:
             c = req.config
-            trainer = latent.resume_trainer(space, req.resume, data, out=req.out, steps=c.steps, minutes=c.minutes,
-                                     batch_size=c.batch_size, lr=c.lr, loss_weighting=c.loss_weighting,
-                                     ema_decay=c.ema_decay, device=c.device, precision=c.precision,
-                                     preview_every=c.preview_every, checkpoint_every=c.checkpoint_every)
+            trainer = runs.resume_trainer(space, req.resume, data, out=req.out, steps=c.steps, minutes=c.minutes,
+                                          batch_size=c.batch_size, lr=c.lr, loss_weighting=c.loss_weighting,
+                                          ema_decay=c.ema_decay, device=c.device, precision=c.precision,
+                                          preview_every=c.preview_every, checkpoint_every=c.checkpoint_every)
         else:
-            model_config = preset_config(req.preset, *latent.unet_shape(space, size, image_data.channels))
+            model_config = preset_config(req.preset, *runs.unet_shape(space, size, image_data.channels))
             model_config.prediction = req.prediction
-            model_config = text_model_config(req.config, model_config)
-            trainer = latent.make_trainer(space, model_config, req.schedule, data, req.config, out=req.out)
+            if req.config.text:
+                model_config = runs.text_model_config(model_config)
+            trainer = runs.make_trainer(space, model_config, req.schedule, data, req.config, out=req.out)
         handle.trainer = trainer
         handle.start_step = trainer.step
         yield RunStarted(dataset=getattr(data, "name", "") or req.dataset_spec, n_images=len(data),
@@ -283,9 +289,9 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
                          total_steps=trainer.config.steps, parameters=count_parameters(trainer.model),
                          device=str(trainer.device), precision=trainer.precision, out=req.out,
                          resumed=req.resume is not None)
-        metrics = MetricsLog(Path(req.out).parent, trainer.step)
+        metrics = MetricsLog(Path(req.out).parent, trainer.step, every=1)
         yield from first_preview(trainer, handle)
-        extractor = _fid_extractor(req, trainer) if req.fid_every and space is None else None
+        extractor = _fid_extractor(req, trainer) if req.fid_every and not space.is_latent else None
         events = trainer.run()
         while True:
             with handle.stepping():
@@ -311,8 +317,7 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
             with contextlib.suppress(OSError):
                 (handle.created_dir / runlock.LOCK_NAME).unlink(missing_ok=True)
                 handle.created_dir.rmdir()  # only succeeds when empty
-        if threads_before is not None:
-            torch.set_num_threads(threads_before)  # sampling, started later, gets the cores back
+        give_back()
 
 
 def _final_save(req: RunRequest, handle: RunHandle, trainer: Trainer) -> None:
@@ -364,16 +369,12 @@ def load_job(path: str | Path) -> Iterator[Checkpoint]:
 
 # ---- FID (optional; needs core.fid and a feature network for the dataset) -----------------------------------------
 def fid_extractor_for(spec: str | None) -> str | None:
-    """The feature network FID can use for a dataset spec, or None when there is none (or FID is not installed)."""
+    """The feature network FID can use for a dataset spec (the shipped digits net, when present), or None."""
     if not spec or str(spec).strip().lower() != "builtin:digits":
         return None
-    try:
-        from ..core.metrics import features, fid
+    from ..core.metrics import features
 
-        path = features.builtin_feature_path("digits")
-    except Exception:  # noqa: BLE001 - no FID (not installed, or broken) is not an error: the checkbox stays off
-        return None
-    return "builtin:digits" if (path / features.WEIGHTS_NAME).is_file() and hasattr(fid, "fid_against") else None
+    return "builtin:digits" if (features.builtin_feature_path("digits") / features.WEIGHTS_NAME).is_file() else None
 
 
 def _fid_extractor(req: RunRequest, trainer: Trainer):

@@ -1,0 +1,1 @@
+"""The seeds' formulas, one file each: schedule, forward, reverse, samplers, objective, guidance, bound."""

@@ -1,0 +1,1 @@
+"""Files: safe reads, atomic writes, run locks, checkpoints and their manifest, autoencoders, diffusers folders."""

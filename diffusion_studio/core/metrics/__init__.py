@@ -1,0 +1,1 @@
+"""Sample quality: FID and its feature networks, the classifier score, degenerate-sample checks."""

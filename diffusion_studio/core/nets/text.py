@@ -52,10 +52,6 @@ def register_encoder(name: str, factory: Callable[[], TextEncoder], install_hint
     get_encoder.cache_clear()
 
 
-def encoder_names() -> list[str]:
-    return list(_FACTORIES)
-
-
 @functools.lru_cache(maxsize=4)
 def get_encoder(name: str = DEFAULT_ENCODER) -> TextEncoder:
     """The encoder called ``name``, loaded once per process; EncoderMissing (one line) when it cannot be loaded."""

@@ -27,7 +27,7 @@ class UNetConfig:
     groups: int = 32
     num_classes: int | None = None  # with classes, label index num_classes is the null ("unconditional") class
     preset: str | None = None
-    # Options that let published weights (diffusers' UNet2DModel, core/convert_diffusers.py) run unchanged; the
+    # Options that let published weights (diffusers' UNet2DModel, core/io/diffusers.py) run unchanged; the
     # defaults are this project's own choices.
     norm_eps: float = 1e-5
     time_sin_first: bool = False      # sinusoidal embedding as [sin, cos] (diffusers' flip_sin_to_cos=False)

@@ -213,7 +213,7 @@ def choose(model_config, batch: int, precision: str = "auto", mode: str = "train
         if cached is not None:
             _memory[key] = cached
             return cached
-        from ..nets.unet import UNet  # here, not at the top: unet imports nothing of ours, but keep this module light
+        from ..nets.unet import UNet  # here, not at the top: a cached answer never needs the network's code
 
         # The measurement must leave no trace: not on the caller's random stream (dropout draws from it, so a run
         # that measured and one that read the cache would differ), and not as an error of its own — a CPU that

@@ -30,7 +30,7 @@ class TrainConfig:
     snr_gamma: float = 5.0
     compile: bool = False             # torch.compile the training forward pass (GPU fast path; slow first steps)
     class_conditional: bool = False   # feed labels, dropped to the null class with probability p_uncond
-    text: bool = False                # feed the data's captions (core/text.py), dropped to ∅ with probability p_uncond
+    text: bool = False                # feed the data's captions (core/nets/text.py), dropped to ∅ with probability p_uncond
     p_uncond: float = 0.1
     log_every: int = 10
     preview_every: int = 0            # 0: no previews

@@ -131,20 +131,20 @@ class Context:
         return out
 
     def restore_rng(self, gen: torch.Generator, noise_gen: torch.Generator, rng: dict[str, torch.Tensor],
-                    seed: int, step: int) -> None:
+                    seed: int, step: int, torch_rng: torch.Tensor) -> torch.Tensor:
         """Rank r > 0 continues its own saved streams; a rank the saved run did not have starts fresh ones from
-        (seed, rank, step), so a run resumed on more ranks never replays another rank's draws."""
+        (seed, rank, step), so a run resumed on more ranks never replays another rank's draws. Returns this rank's
+        dropout stream (the trainer's state of torch's global generator)."""
         if self.rank == 0:
-            return
+            return torch_rng
         r = self.rank
         if f"data.r{r}" in rng and f"noise.r{r}" in rng:
             gen.set_state(rng[f"data.r{r}"])
             noise_gen.set_state(rng[f"noise.r{r}"])  # a generator's state is a CPU byte tensor on any device
-            if f"torch.r{r}" in rng:
-                torch.set_rng_state(rng[f"torch.r{r}"])
-        else:
-            gen.manual_seed(rank_seed(seed + 7919 * step, r))
-            noise_gen.manual_seed(rank_seed(seed + 1 + 7919 * step, r))
+            return rng.get(f"torch.r{r}", torch_rng)
+        gen.manual_seed(rank_seed(seed + 7919 * step, r))
+        noise_gen.manual_seed(rank_seed(seed + 1 + 7919 * step, r))
+        return torch.Generator().manual_seed(rank_seed(seed + 2 + 7919 * step, r)).get_state()
 
     def _comm_device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")

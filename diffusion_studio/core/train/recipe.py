@@ -4,7 +4,7 @@ Tuned for time to good samples on a 2-core CPU (bench/time_to_quality.py, figure
 per-step speed alone: a 5-minute run whose learning rate warms up and decays over the time it has, Min-SNR-5 loss
 weights on the seeds' ε target (Hang et al. 2023: the low-noise steps stop dominating the gradient), a high learning
 rate the tiny UNet tolerates, and an EMA that warms up so a short run's average is not mostly its random start
-(core/training.py). The seeds' plain objective stays one flag away: --loss-weighting uniform.
+(core/train/trainer.py). The seeds' plain objective stays one flag away: --loss-weighting uniform.
 """
 from __future__ import annotations
 

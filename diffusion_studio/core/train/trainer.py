@@ -1,6 +1,7 @@
 """Algorithm 1 as a generator: each ``next`` takes one optimisation step and yields a TrainEvent."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -94,7 +95,7 @@ class Trainer:
         self.dist = distributed.current()  # rank 0 of 1 unless torchrun started this process
         self.device = self.dist.local_device(resolve_device(config.device))
         # On a CPU the layout and, for 'auto', the precision are what this CPU is measured to run fastest
-        # (core/calibrate.py, cached per machine); on a GPU NCHW, and the layout is the user's choice.
+        # (core/runtime/calibrate.py, cached per machine); on a GPU NCHW, and the layout is the user's choice.
         fast = None
         if self.device.type == "cpu" and (config.precision == "auto" or config.channels_last is None):
             resolve_precision(config.precision, self.device)  # validates the name
@@ -127,6 +128,11 @@ class Trainer:
         self._snr = schedule.snr.to(self.device, torch.float32)
         self.gen = torch.Generator().manual_seed(self.dist.seed(config.seed))  # data order and t, per rank
         self.noise_gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(config.seed + 1))
+        # Dropout draws from torch's global generator, which cannot be handed a Generator: the run keeps its own state
+        # of it and swaps it in around each forward pass, so the caller's random state is never touched and a resumed
+        # run draws the dropout masks a straight-through run would have.
+        self.torch_rng = torch.Generator().manual_seed(self.dist.seed(config.seed + 2)).get_state()
+        self.cuda_rng: torch.Tensor | None = None
         self._buckets: list[float | None] = [None] * config.buckets
         self.last_loss = float("nan")
         self._labels = getattr(data, "labels", None) if config.class_conditional else None
@@ -180,7 +186,7 @@ class Trainer:
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         self.model.train()
-        with autocast(dev, self.precision):
+        with self._own_rng(), autocast(dev, self.precision):
             eps_pred = self._forward(x_t, t_dev, y)
         per_sample = F.mse_loss(eps_pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
         weights = objective.loss_weights(prediction, cfg.loss_weighting, self._snr[t_dev], cfg.snr_gamma)
@@ -199,6 +205,24 @@ class Trainer:
         self.step += 1
         self.last_loss = float(loss.detach())
         return self.last_loss, float(grad_norm)
+
+    @contextlib.contextmanager
+    def _own_rng(self):
+        """torch's global generator (and the GPU's) set to this run's state, and the caller's put back after."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.set_rng_state(self.torch_rng)
+            if cuda:
+                if self.cuda_rng is None:
+                    torch.cuda.manual_seed(self.dist.seed(self.config.seed + 2))
+                else:
+                    torch.cuda.set_rng_state(self.cuda_rng, self.device)
+            try:
+                yield
+            finally:
+                self.torch_rng = torch.get_rng_state()
+                if cuda:
+                    self.cuda_rng = torch.cuda.get_rng_state(self.device)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -302,10 +326,10 @@ class Trainer:
             "ema": dict(self.ema.state_dict()),
             "optim": {},
             "rng": self.dist.gather_rng({"data": self.gen.get_state(), "noise": self.noise_gen.get_state(),
-                                         "torch": torch.get_rng_state()}),
+                                         "torch": self.torch_rng}),
         }
-        if self.device.type == "cuda":  # dropout on a GPU draws from the CUDA generator, not the CPU one
-            tensors["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.cuda_rng is not None:  # dropout on a GPU draws from the CUDA generator, not the CPU one
+            tensors["rng"]["cuda"] = self.cuda_rng
         opt = self.optimizer.state_dict()
         for pid, st in opt["state"].items():
             for k, v in st.items():
@@ -365,10 +389,12 @@ class Trainer:
         rng = ckpt.tensors["rng"]
         trainer.gen.set_state(rng["data"])
         trainer.noise_gen.set_state(rng["noise"])
-        torch.set_rng_state(rng["torch"])
-        trainer.dist.restore_rng(trainer.gen, trainer.noise_gen, rng, cfg.seed, ckpt.step)  # ranks > 0: their own
+        trainer.torch_rng = rng["torch"]
+        # ranks > 0: their own streams
+        trainer.torch_rng = trainer.dist.restore_rng(trainer.gen, trainer.noise_gen, rng, cfg.seed, ckpt.step,
+                                                     trainer.torch_rng)
         if "cuda" in rng and trainer.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], trainer.device)
+            trainer.cuda_rng = rng["cuda"]
         trainer.step = ckpt.step
         trainer.elapsed_before = float(ckpt.meta.get("elapsed_s", 0.0))
         trainer._buckets = list(ckpt.meta.get("buckets") or trainer._buckets)

@@ -1,1 +1,1 @@
-"""The five panels: Images, Forward process, Schedule, Training, Sampling."""
+"""The window's panels, one folder per tab: a panel.py and its parts (base.py is what every panel has)."""

@@ -6,7 +6,8 @@ import numpy as np
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 
-from ...data.enlarge import MIN_SIDE, enlarge, integer_scale  # noqa: F401  (Qt-free: the CLI uses them too)
+from ...data.enlarge import enlarge
+
 
 STRIP = 18          # height of a caption strip, px
 

@@ -20,7 +20,7 @@ from ..base import Panel
 from ....jobs.chain import BuiltChain, ChainProgress, build_chain
 from .extras import attach_extras
 from .latent import attach_latent
-from .ui import FILM_FRAMES, MAX_SEED, film_paper_ts, setup_ui
+from .ui import MAX_SEED, film_paper_ts, setup_ui
 
 def _hwc(arr: np.ndarray) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
@@ -46,7 +46,7 @@ class ForwardPanel(Panel):
         self.display_range = 1.0   # x_0, ε and x_t share one colour mapping: [−L, L] → black…white
         setup_ui(self)
         attach_extras(self)  # colour scale and bar, pixel histogram, clickable filmstrip, x_T warning
-        self.latent = attach_latent(self)  # noise in an autoencoder's latent space instead (forward_latent.py)
+        self.latent = attach_latent(self)  # noise in an autoencoder's latent space instead (latent.py)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.seed_spin.setValue(self.setting("seed", 0, int))
         self.speed_spin.setValue(self.setting("speed", 5, int))

@@ -1,4 +1,4 @@
-"""The Forward process panel's widgets (a setupUi-style builder, to keep forward.py short)."""
+"""The Forward process panel's widgets (a setupUi-style builder, to keep panel.py short)."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer

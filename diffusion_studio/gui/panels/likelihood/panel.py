@@ -1,6 +1,6 @@
 """The Likelihood tab: the variational bound of the loaded model term by term, in bits per dimension.
 
-The numbers come from core/vlb.py in a GeneratorWorker (likelihood_worker.py), one t at a time, so the curve fills
+The numbers come from core/diffusion/vlb.py in a GeneratorWorker (jobs/likelihood.py), one t at a time, so the curve fills
 while it runs and Stop ends it at any t; σ² = β and β̃ come from the same model passes, so the toggle only redraws.
 """
 from __future__ import annotations

@@ -11,7 +11,8 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, Q
 
 from ....data.convert import save_gif, save_png
 from ...widgets.dialogs import remember, start_path
-from ...widgets.export_labels import enlarge, integer_scale, with_caption
+from ....data.enlarge import enlarge, integer_scale
+from ...widgets.export_labels import with_caption
 from ...widgets.imageview import ImagePane
 from ....core.io.models import LoadedModel
 from ...workers import GeneratorWorker

@@ -117,7 +117,7 @@ class SchedulePanel(Panel):
         self._restore()
         self.form.set_schedule(state.schedule)
         self._replot()
-        attach_extras(self)  # sampling cursor, x_T warning, comparison images (schedule_extras.py)
+        attach_extras(self)  # sampling cursor, x_T warning, comparison images (extras.py)
 
     def sizeHint(self) -> QSize:
         return QSize(320, 760)  # at 1280 px the central tabs get the rest (400 left them at their minimum)

@@ -11,7 +11,8 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QFrame, QHBoxLayout,
 
 from ....core.train.recipe import recipe_for
 from ....core.train.config import TrainConfig
-from ....jobs.session import METRICS, RunNote, StepPreview, interrupted_record, interrupted_run, read_loss_history
+from ....core.train.runlog import METRICS, read_loss_history
+from ....jobs.session import RunNote, StepPreview, interrupted_record, interrupted_run
 from ....jobs.training import MANIFEST, RunStarted
 
 INTERRUPTED = "interrupted"
@@ -82,7 +83,7 @@ class TrainingExtras(QObject):
 
     @property
     def default_batch(self) -> int:
-        """The recipe's batch for the form's image size (core/recipe.py: larger for tiny images)."""
+        """The recipe's batch for the form's image size (core/train/recipe.py: larger for tiny images)."""
         return recipe_for(self.form.size_spin.value())["batch"]
 
     def _show_auto_batch(self, _side: int = 0) -> None:

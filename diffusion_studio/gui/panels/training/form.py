@@ -224,7 +224,7 @@ class TrainingForm(QWidget):
         self.dataset_combo.setCurrentIndex(idx)
 
     def _follow_recipe(self, side: int) -> None:
-        """The recipe's batch and lr depend on the image side (core/recipe.py: larger batches for tiny images);
+        """The recipe's batch and lr depend on the image side (core/train/recipe.py: larger batches for tiny images);
         follow it when the size changes, unless the user has set their own values."""
         old, new = recipe_for(self._recipe_side), recipe_for(side)
         self._recipe_side = side

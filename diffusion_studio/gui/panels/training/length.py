@@ -1,4 +1,4 @@
-"""The Training form's run length (minutes or steps) and objective choice, defaulting to core/recipe.py's recipe."""
+"""The Training form's run length (minutes or steps) and objective choice, defaulting to core/train/recipe.py."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QSpinBox, QWidget

@@ -55,8 +55,8 @@ class TrainingPanel(Panel):
         self.fid_samples = 256  # generated images per FID point (more than the feature net's 128 dimensions)
 
         self.form = TrainingForm()
-        attach_space_row(self.form)  # "Space: pixels / latent (autoencoder)" (training_latent.py)
-        attach_caption_row(self.form)  # "Condition on captions" (training_text.py)
+        attach_space_row(self.form)  # "Space: pixels / latent (autoencoder)" (space.py)
+        attach_caption_row(self.form)  # "Condition on captions" (text.py)
         self.view = TrainingView()
         self.start_button = QPushButton("Start")
         self.start_button.setObjectName("startButton")

@@ -18,7 +18,7 @@ FID_PEN = pg.mkPen((200, 90, 30), width=2)
 
 
 def _style(plot: pg.PlotWidget) -> None:
-    apply_plot_theme(plot)  # the app's one plot theme (plot_theme.py)
+    apply_plot_theme(plot)  # the app's one plot theme (widgets/plot_theme.py)
     item = plot.getPlotItem()
     for name in ("left", "bottom"):
         ax = item.getAxis(name)
