@@ -118,26 +118,21 @@ class RunHandle:
     _busy: bool = False
     _savers: int = 0
 
-    @contextlib.contextmanager
     def stepping(self):
-        with self._cond:
-            self._cond.wait_for(lambda: not self._busy and self._savers == 0)
-            self._busy = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
+        return self._holding(saver=False)
+
+    def saving(self):
+        return self._holding(saver=True)
 
     @contextlib.contextmanager
-    def saving(self):
+    def _holding(self, saver: bool):
+        """Hold the trainer: a step waits for any waiting saver too, a save only for the step in progress."""
         with self._cond:
-            self._savers += 1
+            self._savers += saver
             try:
-                self._cond.wait_for(lambda: not self._busy)
+                self._cond.wait_for(lambda: not self._busy and (saver or self._savers == 0))
             finally:
-                self._savers -= 1
+                self._savers -= saver
             self._busy = True
         try:
             yield
