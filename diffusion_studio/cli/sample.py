@@ -11,6 +11,8 @@ from .common import (
     check_device, echo, fmt_duration, make_bar, out_folder, plural, set_threads, wants_bar,
 )
 
+SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpm++2m", "unipc", "euler_a")  # core/diffusion/samplers.py's
+SPACINGS = ("linspace", "leading", "trailing")
 SAMPLE_DEFAULTS: dict[str, Any] = dict(n=16, sampler="ddim", ddim_steps=50, eta=0.0, variance="beta_tilde", seed=0,
                                        batch=64, guidance=2.0, device="auto", precision="auto")
 TEXT_GUIDANCE = 3.0      # default w for prompts (bench/prompt_adherence.py measures the trade-off)
@@ -33,10 +35,21 @@ def add_sample_parser(sub, common) -> None:
                    help="a checkpoint .json, a run folder, a .safetensors file, or builtin:NAME (a shipped model)")
     p.add_argument("--n", type=POSITIVE, metavar="N", default=D["n"], help=f"number of images (default: {D['n']})")
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files (created if needed)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default=D["sampler"], help=f"(default: {D['sampler']})")
+    p.add_argument("--sampler", choices=SAMPLERS, default=D["sampler"],
+                   help="ddpm (Algorithm 2), ddim, or a solver of the probability-flow ODE: euler, heun, dpm++2m "
+                        "(DPM-Solver++ 2M), unipc, euler_a (Euler ancestral) — diffusers' schedulers of those names "
+                        f"(default: {D['sampler']})")
     p.add_argument("--steps", type=POSITIVE, metavar="N",
-                   help=f"reverse steps (default: {D['ddim_steps']} for ddim or T if smaller, all T for ddpm; "
-                        "fewer ddpm steps respace the schedule)")
+                   help=f"num_inference_steps (default: {D['ddim_steps']}, or T if smaller; all T for ddpm, whose "
+                        "fewer steps respace the schedule); Heun evaluates the model 2N − 1 times, the others N")
+    p.add_argument("--timestep-spacing", choices=SPACINGS, default="linspace",
+                   help="which timesteps N steps visit, as diffusers names it: linspace (T−1 down to 0, both ends), "
+                        "leading (k·⌊T/N⌋, down to 0), trailing (from T−1 down in steps of T/N) (default: linspace)")
+    p.add_argument("--karras", action="store_true",
+                   help="Karras et al.'s σ spacing (ρ = 7) for the ODE samplers: more steps at low noise")
+    p.add_argument("--x-T", dest="x_T", metavar="FILE.npy",
+                   help="start from this x_T instead of drawing it from --seed: a float .npy of N(0, 1) draws shaped "
+                        "(n, C, H, W) — for a latent model the latent's shape — as diffusers' latents= does")
     p.add_argument("--eta", type=NON_NEGATIVE_FLOAT, metavar="η",
                    help="DDIM noise: 0 deterministic, 1 DDPM-like (ddim only; default: 0)")
     p.add_argument("--variance", choices=("beta", "beta_tilde"),
@@ -92,7 +105,9 @@ def cmd_sample(args) -> int:
 
     set_threads(args.threads)
     if args.eta is not None and args.sampler != "ddim":
-        raise UsageError("argument --eta: only used by --sampler ddim")
+        raise UsageError("argument --eta: only used by --sampler ddim (euler_a is the ancestral, η = 1 form)")
+    if args.karras and args.sampler in ("ddpm", "ddim"):
+        raise UsageError(f"argument --karras: for the ODE samplers ({', '.join(SAMPLERS[2:])}), not {args.sampler}")
     if args.variance is not None and args.sampler != "ddpm":
         raise UsageError("argument --variance: only used by --sampler ddpm")
     if args.guidance is not None and args.label is None and args.prompt is None:
@@ -111,10 +126,10 @@ def cmd_sample(args) -> int:
     except ValueError as e:
         raise CliError(str(e)) from None
     mc, T = ckpt.model_config, ckpt.schedule.T
-    if args.sampler == "ddim":
+    if args.sampler != "ddpm":
         steps = args.steps if args.steps is not None else min(SAMPLE_DEFAULTS["ddim_steps"], T)
         if not 1 <= steps <= T:
-            raise UsageError(f"argument --steps: ddim takes 1 to {T} steps (the model's T), got {steps}")
+            raise UsageError(f"argument --steps: {args.sampler} takes 1 to {T} steps (the model's T), got {steps}")
     else:
         steps = args.steps if args.steps is not None else T
         if not 2 <= steps <= T:
@@ -140,12 +155,31 @@ def cmd_sample(args) -> int:
                       clip_x0=clip, label=label, guidance=guidance, prompt=args.prompt,
                       negative_prompt=args.negative_prompt,
                       eta=SAMPLE_DEFAULTS["eta"] if args.eta is None else args.eta,
-                      variance=args.variance or sampling.get("variance") or SAMPLE_DEFAULTS["variance"])
+                      variance=args.variance or sampling.get("variance") or SAMPLE_DEFAULTS["variance"],
+                      timestep_spacing=args.timestep_spacing, karras=args.karras)
+    x_T = _read_x_T(args.x_T, (args.n, mc.in_channels, mc.image_size, mc.image_size))
     for opt, value in (("--grid", args.grid), ("--gif", args.gif)):
         if value is not None and Path(value).expanduser().is_dir():
             raise UsageError(f"argument {opt}: {value} is a folder; give a file name")
     out.mkdir(parents=True, exist_ok=True)
-    return _sample_loop(args, loaded, job, text, precision, out)
+    return _sample_loop(args, loaded, job, text, precision, out, x_T)
+
+
+def _read_x_T(path: str | None, shape: tuple[int, ...]):
+    """--x-T's array for all n images (a one-line refusal for any other shape, dtype or format), or None."""
+    if path is None:
+        return None
+    from ..core.errors import CheckpointError
+    from ..core.io.arrays import read_float_npy
+
+    try:
+        x_T = read_float_npy(Path(path).expanduser(), shape, "x_T array")
+    except CheckpointError as e:
+        raise UsageError(f"argument --x-T: {e}") from None
+    std = float(x_T.std()) if x_T.numel() > 1 else 1.0
+    if not 0.5 <= std <= 2.0:
+        echo(f"note      --x-T: its values have standard deviation {std:.3g}, not about 1 as N(0, I) draws have")
+    return x_T
 
 
 def _as_argument(message: str) -> str:
@@ -155,13 +189,12 @@ def _as_argument(message: str) -> str:
         else message
 
 
-def _sample_loop(args, loaded, job, text, precision, out: Path) -> int:
+def _sample_loop(args, loaded, job, text, precision, out: Path, x_T=None) -> int:
     """Batches of the one sampling pipeline (jobs/sampling.py): batch k is the job with seed S + k."""
     import dataclasses
 
     import torch
 
-    from ..core.diffusion.samplers import spaced_timesteps
     from ..core.metrics.sample_check import degenerate
     from ..core.runtime.estimate import describe, seconds_per_step, worth_estimating
     from ..data.convert import make_grid, save_gif, save_grid, save_png
@@ -171,7 +204,7 @@ def _sample_loop(args, loaded, job, text, precision, out: Path) -> int:
     mc, schedule, space = loaded.config, loaded.schedule, loaded.space
     n, batch = args.n, job.n_images
     n_batches = math.ceil(n / batch)
-    n_steps = len(spaced_timesteps(schedule.T, job.steps))
+    n_steps = job.steps
     gif_every = max(1, math.ceil(n_steps / GIF_MAX_FRAMES))
     digits = max(5, len(str(n - 1)))
 
@@ -194,7 +227,8 @@ def _sample_loop(args, loaded, job, text, precision, out: Path) -> int:
                                             loaded.device)
                 echo(describe(job.sampler, n_steps, n_batches, per_step, mc.image_size))
             final = None
-            for frame in frames(loaded, job_b, precision, text=text_b, include_start=want_gif):
+            start = None if x_T is None else x_T[b * batch:b * batch + size]
+            for frame in frames(loaded, job_b, precision, text=text_b, include_start=want_gif, x_T=start):
                 if want_gif and (frame.step % gif_every == 0 or frame.is_final):
                     gif_frames.append(make_grid(gif_picture(space, frame, GIF_SAMPLES)))
                 if frame.step and bar is not None:
@@ -219,8 +253,9 @@ def _sample_loop(args, loaded, job, text, precision, out: Path) -> int:
             bar.close()
     took = time.perf_counter() - t0
     side = getattr(space, "config", mc).image_size
-    echo(f"wrote {plural(written, 'image')} ({side}x{side}, {job.sampler}, {n_steps} steps) "
-         f"to {out} in {fmt_duration(took)}")
+    evals = plural(job.model_evals, "model evaluation")
+    echo(f"wrote {plural(written, 'image')} ({side}x{side}, {job.sampler}, {plural(n_steps, 'step')}, {evals} "
+         f"per image) to {out} in {fmt_duration(took)}")
     if args.grid is not None:
         shown = torch.cat(grid_samples)[:GRID_MAX]
         save_grid(shown, Path(args.grid).expanduser(), min_side=GRID_MIN_PX)  # a 16 px 4×4 grid is 74 px

@@ -15,7 +15,7 @@ import torch
 
 from ..core.diffusion.eps import model_fn
 from ..core.diffusion.run_stats import RunStats
-from ..core.diffusion.samplers import Frame, sample, sample_frames
+from ..core.diffusion.samplers import Frame, model_evals, sample, sample_frames
 from ..core.io.models import LoadedModel, load_model
 from ..core.runtime.calibrate import resolve_precision
 from .frames import auto_every, expected_frames, record, with_attention
@@ -26,7 +26,8 @@ SWEEP_WS = (0.0, 1.0, 3.0, 7.0)  # the guidance sweep strip's weights
 
 @dataclass(frozen=True)
 class SamplingJob:
-    """What the user asked for; ``sampler`` is "ddpm" or "ddim", ``variance`` "beta_tilde" or "beta"."""
+    """What the user asked for: ``sampler`` one of core/diffusion/samplers.py's SAMPLERS (ddpm, ddim, euler, heun,
+    dpm++2m, unipc, euler_a); ``steps`` is diffusers' num_inference_steps; ``variance`` "beta_tilde" or "beta" (DDPM)."""
 
     sampler: str = "ddim"
     variance: str = "beta_tilde"
@@ -40,6 +41,13 @@ class SamplingJob:
     guidance: float = 1.0
     prompt: str | None = None            # a text model's prompt and negative prompt (jobs/prompts.py)
     negative_prompt: str | None = None
+    timestep_spacing: str = "linspace"   # diffusers' names: linspace (both ends), leading, trailing
+    karras: bool = False                 # Karras σ spacing (the ODE samplers)
+
+    @property
+    def model_evals(self) -> int:
+        """How many times ε_θ runs (Heun: 2N − 1; a guided step still counts once, its two halves in one batch)."""
+        return model_evals(self.sampler, self.steps)
 
     def effective_every(self) -> int:
         return self.every if self.every > 0 else auto_every(self.steps)
@@ -81,7 +89,8 @@ def frames(loaded: LoadedModel, job: SamplingJob, precision: str = "auto", *, te
     shape = (job.n_images, cfg.in_channels, cfg.image_size, cfg.image_size)
     return sample_frames(fn, loaded.schedule, shape, job.sampler, steps=job.steps, variance=job.variance,
                          eta=job.eta, clip_x0=job.clip_x0 and loaded.space.clips_x0, seed=job.seed,
-                         device=loaded.device, every=1, include_start=include_start, x_T=x_T)
+                         device=loaded.device, every=1, include_start=include_start, x_T=x_T,
+                         timestep_spacing=job.timestep_spacing, karras=job.karras)
 
 
 def final_images(loaded: LoadedModel, job: SamplingJob, precision: str = "auto", **kw) -> torch.Tensor:

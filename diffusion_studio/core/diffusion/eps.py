@@ -54,8 +54,7 @@ def model_fn(model: UNet, device: torch.device | str = "cpu", precision: str = "
         if prediction == "eps":
             return out
         # Guidance combines outputs linearly and the conversion to ε is affine in the output: the order does not matter.
-        return to_eps(prediction, out, x, schedule.at("sqrt_alpha_bars", t, x),
-                      schedule.at("sqrt_one_minus_alpha_bars", t, x))
+        return to_eps(prediction, out, x, *schedule.sqrt_alpha_bar_pair(t, x))
 
     return fn
 

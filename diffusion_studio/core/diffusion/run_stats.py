@@ -17,8 +17,8 @@ def step_sigma(schedule: NoiseSchedule, t: int, t_prev: int, sampler: str, varia
     (for consecutive steps these are β_t and β̃_t). DDPM draws with σ² = β̃' or β' and no noise at its last step
     (Algorithm 2's z = 0 at t = 1); DDIM's σ² = η² β̃' (0 at the jump to x_0, where ᾱ_prev = 1).
     """
-    ab_t = float(schedule.alpha_bar_at(t))
-    ab_prev = float(schedule.alpha_bar_at(t_prev))
+    ab_t = float(schedule.alpha_bar_at(round(t)))  # an ODE grid's fractional t: the nearest trained index
+    ab_prev = float(schedule.alpha_bar_at(round(t_prev)))
     beta = 1.0 - ab_t / ab_prev
     beta_tilde = beta * (1.0 - ab_prev) / (1.0 - ab_t)
     if sampler == "ddpm":
@@ -27,7 +27,11 @@ def step_sigma(schedule: NoiseSchedule, t: int, t_prev: int, sampler: str, varia
         return math.sqrt(beta_tilde if variance == "beta_tilde" else beta)
     if sampler == "ddim":
         return float(eta) * math.sqrt(max(beta_tilde, 0.0))
-    raise ValueError(f"unknown sampler {sampler!r}; choose ddpm or ddim")
+    if sampler == "euler_a":  # the ancestral step is DDIM with η = 1
+        return math.sqrt(max(beta_tilde, 0.0))
+    if sampler in ("euler", "heun", "dpm++2m", "unipc"):
+        return 0.0  # the probability-flow ODE adds no noise
+    raise ValueError(f"unknown sampler {sampler!r}")
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,9 @@ class RunStats:
         else:
             change = float((x0 - self._prev_x0).pow(2).mean().sqrt())
         self._prev_x0 = x0
-        stats = StepStats(step=frame.step, t_model=int(frame.t_model), t=int(frame.t), x0_change=change,
+        t_model, t = round(frame.t_model), round(frame.t)  # an ODE grid's t may be fractional
+        stats = StepStats(step=frame.step, t_model=t_model, t=t, x0_change=change,
                           eps_std=float(frame.eps_pred.detach().float().std()),
-                          sigma=step_sigma(self.schedule, int(frame.t_model), int(frame.t), self.sampler,
-                                           self.variance, self.eta))
+                          sigma=step_sigma(self.schedule, t_model, t, self.sampler, self.variance, self.eta))
         self.history.append(stats)
         return stats

@@ -1,52 +1,42 @@
-"""Reverse samplers that yield a frame per step (DDPM over all or a respaced subset of steps, DDIM with N steps)."""
+"""Reverse samplers that yield a Frame per step: DDPM (all or respaced steps), DDIM, and the ODE solvers (ode.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
+
+import numpy as np
 
 import torch
 
+from . import ode
+from .frame import Frame
 from .reverse import Variance, ddim_step, ddpm_step
 from .schedule import NoiseSchedule
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # ε_θ(x_t, t) with t a LongTensor (B,) of 0-based indices
 
 
-@dataclass
-class Frame:
-    """One step of reverse sampling, cloned so later steps cannot change it.
+SPACINGS = ("linspace", "leading", "trailing")
 
-    ``x`` is the sample at timestep index ``t`` (−1: the finished x_0; T − 1 at the start: pure noise x_T).
-    ``x0_pred`` and ``eps_pred`` are the model's predictions, made at index ``t_model``, that produced ``x``
-    (None for the starting frame). ``step`` counts finished steps out of ``n_steps``.
+
+def spaced_timesteps(T: int, n: int, spacing: str = "linspace") -> list[int]:
+    """n timestep indices from high to low, as diffusers' timestep_spacing names them (steps_offset 0):
+
+    linspace — T − 1 down to 0 evenly, both ends included, rounded (no off-by-one at either end; the default);
+    leading — k·⌊T/n⌋ for k = n − 1 … 0: ends at 0 and starts at (n − 1)·⌊T/n⌋, below T − 1;
+    trailing — round(T − k·T/n) − 1 for k = 0 … n − 1 (starts at T − 1, ends near T/n − 1).
     """
-
-    step: int
-    n_steps: int
-    t: int
-    t_model: int | None
-    x: torch.Tensor
-    x0_pred: torch.Tensor | None
-    eps_pred: torch.Tensor | None
-
-    @property
-    def is_final(self) -> bool:
-        return self.t == -1
-
-    @property
-    def paper_t(self) -> int:
-        """The paper's t of ``x``: index + 1, so x_0 is 0 and x_T is T."""
-        return self.t + 1
-
-
-def spaced_timesteps(T: int, n: int) -> list[int]:
-    """n timestep indices from T − 1 down to 0, evenly spaced, both ends included (no off-by-one at either end)."""
     if not 1 <= n <= T:
         raise ValueError(f"number of steps must be in 1..{T}, got {n}")
-    if n == 1:
-        return [T - 1]
-    ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round().long().tolist()
-    return sorted(set(ts), reverse=True)
+    if spacing == "linspace":
+        if n == 1:
+            return [T - 1]
+        ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round().long().tolist()
+        return sorted(set(ts), reverse=True)
+    if spacing == "leading":
+        return [k * (T // n) for k in range(n - 1, -1, -1)]
+    if spacing == "trailing":  # numpy's arange, as diffusers computes it; it can give n + 1 values: keep n
+        return [int(v) - 1 for v in np.arange(T, 0, -T / n).round()[:n]]
+    raise ValueError(f"timestep_spacing: must be one of {', '.join(SPACINGS)}, got {spacing!r}")
 
 
 def _start(shape, device, seed, x_T, dtype=torch.float32):
@@ -79,11 +69,12 @@ def ddpm_sample(
     every: int = 1,
     include_start: bool = False,
     x_T: torch.Tensor | None = None,
+    timestep_spacing: str = "linspace",
 ) -> Iterator[Frame]:
-    """Algorithm 2 over all T steps, or over ``steps`` evenly spaced ones with the respaced βs; yields Frames."""
+    """Algorithm 2 over all T steps, or over ``steps`` spaced ones (``timestep_spacing``) with the respaced βs."""
     every = max(1, int(every))
     full = steps is None or steps == schedule.T
-    ts = list(range(schedule.T - 1, -1, -1)) if full else spaced_timesteps(schedule.T, steps)
+    ts = list(range(schedule.T - 1, -1, -1)) if full else spaced_timesteps(schedule.T, steps, timestep_spacing)
     if len(ts) == 1:
         # One step, x_T → x_0: the respaced β' = 1 − ᾱ_T with ᾱ'_prev = 1 makes the mean x̂_0 and adds no noise, which
         # is exactly DDIM's one-step jump (a one-step NoiseSchedule cannot be built: T ≥ 2).
@@ -120,10 +111,14 @@ def ddim_sample(
     every: int = 1,
     include_start: bool = False,
     x_T: torch.Tensor | None = None,
+    timestep_spacing: str = "linspace",
 ) -> Iterator[Frame]:
-    """DDIM over ``steps`` timesteps from T − 1 to 0, then the jump to x_0; yields Frames."""
+    """DDIM over ``steps`` timesteps (``timestep_spacing``), each step to the next one, then the jump to x_0 (ᾱ = 1).
+
+    diffusers' DDIMScheduler (set_alpha_to_one) steps t → t − ⌊T/N⌋ whatever the spacing: the same steps as these
+    for 'leading', and for 'trailing' when N divides T."""
     every = max(1, int(every))
-    ts = spaced_timesteps(schedule.T, steps)
+    ts = spaced_timesteps(schedule.T, steps, timestep_spacing)
     n = len(ts)
     gen, x = _start(shape, device, seed, x_T)
     if include_start:
@@ -137,7 +132,8 @@ def ddim_sample(
             yield Frame(step, n, t_prev, t, _clone(x), _clone(res.x0_pred), _clone(eps))
 
 
-SamplerName = Literal["ddpm", "ddim"]
+SAMPLERS = ("ddpm", "ddim", *ode.SAMPLERS)
+SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++2m", "unipc", "euler_a"]
 
 
 def sample_frames(
@@ -147,14 +143,26 @@ def sample_frames(
     sampler: SamplerName = "ddim",
     **kw,
 ) -> Iterator[Frame]:
-    """Dispatch by name: ``ddpm`` (kw: steps, variance, clip_x0) or ``ddim`` (kw: steps, eta, clip_x0)."""
+    """Dispatch by name: ``ddpm`` (kw: steps, variance, clip_x0, timestep_spacing), ``ddim`` (kw: steps, eta, clip_x0,
+    timestep_spacing) or an ODE solver of ode.py (kw: steps, timestep_spacing, karras, clip_x0). Options a sampler
+    does not take are dropped when left at their defaults and refused otherwise."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    eta, variance, karras = kw.pop("eta", 0.0), kw.pop("variance", "beta_tilde"), kw.pop("karras", False)
+    if karras and sampler in ("ddpm", "ddim"):
+        raise ValueError(f"karras: Karras σ spacing is for the ODE samplers ({', '.join(ode.SAMPLERS)}), not {sampler}")
     if sampler == "ddpm":
-        kw.pop("eta", None)
-        return ddpm_sample(model_fn, schedule, shape, **kw)
+        return ddpm_sample(model_fn, schedule, shape, variance=variance, **kw)
     if sampler == "ddim":
-        kw.pop("variance", None)
-        return ddim_sample(model_fn, schedule, shape, **kw)
-    raise ValueError(f"unknown sampler {sampler!r}; choose ddpm or ddim")
+        return ddim_sample(model_fn, schedule, shape, eta=eta, **kw)
+    if eta:
+        raise ValueError(f"eta: only DDIM takes η (euler_a is the ancestral, η = 1 form), not {sampler}")
+    return ode.sample_ode(sampler, model_fn, schedule, shape, karras=karras, **kw)
+
+
+def model_evals(sampler: str, steps: int) -> int:
+    """How many times ``sampler`` calls ε_θ for ``steps`` (num_inference_steps): N, but Heun 2N − 1."""
+    return steps if sampler in ("ddpm", "ddim") else ode.model_evals(sampler, steps)
 
 
 def sample(model_fn: ModelFn, schedule: NoiseSchedule, shape: tuple[int, ...], sampler: SamplerName = "ddim", **kw) -> torch.Tensor:

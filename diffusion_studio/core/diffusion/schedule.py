@@ -245,6 +245,20 @@ class NoiseSchedule:
         vals = arr.to(like.device)[t.to(like.device).long()].to(like.dtype)
         return vals.reshape(vals.shape + (1,) * (like.ndim - vals.ndim))
 
+    def sqrt_alpha_bar_pair(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(√ᾱ, √(1−ᾱ)) at timesteps t (B,), shaped to broadcast against ``like``. A fractional t (an ODE sampler's
+        Karras grid) takes σ = √((1−ᾱ)/ᾱ) interpolated linearly between trained indices, as those grids are built."""
+        if not torch.is_floating_point(t) or bool((t == t.round()).all()):
+            ti = t.round().long()
+            return self.at("sqrt_alpha_bars", ti, like), self.at("sqrt_one_minus_alpha_bars", ti, like)
+        sig = ((1.0 - self.alpha_bars) / self.alpha_bars).sqrt().to(t.device)
+        tc = t.double().clamp(0, self.T - 1)
+        i0 = tc.floor().long().clamp(max=self.T - 2)
+        s = sig[i0] + (tc - i0) * (sig[i0 + 1] - sig[i0])
+        a = (1.0 / (1.0 + s * s)).sqrt()
+        shape = a.shape + (1,) * (like.ndim - a.ndim)
+        return a.to(like.dtype).reshape(shape), (s * a).to(like.dtype).reshape(shape)
+
     def alpha_bar_at(self, t: int | torch.Tensor) -> torch.Tensor:
         """ᾱ at index t, with index −1 meaning ᾱ = 1 (the clean image)."""
         padded = torch.cat([torch.ones(1, dtype=self.alpha_bars.dtype), self.alpha_bars])
