@@ -210,7 +210,7 @@ def test_ddpm_sample_reproduces_a_hand_written_loop(sched):
 
 def test_unknown_sampler_and_bad_steps(sched):
     with pytest.raises(ValueError, match="sampler"):
-        sample_frames(fake_model, sched, SHAPE, "euler")
+        sample_frames(fake_model, sched, SHAPE, "euler_maruyama")  # "euler" is an ODE sampler now
     with pytest.raises(ValueError):
         list(ddim_sample(fake_model, sched, SHAPE, steps=0))
     with pytest.raises(ValueError):
