@@ -13,7 +13,7 @@ from .common import (
 
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpm++2m", "unipc", "euler_a")  # core/diffusion/samplers.py's
 SPACINGS = ("linspace", "leading", "trailing")
-SAMPLE_DEFAULTS: dict[str, Any] = dict(n=16, sampler="ddim", ddim_steps=50, eta=0.0, variance="beta_tilde", seed=0,
+SAMPLE_DEFAULTS: dict[str, Any] = dict(n=16, sampler="ddim", ddim_steps=50, ode_steps=20, eta=0.0, variance="beta_tilde", seed=0,
                                        batch=64, guidance=2.0, device="auto", precision="auto")
 TEXT_GUIDANCE = 3.0      # default w for prompts (bench/prompt_adherence.py measures the trade-off)
 GIF_MAX_FRAMES = 60      # frames of the reverse process kept in a GIF (plus the start and a held last frame)
@@ -40,8 +40,9 @@ def add_sample_parser(sub, common) -> None:
                         "(DPM-Solver++ 2M), unipc, euler_a (Euler ancestral) — diffusers' schedulers of those names "
                         f"(default: {D['sampler']})")
     p.add_argument("--steps", type=POSITIVE, metavar="N",
-                   help=f"num_inference_steps (default: {D['ddim_steps']}, or T if smaller; all T for ddpm, whose "
-                        "fewer steps respace the schedule); Heun evaluates the model 2N − 1 times, the others N")
+                   help=f"num_inference_steps (default: {D['ddim_steps']} for ddim, {D['ode_steps']} for the ODE "
+                        "samplers, or T if smaller; all T for ddpm, whose fewer steps respace the schedule); Heun "
+                        "evaluates the model 2N − 1 times, the others N")
     p.add_argument("--timestep-spacing", choices=SPACINGS, default="linspace",
                    help="which timesteps N steps visit, as diffusers names it: linspace (T−1 down to 0, both ends), "
                         "leading (k·⌊T/N⌋, down to 0), trailing (from T−1 down in steps of T/N) (default: linspace)")
@@ -127,7 +128,8 @@ def cmd_sample(args) -> int:
         raise CliError(str(e)) from None
     mc, T = ckpt.model_config, ckpt.schedule.T
     if args.sampler != "ddpm":
-        steps = args.steps if args.steps is not None else min(SAMPLE_DEFAULTS["ddim_steps"], T)
+        default = SAMPLE_DEFAULTS["ddim_steps" if args.sampler == "ddim" else "ode_steps"]
+        steps = args.steps if args.steps is not None else min(default, T)
         if not 1 <= steps <= T:
             raise UsageError(f"argument --steps: {args.sampler} takes 1 to {T} steps (the model's T), got {steps}")
     else:

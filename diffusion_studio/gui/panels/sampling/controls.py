@@ -10,7 +10,18 @@ from ....core.io.models import LoadedModel
 from ....jobs.frames import auto_every
 from ....jobs.sampling import SamplingJob
 
-SAMPLERS = [("DDPM (σ² = β̃)", "ddpm", "beta_tilde"), ("DDPM (σ² = β)", "ddpm", "beta"), ("DDIM", "ddim", "beta_tilde")]
+SAMPLERS = [("DDPM (σ² = β̃)", "ddpm", "beta_tilde"), ("DDPM (σ² = β)", "ddpm", "beta"), ("DDIM", "ddim", "beta_tilde"),
+            ("Euler (ODE)", "euler", "beta_tilde"), ("Heun (ODE, 2nd order)", "heun", "beta_tilde"),
+            ("DPM-Solver++ (2M)", "dpm++2m", "beta_tilde"), ("UniPC", "unipc", "beta_tilde"),
+            ("Euler ancestral", "euler_a", "beta_tilde")]
+ODE_SAMPLERS = ("euler", "heun", "dpm++2m", "unipc", "euler_a")
+SPACINGS = [("linspace: T−1 … 0", "linspace"), ("leading: k·⌊T/N⌋", "leading"), ("trailing: from T−1", "trailing")]
+SAMPLER_TIP = ("DDPM (Algorithm 2) adds fresh noise σ_t z at each step, with σ_t² = β̃_t (the true posterior "
+               "variance) or β_t. DDIM takes a deterministic path (η = 0) in far fewer steps. The rest solve the "
+               "probability-flow ODE dx̃/dσ = ε̂ (x̃ = x_t/√ᾱ_t, σ = √((1−ᾱ_t)/ᾱ_t)): Euler is DDIM in σ form, Heun "
+               "adds a corrector (2N − 1 model evaluations), DPM-Solver++ (2M) and UniPC reuse the last step's x̂₀ "
+               "to take second-order steps, and Euler ancestral adds noise back (DDIM with η = 1). Few-step solvers "
+               "reach in 10 evaluations what DDPM needs hundreds for.")
 
 
 CLIP_TIP = ("Clamp the predicted x̂₀ to the data range [−1, 1] before taking the step (improved-diffusion's default; it "
@@ -25,7 +36,8 @@ class SamplerControls(QGroupBox):
     def __init__(self, parent=None):
         super().__init__("Sampler", parent)
         self.T = 1000
-        self._steps = {"ddpm": None, "ddim": 50}  # remembered per sampler; None: all T steps
+        # remembered per sampler; None: all T steps. The ODE solvers' point is few steps.
+        self._steps = {"ddpm": None, "ddim": 50, **{s: 20 for s in ODE_SAMPLERS}}
         form = QFormLayout(self)
         form.setContentsMargins(6, 6, 6, 6)
 
@@ -35,13 +47,27 @@ class SamplerControls(QGroupBox):
         self.sampler_combo.setObjectName("samplerCombo")
         for text, _s, _v in SAMPLERS:
             self.sampler_combo.addItem(text)
-        self.sampler_combo.setToolTip("DDPM (Algorithm 2) adds fresh noise σ_t z at each step, with σ_t² = β̃_t (the "
-                                      "true posterior variance) or β_t; DDIM takes a deterministic path (η = 0) in "
-                                      "far fewer steps")
+        self.sampler_combo.setToolTip(SAMPLER_TIP)
         form.addRow("Sampler", self.sampler_combo)
-        self.steps_spin = self._spin("stepsSpin", 1, 1000, "Number of reverse steps. DDPM: all T steps, or fewer "
-                                     "evenly spaced ones with the respaced βs; DDIM: steps from t = T down to 0")
+        self.steps_spin = self._spin("stepsSpin", 1, 1000, "Number of reverse steps (diffusers' num_inference_steps). "
+                                     "DDPM: all T steps, or fewer with the respaced βs; the others: steps from t = T "
+                                     "down to 0. Heun evaluates the model twice per step but the last")
         form.addRow("Steps", self.steps_spin)
+        spacing_row = QHBoxLayout()
+        self.spacing_combo = QComboBox()
+        self.spacing_combo.setObjectName("spacingCombo")
+        for text, key in SPACINGS:
+            self.spacing_combo.addItem(text, key)
+        self.spacing_combo.setToolTip("Which timesteps N steps visit, as diffusers names it: linspace from T−1 down to "
+                                      "0 (both ends), leading k·⌊T/N⌋ (down to 0, not from T−1), trailing from T−1 "
+                                      "down in steps of T/N (not down to 0)")
+        spacing_row.addWidget(self.spacing_combo, 1)
+        self.karras_check = QCheckBox("Karras σ")
+        self.karras_check.setObjectName("karrasCheck")
+        self.karras_check.setToolTip("Karras et al.'s σ spacing (ρ = 7): more of the steps at low noise, where the "
+                                     "details form. For the ODE solvers")
+        spacing_row.addWidget(self.karras_check)
+        form.addRow("Timesteps", spacing_row)
         self.eta_spin = QDoubleSpinBox()
         self.eta_spin.setObjectName("etaSpin")
         self.eta_spin.setRange(0.0, 1.0)
@@ -120,6 +146,7 @@ class SamplerControls(QGroupBox):
         self.steps_spin.setValue(self.T if want is None else min(want, self.T))
         self.steps_spin.blockSignals(False)
         self.eta_spin.setEnabled(sampler == "ddim")
+        self.karras_check.setEnabled(sampler in ODE_SAMPLERS)
         self._on_steps(self.steps_spin.value(), remember=False)
 
     def _on_steps(self, value: int, remember: bool = True) -> None:
@@ -173,7 +200,8 @@ class SamplerControls(QGroupBox):
         return SamplingJob(sampler=sampler, variance=variance, steps=self.steps_spin.value(),
                            eta=self.eta_spin.value(), n_images=self.n_spin.value(), seed=self.seed_spin.value(),
                            clip_x0=self.clip_check.isChecked(), every=self.every_spin.value(), label=label,
-                           guidance=self.guidance_spin.value())
+                           guidance=self.guidance_spin.value(), timestep_spacing=self.spacing_combo.currentData(),
+                           karras=self.karras_check.isChecked() and sampler in ODE_SAMPLERS)
 
     # ---- settings (the panel passes its get/set) ------------------------------------------------------------------
     def restore(self, get) -> None:
@@ -184,11 +212,17 @@ class SamplerControls(QGroupBox):
         self.seed_spin.setValue(get("seed", 0, int))
         self.clip_check.setChecked(get("clip_x0", True, bool))
         self.every_spin.setValue(get("every", 0, int))
+        self.spacing_combo.setCurrentIndex(max(0, self.spacing_combo.findData(get("timestep_spacing", "linspace", str))))
+        self.karras_check.setChecked(get("karras", False, bool))
+        for name in ODE_SAMPLERS:
+            self._steps[name] = max(1, get(f"{name}_steps", 20, int))
         self._on_sampler()
 
     def save(self, put) -> None:
         for key, value in (("sampler", self.sampler_combo.currentIndex()), ("ddim_steps", self._steps["ddim"]),
                            ("eta", self.eta_spin.value()), ("n_images", self.n_spin.value()),
                            ("seed", self.seed_spin.value()), ("clip_x0", self.pixel_clip),
-                           ("every", self.every_spin.value())):
+                           ("every", self.every_spin.value()), ("timestep_spacing", self.spacing_combo.currentData()),
+                           ("karras", self.karras_check.isChecked()),
+                           *((f"{name}_steps", self._steps[name]) for name in ODE_SAMPLERS)):
             put(key, value)

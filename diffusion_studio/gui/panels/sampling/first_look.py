@@ -19,6 +19,12 @@ def describe_job(model_name: str, job: SamplingJob) -> str:
     """'builtin:digits · DDIM, 20 steps (η = 0) · seed 0': what made the frames on screen."""
     if job.sampler == "ddim":
         how = f"DDIM, {job.steps} steps (η = {job.eta:g})"
-    else:
+    elif job.sampler == "ddpm":
         how = f"DDPM σ² = {'β̃' if job.variance == 'beta_tilde' else 'β'}, {job.steps} steps"
+    else:
+        name = {"euler": "Euler", "heun": "Heun", "dpm++2m": "DPM-Solver++ 2M", "unipc": "UniPC",
+                "euler_a": "Euler ancestral"}.get(job.sampler, job.sampler)
+        grid = "" if job.timestep_spacing == "linspace" and not job.karras else \
+            f", {job.timestep_spacing}{' Karras' if job.karras else ''}"
+        how = f"{name}, {job.steps} steps ({job.model_evals} evaluations{grid})"
     return f"{model_name} · {how} · seed {job.seed}"

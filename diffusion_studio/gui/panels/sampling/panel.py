@@ -23,6 +23,7 @@ from ....jobs.sampling import SamplingJob, sampling_factory
 from .first_look import describe_job, quick_job
 from .models import ModelChooser
 from .player import PaneGrid, PlayerBar
+from .lab import install as install_lab
 from .latent import add_latent_tab
 from .tabs import SamplingTabs
 from .text import install as install_text, job_for as text_job
@@ -148,6 +149,7 @@ class SamplingPanel(Panel):
         self.tabs = SamplingTabs()  # the 4th quadrant; other views add a tab with self.tabs.add_tab(widget, title)
         self.latent_view = add_latent_tab(self.tabs)
         install_text(self)  # prompt box (side column), Attention tab, guidance sweep
+        install_lab(self)  # the sampler lab: Compare and Quality tabs
         self.panes = PaneGrid([self.x_pane, self.x0_pane, self.eps_pane, self.tabs])
         right.addWidget(self.panes, 1)
         self.player_bar = PlayerBar()
@@ -303,6 +305,8 @@ class SamplingPanel(Panel):
         self.stop()
         if self.sweep_worker is not None:
             self.sweep_worker.abort()
+        self.compare_view.shutdown()
+        self.quality_view.shutdown()
         self.chooser.shutdown()
         self.player_bar.pause()
         self._display_timer.stop()
