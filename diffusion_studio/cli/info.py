@@ -55,13 +55,14 @@ def cmd_info(args) -> int:
     if names:
         classes += f" ({', '.join(map(str, names[:12]))}{', ...' if len(names) > 12 else ''})"
     lines.append(f"checkpoint {ckpt.path}")
-    lines.append(f"model      {mc.preset or 'custom'}: {params:,} parameters, {mc.image_size}x{mc.image_size}x"
-                 f"{mc.in_channels}{classes}")
+    points = len(mc.shape) == 1
+    shape = f"a 2-D model (points in {mc.shape[0]}-D, the geometry lab)" if points else "x".join(map(str, mc.shape))
+    lines.append(f"model      {mc.preset or 'custom'}: {params:,} parameters, {shape}{classes}")
     lines.append(f"schedule   {ckpt.schedule.describe()}")
     from ..core.io.space import space_label
 
     lines.append(f"space      {space_label(meta)}")
-    if mc.text_encoder:  # a text model: which encoder its prompts need, and what it was trained to hear
+    if getattr(mc, "text_encoder", None):  # a text model: which encoder its prompts need, and what it was trained to hear
         examples = [c for c in data.get("captions", []) if isinstance(c, str)][:3] if isinstance(data, dict) else []
         said = f"; captions like {'; '.join(repr(c) for c in examples)}" if examples else ""
         lines.append(f"text       prompts through {mc.text_encoder} (cross-attention at "
@@ -71,7 +72,7 @@ def cmd_info(args) -> int:
     loss_text = f", last loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
     lines.append(f"step       {ckpt.step}{target} (trained {fmt_duration(meta.get('elapsed_s'))}{loss_text})")
     if data:
-        n = f", {plural(int(data['n']), 'image')}" if isinstance(data.get("n"), int) else ""
+        n = f", {plural(int(data['n']), 'point' if points else 'image')}" if isinstance(data.get("n"), int) else ""
         lines.append(f"data       {data.get('spec', '?')}{n}")
     if train:
         lines.append(f"training   batch {train.get('batch_size')}, lr {train.get('lr')}, "

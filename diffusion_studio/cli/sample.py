@@ -101,6 +101,7 @@ def _parse_label(text: str, num_classes: int | None, class_names: list[str] | No
 def cmd_sample(args) -> int:
     from ..core.errors import EncoderMissing
     from ..core.io.models import SAMPLING_GROUPS, LoadedModel, open_checkpoint
+    from ..data.errors import DataError
     from ..jobs.prompts import encode_prompt
     from ..jobs.sampling import SamplingJob
 
@@ -120,13 +121,25 @@ def cmd_sample(args) -> int:
     out = out_folder(args.out)
     device, precision = check_device(args.device, args.precision)
 
-    ckpt = open_checkpoint(args.model, groups=SAMPLING_GROUPS)
+    from ..jobs.geometry.ideal import ideal_model, is_ideal_spec
+
     try:
-        loaded = LoadedModel(args.model, ckpt, ckpt.build_model(device), device)
+        if is_ideal_spec(args.model):  # the ideal denoiser of a data set: a model with no weights
+            if args.prompt is not None:
+                raise UsageError("argument --prompt: the ideal denoiser takes a class (--label), not a prompt")
+            loaded = ideal_model(args.model, device)
+        else:
+            ckpt = open_checkpoint(args.model, groups=SAMPLING_GROUPS)
+            loaded = LoadedModel(args.model, ckpt, ckpt.build_model(device), device)
         space = loaded.space  # a latent model decodes with its own embedded autoencoder
+    except DataError as e:
+        raise UsageError(f"argument --model: {e}") from None
     except ValueError as e:
         raise CliError(str(e)) from None
-    mc, T = ckpt.model_config, ckpt.schedule.T
+    ckpt, mc, T = loaded.checkpoint, loaded.config, loaded.schedule.T
+    if space.name == "points" and (args.prompt is not None or args.grid is not None):
+        flag = "--prompt" if args.prompt is not None else "--grid"
+        raise UsageError(f"argument {flag}: not for a 2-D model (it writes points.csv and points.png)")
     if args.sampler != "ddpm":
         default = SAMPLE_DEFAULTS["ddim_steps" if args.sampler == "ddim" else "ode_steps"]
         steps = args.steps if args.steps is not None else min(default, T)
@@ -159,11 +172,15 @@ def cmd_sample(args) -> int:
                       eta=SAMPLE_DEFAULTS["eta"] if args.eta is None else args.eta,
                       variance=args.variance or sampling.get("variance") or SAMPLE_DEFAULTS["variance"],
                       timestep_spacing=args.timestep_spacing, karras=args.karras)
-    x_T = _read_x_T(args.x_T, (args.n, mc.in_channels, mc.image_size, mc.image_size))
+    x_T = _read_x_T(args.x_T, (args.n, *mc.shape))
     for opt, value in (("--grid", args.grid), ("--gif", args.gif)):
         if value is not None and Path(value).expanduser().is_dir():
             raise UsageError(f"argument {opt}: {value} is a folder; give a file name")
     out.mkdir(parents=True, exist_ok=True)
+    if space.name == "points":
+        from .sample_points import sample_points
+
+        return sample_points(args, loaded, job, precision, out, x_T)
     return _sample_loop(args, loaded, job, text, precision, out, x_T)
 
 
@@ -225,7 +242,7 @@ def _sample_loop(args, loaded, job, text, precision, out: Path, x_T=None) -> int
             want_gif = args.gif is not None and b == 0
             if b == 0 and worth_estimating(mc.image_size, loaded.device):  # a 256-px model on a CPU: say how long
                 fn = eps_fn(loaded, job_b, precision, text_b)
-                per_step = seconds_per_step(fn, (size, mc.in_channels, mc.image_size, mc.image_size), schedule.T,
+                per_step = seconds_per_step(fn, (size, *mc.shape), schedule.T,
                                             loaded.device)
                 echo(describe(job.sampler, n_steps, n_batches, per_step, mc.image_size))
             final = None

@@ -37,7 +37,11 @@ def add_train_parser(sub, common) -> None:
     g = p.add_argument_group("data and output")
     g.add_argument("--data", metavar="SPEC",
                    help="a folder of images (subfolders = classes), an image file, builtin:digits|shapes|photos, "
-                        "mnist:PATH or cifar10:PATH (required unless --resume, which reloads the run's data)")
+                        "mnist:PATH or cifar10:PATH; or 2-D points: toy:moons|swissroll|8gaussians|checkerboard|"
+                        "rings|spiral|text:WORD, or a .csv of x, y[, label] (required unless --resume, which reloads "
+                        "the run's data)")
+    g.add_argument("--points", type=POSITIVE, metavar="N",
+                   help="points drawn from a toy:NAME set (default: 10,000)")
     g.add_argument("--out", metavar="RUN_DIR", required=True, help="the run folder (created if needed)")
     g.add_argument("--size", type=POSITIVE, metavar="PX",
                    help="image side in pixels; must be divisible by the model's 2^(levels-1) (default: the data's "
@@ -50,8 +54,9 @@ def add_train_parser(sub, common) -> None:
     add_latent_option(g)
 
     g = p.add_argument_group("model and schedule")
-    g.add_argument("--model", metavar="PRESET", choices=PRESET_NAMES,
-                   help=f"UNet preset: {', '.join(PRESET_NAMES)} (default: {D['model']})")
+    g.add_argument("--model", metavar="PRESET", choices=(*PRESET_NAMES, "mlp"),
+                   help=f"UNet preset: {', '.join(PRESET_NAMES)}, or mlp, the 2-D points' network (default: "
+                        f"{D['model']}; mlp for points)")
     g.add_argument("--class-conditional", action="store_true", default=None,
                    help="condition on the data's labels (classifier-free guidance when sampling)")
     g.add_argument("--text", action="store_true", default=None,
@@ -235,13 +240,14 @@ def _describe_training(trainer, out: Path, start: int) -> None:
 
     mc, cfg = trainer.model.config, trainer.config
     classes = f", {mc.num_classes} classes" if mc.num_classes else ""
-    echo(f"model     {mc.preset or 'custom'}: {count_parameters(trainer.model):,} parameters, "
-         f"{mc.image_size}x{mc.image_size}x{mc.in_channels}{classes}")
+    shape = "x".join(map(str, mc.shape)) if len(mc.shape) != 1 else f"points in {mc.shape[0]}-D"
+    echo(f"model     {mc.preset or 'custom'}: {count_parameters(trainer.model):,} parameters, {shape}{classes}")
     echo(f"schedule  {trainer.schedule.describe()}")
     from ..core.diffusion import objective
 
     fast = getattr(trainer, "fast_path", None)
-    how = f" ({'NHWC' if trainer.channels_last else 'NCHW'}, measured fastest on this CPU)" if fast else ""
+    measured = fast is not None and fast.source in ("measured", "cached")
+    how = f" ({'NHWC' if trainer.channels_last else 'NCHW'}, measured fastest on this CPU)" if measured else ""
     echo(f"device    {describe_device(trainer.device)}, {trainer.precision}{how}")
     echo(f"objective {objective.describe(trainer.model.config.prediction, trainer.config.loss_weighting, trainer.config.snr_gamma)}")
     length = f"to step {cfg.steps}" if cfg.steps is not None else f"for {cfg.minutes:g} minutes"
@@ -254,6 +260,8 @@ def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
 
     _describe_training(trainer, out, start)
     cfg = trainer.config
+    points = len(trainer.model.config.shape) == 1
+    unit = "points" if points else "img"
     total = cfg.steps
     use_bar = wants_bar(args)
     lines = Lines(not use_bar and trainer.dist.is_main)  # several processes: rank 0 reports
@@ -284,7 +292,7 @@ def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
                 of = f"/{total}" if total else ""
                 pct = f" ({100 * ev.step / total:.0f}%)" if total else ""
                 lines(f"step {ev.step}{of}{pct}  loss {line['loss']:.4f}  lr {ev.lr:.2e}  {ev.images_per_s:.0f} "
-                      f"img/s  elapsed {fmt_duration(ev.elapsed_s)}  eta {fmt_duration(ev.eta_s)}",
+                      f"{unit}/s  elapsed {fmt_duration(ev.elapsed_s)}  eta {fmt_duration(ev.eta_s)}",
                       force=ev.done or stopping)
             if ev.checkpoint is not None:
                 lines(f"checkpoint saved at step {ev.step}", force=True)
@@ -317,7 +325,8 @@ def _train_loop(args, trainer, out: Path, ckpt_path: Path, start: int) -> int:
     steps = trainer.step - start
     rate = steps * cfg.batch_size / took if took > 0 else float("nan")
     last_loss = f", last loss {last.loss:.4f}" if last is not None else ""
-    echo(f"done      {plural(steps, 'step')} in {fmt_duration(took)} ({rate:.0f} img/s){last_loss}; "
+    echo(f"done      {plural(steps, 'step')} in {fmt_duration(took)} ({rate:.0f} {unit}/s){last_loss}; "
          f"checkpoint {path}")
-    echo(f"next      {shlex.join([PROG, 'sample', '--model', str(out), '--n', '16', '--out', str(out / 'samples')])}")
+    n = "2000" if points else "16"
+    echo(f"next      {shlex.join([PROG, 'sample', '--model', str(out), '--n', n, '--out', str(out / 'samples')])}")
     return 0

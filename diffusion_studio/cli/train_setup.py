@@ -172,6 +172,15 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     if ckpt_path.exists() and not args.overwrite:
         raise UsageError(f"argument --out: {out} already holds a run (checkpoint.json); add --resume to continue "
                          f"it, --overwrite to start again, or choose another folder")
+    from ..data.specs import is_points_spec
+
+    if is_points_spec(args.data):
+        from .train_points import setup_points
+
+        return setup_points(args, out, ckpt_path, _build_schedule, _clear_run)
+    if args.model == "mlp" or getattr(args, "points", None) is not None:
+        flag = "--model mlp" if args.model == "mlp" else "--points"
+        raise UsageError(f"argument {flag}: for 2-D points (toy:NAME or a .csv), not images ({args.data})")
     from ..core.train.config import TrainConfig
     from ..core.nets.unet import preset_config
 

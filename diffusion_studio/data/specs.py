@@ -1,4 +1,5 @@
-"""load_dataset(spec): a folder, an image file, builtin:NAME, mnist:PATH or cifar10:PATH, each by its own loader."""
+"""Data by spec: load_dataset (a folder, an image file, builtin:NAME, mnist:PATH, cifar10:PATH) and load_points
+(toy:NAME or a .csv of 2-D points), each source by its own loader."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,8 @@ from .builtin import BUILTIN_DATASETS
 from .dataset import ImageDataset
 from .errors import DataError
 from .folder import FolderProgress
+from .points import DEFAULT_N, PointSet, make_toy
+from .points_csv import load_points_csv
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.*)$", re.S)
 
@@ -100,3 +103,16 @@ def load_dataset(
     arr = images.to_array(images.open_image(path, draft_size=size), size, channels or 3)
     u8 = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
     return ImageDataset(u8, name=path.name, spec=text, sources=[path.name])
+
+
+def is_points_spec(spec: object) -> bool:
+    """True for a 2-D data source: toy:NAME or a .csv file."""
+    text = str(spec).strip()
+    return text.lower().startswith("toy:") or text.lower().endswith(".csv")
+
+
+def load_points(spec: str, n: int = DEFAULT_N, seed: int = 0) -> tuple[PointSet, list[str]]:
+    """A toy by spec ("toy:…") or a CSV file by path; returns the set and the CSV's problem lines (none for a toy)."""
+    if isinstance(spec, str) and spec.strip().lower().startswith("toy:"):
+        return make_toy(spec.strip(), n, seed), []
+    return load_points_csv(spec)

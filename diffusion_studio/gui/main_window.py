@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTa
 
 from .. import __version__
 from .panels.forward.panel import ForwardPanel
+from .panels.geometry.panel import GeometryPanel
 from .panels.images.panel import ImagesPanel
 from .panels.likelihood.panel import LikelihoodPanel
 from .panels.sampling.panel import SamplingPanel
@@ -54,6 +55,9 @@ class MainWindow(QMainWindow):
         self.autoencoder = AutoencoderPanel(*args)  # issue 12: the autoencoder of latent models
         self.panels.append(self.autoencoder)
         self.tabs.addTab(self.autoencoder, self.autoencoder.title)
+        self.geometry = GeometryPanel(*args)  # issue 22: diffusion in two dimensions
+        self.panels.append(self.geometry)
+        self.tabs.addTab(self.geometry, self.geometry.title)
         self.setCentralWidget(self.tabs)
         self.images_dock = self._dock(self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.schedule_dock = self._dock(self.schedule, Qt.DockWidgetArea.RightDockWidgetArea)

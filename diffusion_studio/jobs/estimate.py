@@ -9,10 +9,10 @@ from ..core.diffusion.eps import model_fn
 def measure(loaded) -> None:
     """Time one ε_θ call on one image (in the loading worker); stored on the LoadedModel as ``step_s_per_image``."""
     cfg = loaded.model.config
-    if not worth_estimating(cfg.image_size, loaded.device) or getattr(cfg, "text_encoder", None):
+    if not worth_estimating(getattr(cfg, "image_size", 0), loaded.device) or getattr(cfg, "text_encoder", None):
         return
     fn = model_fn(loaded.model, loaded.device, "fp32", schedule=loaded.schedule)
-    shape = (1, cfg.in_channels, cfg.image_size, cfg.image_size)
+    shape = (1, *cfg.shape)
     loaded.step_s_per_image = seconds_per_step(fn, shape, loaded.schedule.T, loaded.device)
 
 

@@ -86,7 +86,7 @@ def frames(loaded: LoadedModel, job: SamplingJob, precision: str = "auto", *, te
     text = prompted(loaded, job) if text is None else text
     fn = eps_fn(loaded, job, resolve_precision(precision, loaded.device), text)
     cfg = loaded.config
-    shape = (job.n_images, cfg.in_channels, cfg.image_size, cfg.image_size)
+    shape = (job.n_images, *cfg.shape)
     return sample_frames(fn, loaded.schedule, shape, job.sampler, steps=job.steps, variance=job.variance,
                          eta=job.eta, clip_x0=job.clip_x0 and loaded.space.clips_x0, seed=job.seed,
                          device=loaded.device, every=1, include_start=include_start, x_T=x_T,
@@ -139,7 +139,7 @@ def sweep_factory(loaded: LoadedModel, job: SamplingJob, ws=SWEEP_WS):
         cfg = loaded.config
         for w in ws:
             fn = eps_fn(loaded, dataclasses.replace(one, guidance=w), "fp32", text)
-            x = sample(fn, loaded.schedule, (1, cfg.in_channels, cfg.image_size, cfg.image_size), "ddim",
+            x = sample(fn, loaded.schedule, (1, *cfg.shape), "ddim",
                        steps=one.steps, seed=job.seed, clip_x0=loaded.space.clips_x0, device=loaded.device)
             yield w, to_uint8(loaded.space.decode(x)[0].clamp(-1, 1).cpu())
 

@@ -25,7 +25,9 @@ from safetensors.torch import save as st_save
 
 from ..diffusion.schedule import NoiseSchedule
 from ..errors import CheckpointError
-from ..nets.unet import PRESETS, UNet, UNetConfig
+from ..nets.mlp import MLP_PRESET
+from ..nets.networks import ModelConfig, build_network, config_from_dict
+from ..nets.unet import PRESETS
 from .safeio import open_regular, read_regular, write_atomic
 
 FORMAT = "diffusion-studio-checkpoint"
@@ -42,8 +44,8 @@ class Checkpoint:
     tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
-    def model_config(self) -> UNetConfig:
-        return UNetConfig.from_dict(self.meta["model"])
+    def model_config(self) -> ModelConfig:
+        return config_from_dict(self.meta["model"])
 
     @property
     def schedule(self) -> NoiseSchedule:
@@ -57,9 +59,9 @@ class Checkpoint:
     def class_names(self) -> list[str] | None:
         return self.meta.get("data", {}).get("class_names")
 
-    def build_model(self, device: str | torch.device = "cpu", use_ema: bool = True) -> UNet:
-        """The network with the EMA weights (when present and use_ema) loaded, in eval mode."""
-        model = UNet(self.model_config)
+    def build_model(self, device: str | torch.device = "cpu", use_ema: bool = True) -> torch.nn.Module:
+        """The network (a UNet, or the 2-D MLP) with the EMA weights (when present and use_ema) loaded, in eval mode."""
+        model = build_network(self.model_config)
         group = "ema" if use_ema and "ema" in self.tensors else "model"
         _load_state(model, self.tensors[group], self.path, group)
         return model.to(device).eval()
@@ -205,10 +207,11 @@ def _validate_meta(meta: dict[str, Any], where: Path) -> None:
         raise CheckpointError(where, f"written by a newer Diffusion Studio (format {version})")
     validate_manifest(meta, fail)
     preset = meta["model"].get("preset")
-    if preset is not None and preset not in PRESETS:
-        raise CheckpointError(where, f"model.preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    known = (*PRESETS, MLP_PRESET)
+    if preset is not None and preset not in known:
+        raise CheckpointError(where, f"model.preset: unknown preset {preset!r} (known: {', '.join(known)})")
     try:
-        UNetConfig.from_dict(meta["model"])
+        config_from_dict(meta["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(where, f"model: {e}") from None
     try:
@@ -263,7 +266,7 @@ def _check_shapes(header: dict[str, Any], meta: dict[str, Any], wpath: Path, whe
     for group in ("model", "ema"):
         if group not in present:
             continue
-        expected = model_shapes(UNetConfig.from_dict(meta["model"]))
+        expected = model_shapes(config_from_dict(meta["model"]))
         n = parameter_count(expected)
         if n > MAX_PARAMETERS:
             raise CheckpointError(where, f"model: this config has {n:,} parameters, more than the "
@@ -356,7 +359,7 @@ def load_checkpoint(path: str | os.PathLike, groups: tuple[str, ...] | None = No
     return Checkpoint(path=wpath if embedded_only else manifest_path(p), meta=meta, tensors=grouped)
 
 
-def _load_state(model: UNet, state: dict[str, torch.Tensor], path: Path, group: str, dry_run: bool = False) -> None:
+def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, group: str, dry_run: bool = False) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))

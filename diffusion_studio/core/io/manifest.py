@@ -12,7 +12,9 @@ import re
 from typing import Any, Callable
 
 from ..diffusion.schedule import KINDS, MAX_T
-from ..nets.unet import UNet, UNetConfig
+from ..nets.mlp import MLPConfig
+from ..nets.networks import build_network
+from ..nets.unet import UNetConfig
 
 MAX_PARAMETERS = 2_000_000_000
 GENERIC_INT_CAP = 1 << 16
@@ -172,6 +174,11 @@ MODEL_FIELDS: dict[str, Spec] = {
     "downsample_padding": Int(0, 8), "prediction": Str(16), "text_encoder": Optional(Str(256)),
     "context_dim": Int(0, 8192), "cross_attn_resolutions": ListOf(Int(1, 2048), 16),
 }
+MLP_FIELDS: dict[str, Spec] = {
+    "arch": Str(16, choices=("mlp",)), "dim": Int(1, 4096), "hidden": Int(1, 8192), "depth": Int(0, 64),
+    "t_dim": Int(2, 4096), "num_classes": Optional(Int(1, 100_000)), "norm": Str(16, choices=("layernorm", "none")),
+    "dropout": Float(0, 1, hi_open=True), "prediction": Str(16), "preset": Optional(Str(64)),
+}
 SCHEDULE_FIELDS: dict[str, Spec] = {
     "kind": Str(64), "T": Int(2, MAX_T), "params": Obj(unknown=Float(), max_keys=16),
     "betas": ListOf(Float(0, 1, lo_open=True, hi_open=True), MAX_T, 2),
@@ -235,7 +242,8 @@ def validate_manifest(meta: Any, fail: Callable[[str], Exception]) -> None:
     for key in ("model", "schedule"):
         if key not in meta:
             raise fail(f"the manifest has no \"{key}\" section")
-    model = dataclass_spec(UNetConfig, MODEL_FIELDS)
+    mlp = isinstance(meta["model"], dict) and meta["model"].get("arch") == "mlp"
+    model = dataclass_spec(MLPConfig, MLP_FIELDS) if mlp else dataclass_spec(UNetConfig, MODEL_FIELDS)
     check(meta["model"], model, "model", fail)
     sched = Obj(SCHEDULE_FIELDS, required=("kind",))
     check(meta["schedule"], sched, "schedule", fail)
@@ -251,11 +259,11 @@ def validate_manifest(meta: Any, fail: Callable[[str], Exception]) -> None:
 
 
 def model_shapes(config: Any) -> dict[str, tuple[int, ...]]:
-    """The state_dict shapes of the UNet ``config`` describes, built on the meta device (no memory allocated)."""
+    """The state_dict shapes of the network ``config`` describes, built on the meta device (no memory allocated)."""
     import torch
 
     with torch.device("meta"):
-        model = UNet(config)
+        model = build_network(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 

@@ -8,7 +8,9 @@ always decodes with the decoder the model was trained for, and any other one is 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 import torch
 
@@ -103,14 +105,22 @@ def is_latent_meta(meta: dict[str, Any]) -> bool:
 
 
 def space_from_checkpoint(ckpt: Checkpoint, autoencoder: str | LoadedAutoencoder | None = None,
-                          device: str | torch.device = "cpu") -> PixelSpace | LatentSpace:
-    """The space a checkpoint's model runs in: PixelSpace, or the LatentSpace of its embedded autoencoder.
+                          device: str | torch.device = "cpu") -> "PixelSpace | LatentSpace | PointSpace":
+    """The space a checkpoint's model runs in: PixelSpace, the LatentSpace of its embedded autoencoder, or the
+    PointSpace of a 2-D model (its data's standardisation).
 
     ``autoencoder`` (a spec or a loaded one), if given, must be the one the model was trained with: any other is
     refused with a one-line CheckpointError naming both fingerprints. Load the checkpoint with its "autoencoder"
     group (``load_checkpoint(path)`` or groups including "autoencoder").
     """
     meta = ckpt.meta
+    if is_points_meta(meta):
+        if autoencoder is not None:
+            raise CheckpointError(ckpt.path, "this is a 2-D model; it takes no autoencoder")
+        try:
+            return PointSpace(Standardiser.from_dict(meta["data"].get("standardiser")))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(ckpt.path, f"data.standardiser: {e}") from None
     if not is_latent_meta(meta):
         if autoencoder is not None:
             raise CheckpointError(ckpt.path, "this is a pixel-space model; it takes no autoencoder")
@@ -150,6 +160,10 @@ def decoded_psnr(space: LatentSpace, x: torch.Tensor) -> float:
 
 def space_label(meta: dict[str, Any]) -> str:
     """A short description of a checkpoint's space for `info` and the GUI, from the manifest alone."""
+    if is_points_meta(meta):
+        std = meta["data"].get("standardiser") or {}
+        show = lambda v: ", ".join(_num(x) for x in v) if isinstance(v, list) else "?"  # noqa: E731
+        return f"2-D points, standardised per axis (mean {show(std.get('mean'))}; std {show(std.get('std'))})"
     if not is_latent_meta(meta):
         return "pixels"
     sec = meta[SECTION]
@@ -205,3 +219,92 @@ class LatentNoising:
         """(z_t (1, c, h, w), D(z_t / scale) (1, C, H, W) in [−1, 1])."""
         z = self.z_t(paper_t)
         return z, self.space.decode(z).cpu()
+
+
+# ---- points: standardised coordinates (the geometry lab) -----------------------------------------------------------
+class Standardiser:
+    """Per-axis (x − mean) / std fitted on the data, in float64; stored with a model so samples return to data units."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        m = np.asarray(mean, dtype=np.float64).reshape(-1)
+        s = np.asarray(std, dtype=np.float64).reshape(-1)
+        if m.shape != s.shape or not len(m):
+            raise ValueError(f"mean and std must be equal-length vectors, got {m.shape} and {s.shape}")
+        if not (np.isfinite(m).all() and np.isfinite(s).all() and (s > 0).all()):
+            raise ValueError("mean must be finite and std finite and positive")
+        self.mean, self.std = m, s
+
+    @classmethod
+    def fit(cls, points: Any) -> "Standardiser":
+        """Mean and population std per axis; an axis with no spread keeps std 1 (it is only shifted)."""
+        x = _as_float64(points)
+        if x.ndim != 2 or len(x) < 2:
+            raise ValueError(f"need at least 2 points of shape (N, D) to fit, got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("points must be finite")
+        mean = x.mean(0)
+        std = np.sqrt(((x - mean) ** 2).mean(0))
+        std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        return cls(mean, std)
+
+    def forward(self, x: Any):
+        """(x − mean) / std: numpy in → float64 numpy out; a torch tensor keeps its dtype (the math is float64)."""
+        return self._apply(x, lambda v: (v - self.mean) / self.std)
+
+    def inverse(self, z: Any):
+        """z · std + mean, the exact inverse of forward up to float64 rounding."""
+        return self._apply(z, lambda v: v * self.std + self.mean)
+
+    def _apply(self, x: Any, f):
+        if type(x).__module__.startswith("torch"):
+            import torch
+
+            out = f(x.detach().to("cpu", torch.float64).numpy())
+            return torch.from_numpy(out).to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float64)
+        v = _as_float64(x)
+        if v.shape[-1:] != self.mean.shape:
+            raise ValueError(f"expected points with {len(self.mean)} coordinates, got shape {v.shape}")
+        return f(v)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Standardiser":
+        if not isinstance(d, dict) or set(d) != {"mean", "std"}:
+            raise ValueError("standardiser must be a JSON object with exactly mean and std")
+        return cls(d["mean"], d["std"])
+
+    def __repr__(self) -> str:
+        return f"Standardiser(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+def _as_float64(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+class PointSpace:
+    """Diffusion on standardised points: encode = (x − mean)/std per axis, decode = back to the data's own units."""
+
+    is_latent = False
+    name = "points"
+    clips_x0 = False  # standardised points have no [−1, 1] range
+
+    def __init__(self, standardiser: Standardiser):
+        self.standardiser = standardiser
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.standardiser.forward(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.standardiser.inverse(z)
+
+    def describe(self) -> str:
+        mean = ", ".join(f"{v:.4g}" for v in self.standardiser.mean)
+        std = ", ".join(f"{v:.4g}" for v in self.standardiser.std)
+        return f"points, standardised (mean {mean}; std {std})"
+
+
+def is_points_meta(meta: dict[str, Any]) -> bool:
+    data = meta.get("data")
+    return isinstance(data, dict) and data.get("kind") == "points"

@@ -43,6 +43,11 @@ class UNetConfig:
         return len(self.channel_mults)
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        """One sample's shape: (C, H, W)."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+    @property
     def divisor(self) -> int:
         """Image sides must be divisible by this: one halving per level after the first."""
         return 2 ** (self.levels - 1)

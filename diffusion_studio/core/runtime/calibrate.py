@@ -199,7 +199,9 @@ def choose(model_config, batch: int, precision: str = "auto", mode: str = "train
     and backward, 'sample' the forward pass alone.
     """
     device = torch.device(device)
-    if device.type != "cpu":
+    from ..nets.unet import UNetConfig
+
+    if device.type != "cpu" or not isinstance(model_config, UNetConfig):  # a GPU, or the 2-D MLP: nothing to choose
         return FastPath(False, "fp32" if precision == "auto" else precision, {}, "fixed")
     if precision == "auto":
         precisions = ("fp32", "bf16") if cpu_supports_bf16() else ("fp32",)

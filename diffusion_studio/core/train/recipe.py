@@ -25,6 +25,13 @@ PREVIOUS: dict[str, Any] = dict(
 # 505 img/s at batch 64, 699 at 128), with a learning rate raised to match; and the narrower micro UNet (0.28M
 # parameters, 2.1× tiny's images/s there) reaches better samples in the same minutes (bench/RESULTS.md §9).
 SMALL_SIDE = 8
+# 2-D points (the geometry lab): the small MLP, a large batch of cheap rows, a fixed number of steps; uniform weights
+# put more points in the modes than Min-SNR-5 on toy:8gaussians (96.7 % vs 91.6 % within 3σ, bench/RESULTS.md).
+POINTS_RECIPE: dict[str, Any] = dict(
+    model="mlp", steps=3000, batch=1024, lr=2e-3, warmup=100, lr_schedule="cosine", ema_decay=0.995,
+    prediction="eps", loss_weighting="uniform", snr_gamma=5.0, points=10_000,
+    schedule="linear", T=1000, beta_start=1e-4, beta_end=0.02,
+)
 SMALL_IMAGES: dict[str, Any] = dict(batch=128, lr=3e-3, model="micro")
 DEFAULT_SIZE = 32
 # The digits are 8×8 (sklearn's 16 grey levels): trained as they are, not upscaled (2.5× the images per second of

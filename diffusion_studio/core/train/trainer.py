@@ -19,7 +19,7 @@ from ..diffusion.schedule import NoiseSchedule
 from ..errors import TrainingDiverged, TrainingOutOfMemory
 from ..io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..nets.text import caption_table
-from ..nets.unet import UNet, UNetConfig
+from ..nets.networks import ModelConfig, build_network
 from ..runtime import calibrate
 from ..runtime.calibrate import resolve_precision
 from ..runtime.device import autocast, resolve_device
@@ -80,7 +80,7 @@ class TrainEvent:
 class Trainer:
     """Trains ε_θ on a dataset: Algorithm 1 with AdamW, warm-up, gradient clipping and an EMA of the weights."""
 
-    def __init__(self, model_config: UNetConfig, schedule: NoiseSchedule, data: ImageSource, config: TrainConfig,
+    def __init__(self, model_config: ModelConfig, schedule: NoiseSchedule, data: ImageSource, config: TrainConfig,
                  out: str | Path | None = None, data_info: dict[str, Any] | None = None):
         config.validate()
         model_config.validate()
@@ -108,7 +108,7 @@ class Trainer:
         # one trained straight through), drawn from a forked global RNG so the caller's random state is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            model = UNet(model_config)
+            model = build_network(model_config)
         self.model = model.to(self.device)
         self.channels_last = (config.channels_last if config.channels_last is not None
                               else fast is not None and fast.channels_last)
@@ -188,7 +188,7 @@ class Trainer:
         self.model.train()
         with self._own_rng(), autocast(dev, self.precision):
             eps_pred = self._forward(x_t, t_dev, y)
-        per_sample = F.mse_loss(eps_pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+        per_sample = F.mse_loss(eps_pred.float(), target, reduction="none").flatten(1).mean(1)
         weights = objective.loss_weights(prediction, cfg.loss_weighting, self._snr[t_dev], cfg.snr_gamma)
         loss = (weights * per_sample).mean()
         if not torch.isfinite(loss):
@@ -313,7 +313,7 @@ class Trainer:
         fn = model_fn(self.ema, self.device, self.precision, condition=cond, guidance=3.0 if cond is not None else 1.0,
                       channels_last=self.channels_last, schedule=self.schedule)
         last = None
-        for last in ddim_sample(fn, self.schedule, (n, mc.in_channels, mc.image_size, mc.image_size),
+        for last in ddim_sample(fn, self.schedule, (n, *mc.shape),
                                 steps=min(cfg.preview_steps, self.schedule.T), seed=cfg.preview_seed if seed is None else seed,
                                 device=self.device, every=10**9):
             pass
