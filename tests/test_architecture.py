@@ -146,7 +146,7 @@ def test_layers_only_look_down():
     assert not bad, bad
 
 
-CORE_FLOORS = ["errors", "nets", "runtime", "diffusion", "io", "train", "metrics"]  # docs/architecture.md
+CORE_FLOORS = ["errors", "limits", "nets", "runtime", "diffusion", "io", "train", "metrics"]  # docs/architecture.md
 
 
 def test_cores_rooms_stand_in_floors():

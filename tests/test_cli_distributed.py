@@ -1,11 +1,13 @@
-"""`train` on 2 CPU processes through torchrun and through --nproc: one checkpoint, rank 0's log, resumable on one."""
+"""`train` on 2 CPU processes (torchrun, --nproc): one checkpoint, rank 0's log; stray torchrun variables: one line."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,67 @@ def test_launcher_failures_become_one_line_naming_the_rank():
     with pytest.raises(CliError, match=r"^rank 1 of 2 was killed by SIGKILL; the other processes were stopped"):
         _report_failures({0: F(exitcode=1), 1: F(exitcode=-9)}, 2)
     assert _without_nproc(["train", "--nproc", "2", "--out", "r", "--nproc=3"]) == ["train", "--out", "r"]
+
+
+# ---- stray or wrong torchrun environments: one line at once, never a hang ------------------------------------------
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+             "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RUN_ID")
+
+
+def _stray(env: dict[str, str], extra: list[str] | None = None):
+    """``train`` in a plain shell with ``env`` left over: (exit code, stderr lines, seconds); nothing written."""
+    clean = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    port = str(distributed.free_port())  # nobody listens there
+    env = {k: v.replace("{port}", port) for k, v in env.items()}
+    full = {**clean, **env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "diffusion_studio", "train", "--data", "builtin:digits", "--steps", "2",
+            "--out", "run", *(extra or [])]
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run(args, cwd=tmp, env=full, capture_output=True, text=True, timeout=60)
+        assert not (Path(tmp) / "run").exists() or not any((Path(tmp) / "run").iterdir())
+    return r.returncode, [ln for ln in r.stderr.splitlines() if ln.strip()], time.monotonic() - t0
+
+
+PEER = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "{port}"}
+STRAY = [  # (environment, extra arguments, exit code, what the one line must name)
+    ({"RANK": "5", "WORLD_SIZE": "2", **PEER}, [], 2, "RANK=5"),
+    ({"RANK": "0", "WORLD_SIZE": "2", **PEER}, [], 1, "MASTER_ADDR:MASTER_PORT (127.0.0.1:"),
+    ({"RANK": "1", "WORLD_SIZE": "2", **PEER}, [], 1, "MASTER_ADDR:MASTER_PORT (127.0.0.1:"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_USE_AGENT_STORE": "True", **PEER}, [], 1, "MASTER_ADDR:"),
+    ({"RANK": "0", "WORLD_SIZE": str(10**9), **PEER}, [], 2, "WORLD_SIZE=1000000000"),
+    ({"RANK": "abc", "WORLD_SIZE": "2", **PEER}, [], 2, "RANK must be a whole number, got 'abc'"),
+    ({"RANK": "0", "WORLD_SIZE": "x", **PEER}, [], 2, "WORLD_SIZE must be a whole number, got 'x'"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "abc", **PEER}, [], 2, "LOCAL_RANK must be a whole number"),
+    ({"RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2", **PEER}, [], 2, "LOCAL_RANK=2"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "3", **PEER}, [], 2, "LOCAL_WORLD_SIZE=3"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "99999", "MASTER_ADDR": "127.0.0.1"}, [], 2, "MASTER_PORT=99999"),
+    ({"RANK": "0", "WORLD_SIZE": "2"}, [], 2, "MASTER_ADDR is not set"),
+    ({"RANK": "0"}, [], 2, "RANK is set ('0') but WORLD_SIZE is not"),
+    ({}, ["--nproc", "1000", "--batch", "1000"], 2, "argument --nproc: 1000 processes"),
+    ({"RANK": "0", "WORLD_SIZE": "2", **PEER}, ["--nproc", "2"], 2, "argument --nproc"),
+]
+
+
+@pytest.mark.parametrize("env,extra,code,names", STRAY, ids=[s[3].split(" ")[0] + f"-{i}" for i, s in enumerate(STRAY)])
+def test_a_stray_environment_is_one_line_naming_the_variable_within_seconds(env, extra, code, names):
+    rc, lines, seconds = _stray(env, extra)
+    assert rc == code, lines
+    assert len(lines) == 1 and lines[0].startswith("diffusion-studio: "), lines
+    assert names in lines[0] and "Traceback" not in lines[0], lines
+    assert seconds < 10, f"{seconds:.1f} s: {lines}"
+    if code == 1 and env.get("RANK") == "0" and "TORCHELASTIC_USE_AGENT_STORE" not in env:
+        assert "never came" in lines[0] and "within 3 s" in lines[0]
+
+
+def test_read_environment_accepts_what_torchrun_sets_and_names_what_it_does_not():
+    ok = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "node0",
+          "MASTER_PORT": "29500"}
+    env = distributed.read_environment(ok)
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port) == (3, 4, 1, "node0", 29500)
+    assert distributed.read_environment({}) is None
+    assert distributed.read_environment({"RANK": "0", "WORLD_SIZE": "1"}).world_size == 1  # one process: no peer
+    for name, value in [("RANK", "+1"), ("RANK", "1_0"), ("RANK", "٣"), ("RANK", "-1"), ("WORLD_SIZE", "0"),
+                        ("WORLD_SIZE", "4097"), ("MASTER_PORT", "0"), ("MASTER_ADDR", "a b"), ("LOCAL_RANK", "2")]:
+        with pytest.raises(ValueError, match=f"^environment variable {name}"):
+            distributed.read_environment({**ok, name: value})

@@ -15,7 +15,7 @@ from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from diffusion_studio.core.nets.unet import UNet, preset_config
 from diffusion_studio.gui.widgets.mathtext import EquationError, render_equation
 from diffusion_studio.gui.tour.panel import EquationLabel, start_tour
-from diffusion_studio.gui.tour.data import TourError, load_tour, tour_path
+from diffusion_studio.gui.tour.data import HIGHLIGHTS, TourError, load_tour, read_tour, tour_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 WAIT_MS = 60_000
@@ -44,6 +44,23 @@ def test_the_shipped_tour_follows_the_seeds_and_every_equation_renders(qapp):
     posterior = next(s for s in steps if s.id == "posterior")
     assert any(r"\frac{1}{\sqrt{\alpha_t}}" in e for e in posterior.equations)
     assert r"\frac{1}{\sqrt{\bar\alpha_t}}" not in text and "0.02" in text
+
+
+def test_the_shipped_tour_reads_without_a_problem_and_names_only_allowed_widgets():
+    tour = read_tour()
+    assert tour.problems == [] and [s.id for s in tour.steps] == [s.id for s in load_tour()]
+    assert all(s.highlight in HIGHLIGHTS for s in tour.steps)
+
+
+def test_a_broken_step_is_left_out_and_named_the_others_kept(tmp_path):
+    doc = json.loads(tour_path().read_text(encoding="utf-8"))
+    doc["steps"][1]["highlight"] = "__class__.__init__.__globals__"
+    p = tmp_path / "tour.json"
+    p.write_text(json.dumps(doc))
+    tour = read_tour(p)
+    assert len(tour.steps) == len(doc["steps"]) - 1 and doc["steps"][1]["id"] not in [s.id for s in tour.steps]
+    assert tour.problems == [f"{p}: steps[1].highlight: not a widget the tour can point at (known: "
+                             f"{', '.join(HIGHLIGHTS)}), got '__class__.__init__.__globals__'"]
 
 
 def test_a_typo_in_an_equation_is_one_clear_error(qapp):

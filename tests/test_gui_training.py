@@ -161,7 +161,7 @@ def _request(**config) -> RunRequest:
 
 @pytest.mark.parametrize("steps", [0, -5])
 def test_non_positive_steps_are_refused(steps, make_panel):
-    with pytest.raises(ValueError, match=r"^Steps \(steps\): must be a positive whole number"):
+    with pytest.raises(ValueError, match=r"^Steps \(steps\): must be a whole number in 1\.\."):
         check_request(_request(steps=steps))
     panel = make_panel()
     spin = panel.form.steps_spin
@@ -170,7 +170,7 @@ def test_non_positive_steps_are_refused(steps, make_panel):
 
 
 @pytest.mark.parametrize("field, value, expected", [
-    ("lr", "5", r"Learning rate \(lr\): must be in \(0, 1\), got 5"),
+    ("lr", "5", r"Learning rate \(lr\): must be a number in \(0, 1\), got 5"),
     ("lr", "fast", r"Learning rate \(lr\): 'fast' is not a number"),
     ("size", 30, r"Image size \(image_size\): 30 is not divisible by 4"),
 ])

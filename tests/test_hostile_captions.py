@@ -100,3 +100,28 @@ def test_train_text_keeps_linked_secrets_out_of_the_checkpoint_and_escapes_what_
 ])
 def test_terminal_safe_escapes_controls_and_bidi(raw, shown):
     assert terminal_safe(raw) == shown
+
+
+def test_a_metadata_line_nested_deep_or_not_utf8_costs_that_line_only(tmp_path):
+    pics = tmp_path / "pics"
+    _pictures(pics, 3)
+    lines = [b'{"file_name": "0.png", "text": "a red square"}', b"[" * 100_000,
+             b'{"file_name": "1.png", "text": "bad \xff byte"}', b'{"file_name": "2.png", "text": "a blue circle"}']
+    (pics / "metadata.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    captions, problems = folder_captions(pics, ["0.png", "1.png", "2.png"])
+    assert captions == ["a red square", "", "a blue circle"]
+    assert any("metadata.jsonl line 2: nested too deeply" in p for p in problems), problems
+    assert any("metadata.jsonl line 3: not UTF-8 text" in p for p in problems), problems
+
+
+def test_a_text_run_with_no_usable_caption_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    pics = tmp_path / "pics"
+    _pictures(pics, 4)
+    (pics / "metadata.jsonl").write_bytes(b"\xff\xfe not a caption file\n")
+    monkeypatch.setattr(text, "DEFAULT_ENCODER", StubEncoder.name)
+    code = cli.main(["train", "--data", str(pics), "--size", "8", "--model", "tiny", "--text", "--steps", "2",
+                     "--batch", "4", "--device", "cpu", "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "argument --text: pics: no usable caption for any of its 4 images" in err[0]
+    assert not (tmp_path / "run" / "checkpoint.json").exists()

@@ -88,6 +88,17 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def limited(name: str) -> Callable[[str], float]:
+    """The argument type of training setting ``name``, with the one range core/limits.py gives it (the range the
+    checkpoint manifest checks too, so no run starts with a value its own checkpoint would refuse)."""
+    from ..core.limits import FLOAT_LIMITS, INT_LIMITS
+
+    if name in INT_LIMITS:
+        return int_in(*INT_LIMITS[name])
+    lo, hi, lo_open, hi_open = FLOAT_LIMITS[name]
+    return float_in(lo, hi, lo_open, hi_open)
+
+
 def px_list(text: str) -> tuple[int, ...]:
     """'8,4' → (8, 4): distinct positive whole numbers, largest first."""
     one = int_at_least(1)

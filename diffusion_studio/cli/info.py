@@ -56,7 +56,8 @@ def cmd_info(args) -> int:
         classes += f" ({', '.join(map(str, names[:12]))}{', ...' if len(names) > 12 else ''})"
     lines.append(f"checkpoint {ckpt.path}")
     points = len(mc.shape) == 1
-    shape = f"a 2-D model (points in {mc.shape[0]}-D, the geometry lab)" if points else "x".join(map(str, mc.shape))
+    shape = (f"a 2-D model (points in {mc.shape[0]}-D, the geometry lab)" if points
+             else f"{mc.image_size}x{mc.image_size}x{mc.in_channels}")
     lines.append(f"model      {mc.preset or 'custom'}: {params:,} parameters, {shape}{classes}")
     lines.append(f"schedule   {ckpt.schedule.describe()}")
     from ..core.io.space import space_label

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.limits import MAX_GUIDANCE
 from .common import (
     NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, THREADS, THREADS_HELP, CliError, Lines, UsageError, add_command,
-    check_device, echo, fmt_duration, make_bar, out_folder, plural, set_threads, wants_bar,
+    check_device, echo, float_in, fmt_duration, make_bar, out_folder, plural, set_threads, wants_bar,
 )
 
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpm++2m", "unipc", "euler_a")  # core/diffusion/samplers.py's
@@ -69,7 +70,7 @@ def add_sample_parser(sub, common) -> None:
                    help='what to draw, for a model trained with --text, e.g. "a red star" (try builtin:shapes)')
     p.add_argument("--negative-prompt", metavar="TEXT",
                    help="what to steer away from: replaces ∅ in the guidance (with --prompt)")
-    p.add_argument("--guidance", type=NON_NEGATIVE_FLOAT, metavar="W",
+    p.add_argument("--guidance", type=float_in(0.0, MAX_GUIDANCE, lo_open=False, hi_open=False), metavar="W",
                    help=f"classifier-free guidance weight w in ε_∅ + w(ε_y − ε_∅), with --label or --prompt; "
                         f"0 = unconditional, 1 = conditional only (default: {D['guidance']:g} with --label, "
                         f"{TEXT_GUIDANCE:g} with --prompt)")

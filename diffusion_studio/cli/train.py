@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 from .. import __version__
 from .common import (
-    NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS, THREADS_HELP,
-    UNIT_HALF_OPEN, UNIT_OPEN, CliError, Lines, Stopped, add_command, echo, fmt_duration, int_at_least, make_bar,
-    out_folder, plural, px_list, say, set_threads, wants_bar,
+    POSITIVE, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS, THREADS_HELP, UNIT_OPEN, CliError, Lines, Stopped,
+    add_command, echo, fmt_duration, int_at_least, limited, make_bar, out_folder, plural, px_list, say, set_threads,
+    wants_bar,
 )
 from .latent_setup import add_latent_option
 from .train_dist import REPEAT_S, add_dist_options, current_dist, distributed_run, launch_if_asked
@@ -67,7 +67,7 @@ def add_train_parser(sub, common) -> None:
                    help="with --text: the resolutions, in px of the grid the UNet denoises (the latent's for a "
                         "latent model), whose blocks cross-attend to the caption's tokens; the bottleneck always "
                         "does (default: half and a quarter of the grid)")
-    g.add_argument("--p-uncond", type=UNIT_HALF_OPEN, metavar="P",
+    g.add_argument("--p-uncond", type=limited("p_uncond"), metavar="P",
                    help="probability of dropping a caption/label to the null condition ∅ in training, which "
                         "classifier-free guidance needs (default: 0.1)")
     g.add_argument("--schedule", choices=SCHEDULE_KINDS, metavar="KIND",
@@ -80,18 +80,18 @@ def add_train_parser(sub, common) -> None:
 
     g = p.add_argument_group("optimisation")
     length = g.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=POSITIVE, metavar="N",
+    length.add_argument("--steps", type=limited("steps"), metavar="N",
                         help="total optimisation steps of the run, counting earlier ones when resuming "
                              f"(default: a time budget of {D['minutes']:g} minutes)")
-    length.add_argument("--minutes", type=POSITIVE_FLOAT, metavar="M",
+    length.add_argument("--minutes", type=limited("minutes"), metavar="M",
                         help="train for M minutes of training time, the learning rate scheduled over them (with "
                              f"--resume: M more minutes) (default: {D['minutes']:g})")
-    g.add_argument("--batch", type=POSITIVE, metavar="N",
+    g.add_argument("--batch", type=limited("batch_size"), metavar="N",
                    help=f"batch size; with several processes the global batch, split evenly over them "
                         f"(default: {D['batch']}; {SMALL_IMAGES['batch']} for images of {SMALL_SIDE} px or less)")
-    g.add_argument("--lr", type=UNIT_OPEN, metavar="LR", help=f"AdamW learning rate (default: {D['lr']:g}; "
+    g.add_argument("--lr", type=limited("lr"), metavar="LR", help=f"AdamW learning rate (default: {D['lr']:g}; "
                    f"{SMALL_IMAGES['lr']:g} for images of {SMALL_SIDE} px or less)")
-    g.add_argument("--warmup", type=NON_NEGATIVE, metavar="N",
+    g.add_argument("--warmup", type=limited("warmup_steps"), metavar="N",
                    help=f"learning-rate warm-up steps (default: {D['warmup']})")
     g.add_argument("--lr-schedule", choices=("constant", "cosine"),
                    help=f"after warm-up: constant, or cosine decay to lr/10 at the last step or minute "
@@ -102,11 +102,11 @@ def add_train_parser(sub, common) -> None:
     g.add_argument("--loss-weighting", choices=("uniform", "min_snr"),
                    help="uniform: the seeds' L_simple; min_snr: Min-SNR-γ weights (Hang et al. 2023), which "
                         f"converge faster (default: {D['loss_weighting']})")
-    g.add_argument("--snr-gamma", type=POSITIVE_FLOAT, metavar="G",
+    g.add_argument("--snr-gamma", type=limited("snr_gamma"), metavar="G",
                    help=f"γ of Min-SNR-γ (default: {D['snr_gamma']:g})")
-    g.add_argument("--ema-decay", type=UNIT_HALF_OPEN, metavar="D",
+    g.add_argument("--ema-decay", type=limited("ema_decay"), metavar="D",
                    help=f"decay of the weights' moving average used for sampling (default: {D['ema_decay']})")
-    g.add_argument("--seed", type=NON_NEGATIVE, metavar="S", help=f"random seed (default: {D['seed']})")
+    g.add_argument("--seed", type=limited("seed"), metavar="S", help=f"random seed (default: {D['seed']})")
     g.add_argument("--device", metavar="DEV", help=f"auto, cpu, cuda, cuda:N or mps (default: {D['device']})")
     g.add_argument("--threads", type=THREADS, metavar="N", help=THREADS_HELP)
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"),
@@ -117,12 +117,12 @@ def add_train_parser(sub, common) -> None:
                         f"measurement is cached) (default: {D['layout']})")
 
     g = p.add_argument_group("logging")
-    g.add_argument("--log-every", type=POSITIVE, metavar="N",
+    g.add_argument("--log-every", type=limited("log_every"), metavar="N",
                    help=f"write a metrics.jsonl line every N steps (loss = mean since the last line) "
                         f"(default: {D['log_every']})")
-    g.add_argument("--checkpoint-every", type=NON_NEGATIVE, metavar="N",
+    g.add_argument("--checkpoint-every", type=limited("checkpoint_every"), metavar="N",
                    help=f"save a checkpoint every N steps, 0 = only at the end (default: {D['checkpoint_every']})")
-    g.add_argument("--preview-every", type=NON_NEGATIVE, metavar="N",
+    g.add_argument("--preview-every", type=limited("preview_every"), metavar="N",
                    help="save a grid of EMA samples as RUN_DIR/previews/step-NNNNNNN.png every N steps, 0 = never "
                         f"(default: {D['preview_every']})")
     add_dist_options(p)
@@ -240,7 +240,7 @@ def _describe_training(trainer, out: Path, start: int) -> None:
 
     mc, cfg = trainer.model.config, trainer.config
     classes = f", {mc.num_classes} classes" if mc.num_classes else ""
-    shape = "x".join(map(str, mc.shape)) if len(mc.shape) != 1 else f"points in {mc.shape[0]}-D"
+    shape = f"{mc.image_size}x{mc.image_size}x{mc.in_channels}" if len(mc.shape) != 1 else f"points in {mc.shape[0]}-D"
     echo(f"model     {mc.preset or 'custom'}: {count_parameters(trainer.model):,} parameters, {shape}{classes}")
     echo(f"schedule  {trainer.schedule.describe()}")
     from ..core.diffusion import objective

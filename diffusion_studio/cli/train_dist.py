@@ -34,19 +34,49 @@ def add_dist_options(p) -> None:
                         "torch.distributed's elastic launcher, as 'torchrun --standalone --nproc-per-node N' does")
     g.add_argument("--dist-timeout", type=POSITIVE_FLOAT, metavar="S",
                    help="seconds a process waits for the others before the run stops with an error (default: 300)")
+    g.add_argument("--dist-join-timeout", type=POSITIVE_FLOAT, metavar="S",
+                   help="seconds the processes may take to first meet at MASTER_ADDR:MASTER_PORT before the run "
+                        "stops with an error; raise it for processes started by hand at different times "
+                        "(default: 3; torchrun's processes meet at once)")
+
+
+def check_environment():
+    """torchrun's variables checked before anything joins or launches: None for one process, else what they say;
+    a wrong one is a usage error naming the variable."""
+    from ..core.train.distributed import read_environment
+
+    try:
+        return read_environment()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_nproc(n: int, device: str | None) -> None:
+    import torch
+
+    from ..core.train.distributed import MAX_WORLD_SIZE
+
+    wants_cuda = (device or "auto").startswith("cuda") or ((device or "auto") == "auto" and torch.cuda.is_available())
+    if wants_cuda and torch.cuda.is_available():
+        have, what = torch.cuda.device_count(), "GPU(s), one process each"
+    else:
+        have, what = os.cpu_count() or 1, "CPU core(s), one gloo process each"
+    if n > min(have, MAX_WORLD_SIZE):
+        raise UsageError(f"argument --nproc: {n} processes, but this machine has {have} {what}; use at most "
+                         f"{min(have, MAX_WORLD_SIZE)}")
 
 
 def launch_if_asked(args) -> int | None:
     """With --nproc N > 1 (and not already under torchrun): run the N processes and return the exit code."""
-    from ..core.train.distributed import launched_by_torchrun
-
+    env = check_environment()
     n = getattr(args, "nproc", None)
     if n is None:
         return None
-    if launched_by_torchrun():
+    if env is not None:  # torchrun's variables are set
         raise UsageError("argument --nproc: this process was already started by torchrun; drop --nproc")
     if n == 1:
         return None
+    _check_nproc(n, getattr(args, "device", None))
     _check_batch(getattr(args, "batch", None), n, "--nproc")
     return _launch(n, _without_nproc(args.argv))
 
@@ -131,8 +161,10 @@ def distributed_run(args) -> Iterator:
     ranks quiet on stdout, and turns a failed collective into one line."""
     from ..core.train import distributed
 
+    check_environment()
     try:
-        ctx = distributed.init(getattr(args, "device", None) or "auto", getattr(args, "dist_timeout", None))
+        ctx = distributed.init(getattr(args, "device", None) or "auto", getattr(args, "dist_timeout", None),
+                               getattr(args, "dist_join_timeout", None))
     except distributed.DistributedError as e:
         raise CliError(str(e)) from None
     if ctx.active:

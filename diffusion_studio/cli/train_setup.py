@@ -150,6 +150,18 @@ def _check_batch(batch: int, ds, explicit: bool = True) -> int:
     return batch
 
 
+def _check_memory(model_config, batch: int, device) -> None:
+    """Refuse a size × batch × model that cannot fit in this machine's memory before any data is loaded."""
+    from ..core.runtime.memory import check_training_fits
+
+    try:
+        check_training_fits(model_config, batch, device)
+    except ValueError as e:
+        field, _, reason = str(e).partition(": ")
+        flag = "--batch" if field == "batch_size" else "--size"
+        raise UsageError(f"argument {flag}: {reason}") from None
+
+
 def _validate_config(cfg) -> None:
     try:
         cfg.validate()
@@ -218,7 +230,11 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     if cfg.text and cfg.class_conditional:
         raise UsageError("argument --text: not with --class-conditional (a caption already says the class)")
     _validate_config(cfg)
-    check_device(cfg.device, cfg.precision)
+    device, _ = check_device(cfg.device, cfg.precision)
+    from ..data.specs import natural_channels
+
+    channels = args.channels or natural_channels(args.data)
+    _check_memory(preset_config(preset, *runs.unet_shape(space, size, channels)), cfg.batch_size, device)
 
     ds = _load_data(args.data, size, args.channels, wants_bar(args))
     _describe_data(ds)
@@ -236,6 +252,7 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
     if cfg.text:
         model_config = text_model_config(model_config, args.cross_attn)
     model_config.prediction = _pick(args.prediction, "prediction")
+    _check_memory(model_config, cfg.batch_size, device)
 
     if args.overwrite and out.is_dir():
         _clear_run(out)

@@ -159,8 +159,25 @@ def photos(size: int = 64, channels: int = 3) -> ImageDataset:
     )
 
 
+_COUNTS = {"digits": 1797, "shapes": 2000, "photos": 16}  # at most this many images each (photos: fewer)
+
+
+def _check_fits(name: str, size: int, channels: int | None) -> None:
+    """Refuse a size whose images could not fit in this machine's memory, before drawing or resizing any."""
+    from ..core.runtime.memory import check_data_fits
+
+    if name not in _COUNTS:
+        return
+    natural = 1 if name == "digits" else 3
+    try:
+        check_data_fits(_COUNTS[name], channels or natural, size, f"builtin:{name}")
+    except ValueError as e:
+        raise DataError(None, str(e).split(": ", 1)[1], name="size") from None
+
+
 def load_builtin(name: str, size: int, channels: int | None = None) -> ImageDataset:
     """Dispatch builtin:NAME; channels=None keeps the natural count (digits 1, others 3)."""
+    _check_fits(name, size, channels)
     if name == "digits":
         return digits(size, channels or 1)
     if name == "shapes":

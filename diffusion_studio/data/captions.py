@@ -31,9 +31,9 @@ def digit_captions(labels, seed: int = 0) -> list[str]:
 
 
 # ---- folders ---------------------------------------------------------------------------------------------------------
-def _read_text(path: Path, limit: int, root: Path) -> str:
-    """The text of a caption file: a regular file inside ``root`` (a symbolic link may point elsewhere inside it,
-    never out of it), at most ``limit`` bytes, UTF-8."""
+def _read_bytes(path: Path, limit: int, root: Path) -> bytes:
+    """The bytes of a caption file: a regular file inside ``root`` (a symbolic link may point elsewhere inside it,
+    never out of it), at most ``limit`` bytes."""
     from ..core.io.safeio import read_regular
 
     try:
@@ -42,11 +42,29 @@ def _read_text(path: Path, limit: int, root: Path) -> str:
         raise DataError(path, f"cannot read ({e})") from None
     if os.path.commonpath([real, top]) != top:
         raise DataError(path, "a symbolic link that leads out of the data folder; not read")
-    raw = read_regular(path, limit, error=DataError, what="caption file")
+    return read_regular(path, limit, error=DataError, what="caption file")
+
+
+def _read_text(path: Path, limit: int, root: Path) -> str:
+    """A sidecar's whole text, UTF-8."""
+    raw = _read_bytes(path, limit, root)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(path, f"not UTF-8 text (byte {e.start})") from None
+
+
+def _lines(raw: bytes, name: str, problems: list[str]) -> list[tuple[int, str]]:
+    """(line number, text) of every line; a line that is not UTF-8 becomes "" (skipped as blank), with one problem line
+    saying so."""
+    out = []
+    for n, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        try:
+            out.append((n, line.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            problems.append(f"{name} line {n}: not UTF-8 text (byte {e.start}); the line is skipped")
+            out.append((n, ""))
+    return out
 
 
 def _caption(value, where: str) -> str:
@@ -63,11 +81,12 @@ def _metadata_rows(path: Path, root: Path) -> tuple[list[tuple[str, str, str]], 
     problems: list[str] = []
     rows: list[tuple[str, str, str]] = []
     try:
-        text = _read_text(path, MAX_CAPTION_FILE, root)
+        raw = _read_bytes(path, MAX_CAPTION_FILE, root)
     except DataError as e:
         return rows, [str(e)]
+    lines = _lines(raw, path.name, problems)  # a bad byte costs its line, not the file
     if path.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), start=1):
+        for n, line in lines:
             if not line.strip():
                 continue
             where = f"{path.name} line {n}"
@@ -75,6 +94,9 @@ def _metadata_rows(path: Path, root: Path) -> tuple[list[tuple[str, str, str]], 
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 problems.append(f"{where}: not JSON ({e.msg})")
+                continue
+            except RecursionError:
+                problems.append(f"{where}: nested too deeply to be a caption row")
                 continue
             if not isinstance(obj, dict) or "file_name" not in obj:
                 problems.append(f"{where}: no \"file_name\"")
@@ -88,7 +110,7 @@ def _metadata_rows(path: Path, root: Path) -> tuple[list[tuple[str, str, str]], 
             except ValueError as e:
                 problems.append(str(e))
         return rows, problems
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO("\n".join(line for _, line in lines)))
     fields = reader.fieldnames or []
     col = "text" if "text" in fields else "caption" if "caption" in fields else None
     if "file_name" not in fields or col is None:
@@ -168,7 +190,12 @@ def attach_captions(ds) -> list[str]:
         ds.captions = digit_captions(ds.labels.tolist())
         return []
     if ds.sources and ds.report is not None:  # a folder (load_folder records the files it loaded)
-        ds.captions, problems = folder_captions(Path(spec).expanduser(), ds.sources)
+        captions, problems = folder_captions(Path(spec).expanduser(), ds.sources)
+        if not any(captions):
+            first = f"; the first: {problems[0]}" if problems else ""
+            raise DataError(None, f"no usable caption for any of its {len(captions):,} images "
+                                  f"({len(problems):,} caption problems{first})", name=ds.name or spec)
+        ds.captions = captions
         return problems
     if ds.labels is not None and ds.class_names:
         ds.captions = [f"a {ds.class_names[int(k)]}" for k in ds.labels]

@@ -208,6 +208,7 @@ def iter_load_folder(
         if count % _COUNT_CANCEL_EVERY == 0 and cancel is not None and cancel():
             raise LoadCancelled(root, "cancelled before any image was loaded")
     total = count if limit is None else min(count, limit)
+    _check_fits(root, total, channels, size)
 
     report = LoadReport()
     arrays: list[np.ndarray] = []
@@ -270,6 +271,18 @@ def iter_load_folder(
         report=report,
         sources=sources,
     )
+
+
+def _check_fits(root: Path, n: int, channels: int, size: int) -> None:
+    """Refuse before loading when the folder's images at this size could not fit in memory (held twice while
+    stacked)."""
+    from ..core.runtime.memory import check_data_fits
+
+    try:
+        check_data_fits(2 * n, channels, size, f"{n:,} images at")
+    except ValueError as e:
+        raise DataError(root, f"{n:,} images at {size}×{size} would not fit in memory "
+                              f"({str(e).split('; ', 1)[-1]})") from None
 
 
 def load_folder(

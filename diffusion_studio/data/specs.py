@@ -105,6 +105,12 @@ def load_dataset(
     return ImageDataset(u8, name=path.name, spec=text, sources=[path.name])
 
 
+def natural_channels(spec: object) -> int:
+    """The channel count a spec loads with when none is asked for: 1 for digits and MNIST-format data, else 3."""
+    key = str(spec).strip().lower()
+    return 1 if key == "builtin:digits" or key.startswith("mnist:") else 3
+
+
 def is_points_spec(spec: object) -> bool:
     """True for a 2-D data source: toy:NAME or a .csv file."""
     text = str(spec).strip()

@@ -24,6 +24,8 @@ from ..core.train.config import TrainConfig
 from ..core.train.recipe import natural_size
 from ..core.nets.unet import UNet, count_parameters, preset_config
 from ..core.train.runlog import MetricsLog
+from ..core.runtime.memory import check_training_fits
+from ..data.specs import natural_channels
 from .session import RunNote, first_preview, fit_batch
 
 RUNS_ENV = "DIFFUSION_STUDIO_RUNS"
@@ -143,12 +145,6 @@ class RunHandle:
 
 
 # ---- checks on the GUI thread (cheap: no data, no network) ------------------------------------------------------
-def natural_channels(spec: str) -> int:
-    """The channel count load_dataset gives a spec when not told: 1 for digits and MNIST, 3 otherwise."""
-    s = str(spec).strip().lower()
-    return 1 if s in ("builtin:digits",) or s.startswith("mnist:") else 3
-
-
 def default_image_size(spec: str | None) -> int:
     return natural_size(spec)
 
@@ -165,11 +161,14 @@ def check_request(req: RunRequest) -> None:
     try:
         if not req.dataset_spec or not str(req.dataset_spec).strip():
             raise ValueError("dataset: choose a dataset (a built-in, a folder, or the Images panel's selection)")
-        if req.resume is None:
-            preset_config(req.preset, int(req.image_size), natural_channels(req.dataset_spec)).validate()
         req.config.validate()
         device = resolve_device(req.config.device)
         resolve_precision(req.config.precision, device)
+        if req.resume is None:
+            config = preset_config(req.preset, int(req.image_size), natural_channels(req.dataset_spec))
+            config.validate()
+            if getattr(req, "autoencoder", None) is None:  # a latent run's network is smaller: checked as it starts
+                check_training_fits(config, req.config.batch_size, device)
         if req.config.preview_every < 0:
             raise ValueError(f"preview_every: must be 0 (off) or positive, got {req.config.preview_every}")
         if req.fid_every < 0:

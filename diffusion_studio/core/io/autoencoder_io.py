@@ -14,7 +14,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
 from ..nets.autoencoder import Autoencoder, AutoencoderConfig
-from .checkpoint import FORMAT, PICKLE_SUFFIXES, save_checkpoint
+from .checkpoint import FORMAT, PICKLE_SUFFIXES, read_header, save_checkpoint
+from .manifest import Float, Int, ListOf, Obj, check, parameter_count
 from ..errors import CheckpointError
 
 AE_MANIFEST = "autoencoder.json"
@@ -22,6 +23,19 @@ KIND = "autoencoder"
 GROUP = "autoencoder"
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 1 << 30
+# Four times Stable Diffusion's VAE (84M); 800 MB of float32. The widths below alone would allow billions.
+MAX_PARAMETERS = 200_000_000
+# Every AutoencoderConfig field, by type and range (the UNet manifest's limits where they overlap: image_size,
+# base_channels, channel multipliers, groups); factor, channels and divisibility are then AutoencoderConfig.validate's.
+CONFIG_FIELDS = {
+    "image_size": Int(2, 2048), "image_channels": Int(1, 3), "factor": Int(2, 8), "latent_channels": Int(1, 64),
+    "base_channels": Int(1, 1024), "channel_mults": ListOf(Int(1, 16), 3), "num_res_blocks": Int(0, 16),
+    "groups": Int(1, 1024),
+}
+CONFIG_SPEC = Obj(CONFIG_FIELDS)
+SCALE_SPEC = Float(0.0, 1e6, lo_open=True)
+WEIGHT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+_DTYPE_NAMES = {v: k for k, v in WEIGHT_DTYPES.items()}
 
 
 @dataclass
@@ -117,32 +131,74 @@ def _parse_meta(raw: bytes, where: Path) -> dict[str, Any]:
 
 
 def check_config_and_scale(section: Any, scale: Any, where: Path, field: str = "autoencoder"):
-    """The stored config and scale factor, or a one-line CheckpointError naming the bad field."""
+    """The stored config and scale factor, or a one-line CheckpointError naming the bad field: every field by type and
+    range, then the network's size counted on the meta device (nothing allocated)."""
+    fail = lambda reason: CheckpointError(where, reason)  # noqa: E731
+    check(section, CONFIG_SPEC, field, fail)
     try:
         config = AutoencoderConfig.from_dict(section)
     except (TypeError, ValueError) as e:
         raise CheckpointError(where, f"{field}: {e}") from None
+    n = parameter_count(expected_shapes(config))
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(where, f"{field}: this config has {n:,} parameters, more than the {MAX_PARAMETERS:,} an "
+                                     f"autoencoder may have (base_channels {config.base_channels}, channel_mults "
+                                     f"{list(config.mults)}, num_res_blocks {config.num_res_blocks})")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise CheckpointError(where, f"scale_factor: must be a positive number, got {scale!r}"[:200])
+    check(scale, SCALE_SPEC, "scale_factor", fail)
     return config, float(scale)
 
 
-def build_autoencoder(config: AutoencoderConfig, state: dict[str, torch.Tensor], where: Path) -> Autoencoder:
-    """The network with ``state`` loaded after checking names, shapes and finiteness (CheckpointError otherwise)."""
-    model = Autoencoder(config)
-    expected = model.state_dict()
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+def expected_shapes(config: AutoencoderConfig) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes of the autoencoder ``config`` describes, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = Autoencoder(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_weights(config: AutoencoderConfig, found: dict[str, tuple[tuple[int, ...], str]], where: Path) -> None:
+    """Names, shapes and dtypes (name → (shape, safetensors dtype)) against the config, before any weight is read."""
+    expected = expected_shapes(config)
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or extra:
-        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-        raise CheckpointError(where, f"autoencoder weights do not match its config ({what})")
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0][:80]}"
+        raise CheckpointError(where, f"autoencoder weights do not match its config ({what}; {len(missing)} missing, "
+                                     f"{len(extra)} unexpected)")
+    for k, (shape, dtype) in found.items():
+        if tuple(shape) != expected[k]:
+            raise CheckpointError(where, f"autoencoder weight {k} has shape {tuple(shape)}, its config needs "
+                                         f"{expected[k]}")
+        if dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(where, f"autoencoder weight {k} is {dtype}; only float16, bfloat16 and float32 "
+                                         f"weights are accepted")
+
+
+def build_autoencoder(config: AutoencoderConfig, state: dict[str, torch.Tensor], where: Path) -> Autoencoder:
+    """The network with ``state`` loaded after checking names, shapes, dtypes (on the meta device, before anything is
+    allocated) and finiteness; CheckpointError otherwise."""
+    check_weights(config, {k: (tuple(v.shape), _DTYPE_NAMES.get(v.dtype, str(v.dtype).replace("torch.", "")))
+                           for k, v in state.items()}, where)
     for k, v in state.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise CheckpointError(where, f"autoencoder weight {k} has shape {tuple(v.shape)}, its config needs "
-                                         f"{tuple(expected[k].shape)}")
         if not torch.isfinite(v).all():
             raise CheckpointError(where, f"autoencoder weight {k} holds NaN or Inf values")
+    model = Autoencoder(config)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval().requires_grad_(False)
+
+
+def _read_weights(wpath: Path, config: AutoencoderConfig) -> bytes:
+    """The weights file's bytes, once its header (checked against the file's real size) fits ``config``."""
+    from .safeio import open_regular
+
+    with open_regular(wpath, MAX_WEIGHTS_BYTES, CheckpointError, "weights file") as f:
+        header, _ = read_header(f, wpath)
+        prefix = f"{GROUP}."
+        found = {k[len(prefix):]: (tuple(v["shape"]), v["dtype"]) for k, v in header.items()
+                 if k != "__metadata__" and k.startswith(prefix)}
+        check_weights(config, found, wpath)
+        f.seek(0)
+        return f.read()
 
 
 def load_autoencoder(spec: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedAutoencoder:
@@ -159,7 +215,7 @@ def load_autoencoder(spec: str | os.PathLike, device: str | torch.device = "cpu"
     wpath = mpath.parent / weights
     if not wpath.exists():
         raise CheckpointError(wpath, "the weights file named by the manifest is missing")
-    blob = _read(wpath, MAX_WEIGHTS_BYTES, "weights file")
+    blob = _read_weights(wpath, config)
     if isinstance(meta.get("sha256"), str) and hashlib.sha256(blob).hexdigest() != meta["sha256"]:
         raise CheckpointError(wpath, "the weights file is truncated or corrupted (SHA-256 does not match the manifest)")
     try:

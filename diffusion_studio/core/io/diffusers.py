@@ -14,7 +14,10 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, FORMAT_VERSION, Checkpoint
+from .checkpoint import FORMAT, FORMAT_VERSION, Checkpoint, read_header
+from .manifest import (
+    MAX_PARAMETERS, MODEL_FIELDS, Bad, Bool, Float, Int, ListOf, Optional, PlainJSON, Spec, Str, check, dataclass_spec,
+)
 from ..errors import CheckpointError
 from ..diffusion.schedule import NoiseSchedule
 from ..nets.unet import UNet, UNetConfig
@@ -49,6 +52,63 @@ SCHEDULER_DEFAULTS: dict[str, Any] = dict(
     thresholding=False, rescale_betas_zero_snr=False,
 )
 VARIANCES = {"fixed_small": "beta_tilde", "fixed_large": "beta"}
+# At most 128 x 128 positions may attend to each other: the score matrix of one head and image is then 1 GiB
+# (float32); every published google/ddpm-* UNet attends at 16 x 16.
+MAX_ATTENTION_SIDE = 128
+WEIGHT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+_IMAGE_SIZE = (MODEL_FIELDS["image_size"].lo, MODEL_FIELDS["image_size"].hi)
+
+
+class _Side(Spec):
+    """sample_size: one side in pixels, or [side, side] (the manifest's image_size range)."""
+
+    def check(self, value, name):
+        side = Int(*_IMAGE_SIZE)
+        if isinstance(value, list):
+            ListOf(side, 2, 2).check(value, name)
+            if value[0] != value[1]:
+                raise Bad(f"{name}: needs one square side in pixels, got {value!r}")
+        else:
+            side.check(value, name)
+
+
+STR = Str(64)
+# every UNet2DModel key the converter reads, by type and range (our manifest's limits where they meet: model.*)
+UNET_FIELDS: dict[str, Spec] = {
+    "sample_size": _Side(), "in_channels": Int(1, 64), "out_channels": Int(1, 64), "center_input_sample": Bool(),
+    "time_embedding_type": STR, "time_embedding_dim": Optional(Int(1, 1 << 16)), "freq_shift": Float(-1e6, 1e6),
+    "flip_sin_to_cos": Bool(), "down_block_types": ListOf(STR, 8, 1), "mid_block_type": Optional(STR),
+    "up_block_types": ListOf(STR, 8, 1), "block_out_channels": ListOf(Int(1, 4096), 8, 1),
+    "layers_per_block": Int(1, 16), "mid_block_scale_factor": Float(-1e6, 1e6), "downsample_padding": Int(0, 1),
+    "downsample_type": Optional(STR), "upsample_type": Optional(STR), "dropout": Float(0, 1, hi_open=True),
+    "act_fn": STR, "attention_head_dim": Optional(Int(1, 4096)), "norm_num_groups": Int(1, 1024),
+    "attn_norm_num_groups": Optional(Int(1, 1024)), "norm_eps": Float(0, 1, lo_open=True),
+    "resnet_time_scale_shift": STR, "add_attention": Bool(), "class_embed_type": Optional(STR),
+    "num_class_embeds": Optional(Int(0, 100_000)), "num_train_timesteps": Optional(Int(1, 10**6)),
+}
+SCHEDULER_FIELDS: dict[str, Spec] = {
+    "num_train_timesteps": Int(2, 100_000), "beta_start": Float(0, 1), "beta_end": Float(0, 1),
+    "beta_schedule": STR, "trained_betas": Optional(ListOf(Float(0, 1), 100_000)), "variance_type": Optional(STR),
+    "clip_sample": Bool(), "clip_sample_range": Float(0, 1e6), "prediction_type": STR, "thresholding": Bool(),
+    "rescale_betas_zero_snr": Bool(), "dynamic_thresholding_ratio": Float(), "sample_max_value": Float(),
+    "steps_offset": Int(0, 100_000), "timestep_spacing": STR, "set_alpha_to_one": Bool(),
+}
+# our UNetConfig field → the diffusers key it comes from (for a message naming the key the user can edit)
+FROM_KEYS = {"image_size": "sample_size", "in_channels": "in_channels", "base_channels": "block_out_channels",
+             "channel_mults": "block_out_channels", "num_res_blocks": "layers_per_block",
+             "attn_resolutions": "down_block_types", "dropout": "dropout", "num_heads": "attention_head_dim",
+             "groups": "norm_num_groups", "norm_eps": "norm_eps", "time_sin_first": "flip_sin_to_cos",
+             "time_freq_shift": "freq_shift", "downsample_padding": "downsample_padding"}
+
+
+def _check_fields(c: dict[str, Any], fields: dict[str, Spec], where: Path, unknown: Spec | None) -> None:
+    """Every key of a config by its spec (``unknown`` for keys the table does not list); keys starting with "_" are
+    diffusers' own bookkeeping and need only be plain JSON."""
+    fail = lambda reason: CheckpointError(where, reason)  # noqa: E731
+    for key, value in c.items():
+        spec = PlainJSON() if key.startswith("_") else fields.get(key, unknown)
+        if spec is not None:
+            check(value, spec, key, fail)
 
 
 def diffusers_folder(path: str | Path) -> Path | None:
@@ -90,6 +150,7 @@ def unet_config(c: dict[str, Any], where: Path) -> UNetConfig:
     unknown = sorted(k for k, v in c.items() if not k.startswith("_") and k not in UNET_DEFAULTS and v is not None)
     if unknown:
         raise bad(unknown[0], "is not a UNet2DModel setting this version understands")
+    _check_fields({k: v for k, v in c.items() if k in UNET_FIELDS}, UNET_FIELDS, where, None)
     c = {**UNET_DEFAULTS, **{k: v for k, v in c.items() if not k.startswith("_")}}
     for key, want in UNET_FIXED.items():
         if c[key] != want:
@@ -108,6 +169,11 @@ def unet_config(c: dict[str, Any], where: Path) -> UNetConfig:
         raise bad("block_out_channels", f"must be 1 to 8 channel counts in 1..4096, got {boc!r}")
     if any(v % boc[0] for v in boc):
         raise bad("block_out_channels", f"every width must be a multiple of the first, {boc[0]}, got {list(boc)}")
+    groups = c["norm_num_groups"]
+    width = next((v for v in boc if v % groups), None)
+    if width is not None:
+        raise bad("norm_num_groups", f"{groups} does not divide the block width {width} (block_out_channels "
+                                     f"{list(boc)})")
     down, up = list(c["down_block_types"]), list(c["up_block_types"])
     if len(down) != len(boc):
         raise bad("down_block_types", f"{len(down)} blocks for {len(boc)} block_out_channels")
@@ -118,6 +184,13 @@ def unet_config(c: dict[str, Any], where: Path) -> UNetConfig:
         if other is not None:
             raise bad(key, f"{other!r} is not supported (only {', '.join(known)})")
     attn_levels = [level for level, b in enumerate(down) if DOWN_TYPES[b]]
+    for level in [*attn_levels, len(boc) - 1]:  # the middle block attends at the last level's size
+        side = size // 2 ** level
+        if side > MAX_ATTENTION_SIDE:
+            key = "down_block_types" if level in attn_levels else "block_out_channels"
+            raise bad(key, f"attention over {side}x{side} positions (sample_size {size} at level {level}) needs a "
+                           f"{side * side:,}² score matrix; at most {MAX_ATTENTION_SIDE}x{MAX_ATTENTION_SIDE} "
+                           f"positions may attend")
     if [UP_TYPES[b] for b in reversed(up)] != [DOWN_TYPES[b] for b in down]:
         raise bad("up_block_types", "attention must sit at the same levels as in down_block_types")
     if c["time_embedding_dim"] not in (None, 4 * boc[0]):
@@ -160,6 +233,17 @@ def unet_config(c: dict[str, Any], where: Path) -> UNetConfig:
     except (TypeError, ValueError) as e:
         field = str(e).partition(":")[0]
         raise bad(names.get(field, field), str(e).partition(":")[2].strip() or str(e)) from None
+    # what `import` writes must pass our own manifest: the same limits, named by the diffusers key
+    try:
+        dataclass_spec(UNetConfig, MODEL_FIELDS).check(cfg.to_dict(), "model")
+    except Bad as e:
+        field, _, reason = str(e).partition(": ")
+        ours = field.partition(".")[2].partition("[")[0]
+        raise bad(FROM_KEYS.get(ours, ours), f"{reason} (as this project's {field})") from None
+    n = _count(cfg)
+    if n > MAX_PARAMETERS:
+        raise bad("block_out_channels", f"this UNet has {n:,} parameters, more than the {MAX_PARAMETERS:,} "
+                                        f"Diffusion Studio accepts")
     return cfg
 
 
@@ -171,6 +255,7 @@ def schedule_and_sampling(c: dict[str, Any], where: Path) -> tuple[NoiseSchedule
     cls = c.get("_class_name")
     if cls not in SCHEDULERS:
         raise bad("_class_name", f"{cls!r} is not supported (only {', '.join(SCHEDULERS)})")
+    _check_fields(c, SCHEDULER_FIELDS, where, PlainJSON())
     c = {**SCHEDULER_DEFAULTS, **{k: v for k, v in c.items() if not k.startswith("_")}}
     for key in ("thresholding", "rescale_betas_zero_snr"):
         if c[key]:
@@ -318,29 +403,47 @@ def _weights_file(unet_dir: Path) -> Path:
 
 
 def convert_weights(cfg: UNetConfig, path: Path) -> dict[str, torch.Tensor]:
-    """The UNet2DModel weights in ``path`` renamed and reshaped into this project's UNet (float32)."""
-    from safetensors import SafetensorError, safe_open
+    """The UNet2DModel weights in ``path`` renamed and reshaped into this project's UNet (float32).
 
+    The header is checked first against the file's real size (no tensor reaches past its end, none is left over),
+    the model (names and shapes) and the dtypes (float16, bfloat16, float32); only then is each tensor read, one at a
+    time, so memory follows the model, not what the file claims."""
     from .safeio import open_regular
 
-    with open_regular(path, MAX_WEIGHTS_BYTES, CheckpointError, "weights file"):
-        pass  # regular file, bounded size: safe_open may map it
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            plan = _plan(cfg, shapes, path)
-            state = {}
-            for name, parts in plan.items():
-                t = torch.cat([f.get_tensor(s).float() for s in parts])
-                state[name] = t.reshape(_target_shape(cfg, name, t))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        if isinstance(e, CheckpointError):
-            raise
-        raise CheckpointError(path, f"not a readable safetensors file ({str(e).splitlines()[0][:100]})") from None
+    with open_regular(path, MAX_WEIGHTS_BYTES, CheckpointError, "weights file") as f:
+        header, start = read_header(f, path)
+        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        plan = _plan(cfg, shapes, path)
+        for parts in plan.values():
+            for s in parts:
+                if header[s]["dtype"] not in WEIGHT_DTYPES:
+                    raise CheckpointError(path, f"weight {s} is {header[s]['dtype']}; only float16, bfloat16 and "
+                                                f"float32 weights are accepted")
+        state = {}
+        for name, parts in plan.items():
+            t = torch.cat([_read_tensor(f, start, header[s], s, path).float() for s in parts])
+            state[name] = t.reshape(_target_shape(cfg, name, t))
     bad = next((k for k, v in state.items() if not torch.isfinite(v).all()), None)
     if bad is not None:
         raise CheckpointError(path, f"weight {plan[bad][0]} holds NaN or Inf values")
     return state
+
+
+def _read_tensor(f, start: int, info: dict[str, Any], name: str, path: Path) -> torch.Tensor:
+    a, b = info["data_offsets"]  # read_header checked: b - a is exactly the shape's bytes, within the file
+    shape = tuple(int(d) for d in info["shape"])
+    dtype = WEIGHT_DTYPES[info["dtype"]]
+    if a == b:
+        return torch.empty(shape, dtype=dtype)
+    buf = bytearray(b - a)
+    try:
+        f.seek(start + a)
+        got = f.readinto(buf)
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read ({e.strerror or e})") from None
+    if got != len(buf):
+        raise CheckpointError(path, f"the weights file is truncated (tensor {name[:80]} ends past its end)")
+    return torch.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 def _target_shape(cfg: UNetConfig, name: str, t: torch.Tensor) -> tuple[int, ...]:

@@ -1,10 +1,10 @@
 """TrainConfig: the hyper-parameters of a run, stored in every checkpoint (a leaf: the manifest checks them)."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .. import limits
 from ..diffusion import objective
 
 
@@ -41,39 +41,23 @@ class TrainConfig:
     buckets: int = 10
 
     def validate(self) -> None:
+        """ValueError "field: why" for the first setting out of its range (core/limits.py: the ranges every entry
+        point and the checkpoint manifest share)."""
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"{name}: {why}")
 
         if self.steps is None and self.minutes is None:
             raise bad("steps", "give a number of steps or a time budget in minutes")
-        if self.steps is not None and (isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1):
-            raise bad("steps", f"must be a positive whole number, got {self.steps}")
-        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise bad("minutes", f"must be a positive number, got {self.minutes}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise bad("batch_size", f"must be a positive whole number, got {self.batch_size}")
-        if not (math.isfinite(self.lr) and 0 < self.lr < 1):
-            raise bad("lr", f"must be in (0, 1), got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise bad("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise bad("grad_clip", f"must be positive, got {self.grad_clip}")
-        if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise bad("warmup_steps" if self.warmup_steps < 0 else "weight_decay", "must not be negative")
-        if not 0 <= self.p_uncond <= 1:
-            raise bad("p_uncond", f"must be in [0, 1], got {self.p_uncond}")
+        for name in (*limits.INT_LIMITS, *limits.FLOAT_LIMITS):
+            value = getattr(self, name, None)
+            if value is None and name in ("steps", "minutes", "grad_clip"):
+                continue
+            why = limits.check(name, value)
+            if why is not None:
+                raise bad(name, why)
         if self.lr_schedule not in ("constant", "cosine"):
             raise bad("lr_schedule", f"must be constant or cosine, got {self.lr_schedule!r}")
         objective.check("eps", self.loss_weighting, self.snr_gamma)
-        if self.buckets < 1 or self.log_every < 1:
-            raise bad("buckets" if self.buckets < 1 else "log_every", "must be at least 1")
-        # Checked here, not when first used: a bad preview setting would otherwise fail only after training started.
-        for name in ("preview_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise bad(name, f"must not be negative (0 turns it off), got {getattr(self, name)}")
-        for name in ("preview_n", "preview_steps"):
-            if self.preview_every and getattr(self, name) < 1:
-                raise bad(name, f"must be at least 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,10 +10,14 @@ gradients, so N ranks × B/N images take the same step as one process with B ima
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import os
+import re
 import socket
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +27,74 @@ import torch
 from ..errors import DistributedError
 
 DEFAULT_TIMEOUT_S = 300.0  # how long a rank waits for the others in any collective before giving up with an error
+# How long the first contact may take: rank 0 waiting for every rank to reach its store, or a rank waiting for the
+# store to answer. torchrun's agent already holds the store and started every rank at once, so its ranks meet within
+# a second; a longer wait only delays the one-line error for leftover variables in a plain shell.
+JOIN_TIMEOUT_S = 3.0
+MAX_WORLD_SIZE = 4096  # more processes than any single run here could use: a typo or a leftover number
+_WHOLE = re.compile(r"[0-9]{1,10}")
+_JOINED = "diffusion-studio/joined"
+HINT = " (leftover torchrun variables? unset them to train in one process)"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """torchrun's variables, checked: this process is rank ``rank`` of ``world_size`` (``local_rank`` on its node)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str = ""
+    master_port: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"MASTER_ADDR:MASTER_PORT ({self.master_addr}:{self.master_port})"
+
+
+def _whole(env, name: str, lo: int, hi: int, why: str = "") -> int:
+    text = env[name].strip()
+    if not _WHOLE.fullmatch(text):
+        raise ValueError(f"environment variable {name} must be a whole number, got {env[name][:40]!r}{HINT}")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise ValueError(f"environment variable {name}={value} must be in {lo}..{hi}{why}{HINT}")
+    return value
+
+
+def read_environment(env=None) -> Environment | None:
+    """torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT, each checked; None
+    without RANK and WORLD_SIZE (one process). A ValueError names the first variable that is wrong."""
+    env = os.environ if env is None else env
+    present = [n for n in ("RANK", "WORLD_SIZE") if n in env]
+    if not present:
+        return None
+    if len(present) == 1:
+        other = "WORLD_SIZE" if present[0] == "RANK" else "RANK"
+        raise ValueError(f"environment variable {present[0]} is set ({env[present[0]][:40]!r}) but {other} is not; "
+                         f"torchrun sets both{HINT}")
+    world = _whole(env, "WORLD_SIZE", 1, MAX_WORLD_SIZE, " (the number of processes of the run)")
+    rank = _whole(env, "RANK", 0, world - 1, f" (ranks count from 0 to WORLD_SIZE - 1 = {world - 1})")
+    local_world = world
+    if "LOCAL_WORLD_SIZE" in env:
+        local_world = _whole(env, "LOCAL_WORLD_SIZE", 1, world, f" (at most WORLD_SIZE = {world})")
+    local_rank = 0
+    if "LOCAL_RANK" in env:
+        limit = "LOCAL_WORLD_SIZE" if "LOCAL_WORLD_SIZE" in env else "WORLD_SIZE"
+        local_rank = _whole(env, "LOCAL_RANK", 0, local_world - 1, f" (below {limit} = {local_world})")
+    if world == 1:
+        return Environment(rank, world, local_rank)
+    addr = env.get("MASTER_ADDR", "")
+    if not addr.strip():
+        raise ValueError(f"environment variable MASTER_ADDR is not set: a {world}-process run needs the address of "
+                         f"rank 0{HINT}")
+    if len(addr) > 253 or not addr.isprintable() or any(c.isspace() for c in addr):
+        raise ValueError(f"environment variable MASTER_ADDR must be a host name or address, got {addr[:40]!r}")
+    if "MASTER_PORT" not in env:
+        raise ValueError(f"environment variable MASTER_PORT is not set: a {world}-process run needs rank 0's "
+                         f"port{HINT}")
+    port = _whole(env, "MASTER_PORT", 1, 65535, " (a TCP port)")
+    return Environment(rank, world, local_rank, addr.strip(), port)
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -162,31 +234,121 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init(device: str = "auto", timeout_s: float | None = None) -> Context:
+def init(device: str = "auto", timeout_s: float | None = None, join_timeout_s: float | None = None) -> Context:
     """Join the process group torchrun describes in the environment (NCCL for CUDA, gloo otherwise); a no-op
-    without it or with WORLD_SIZE=1. ``timeout_s`` bounds every collective, so a dead rank is an error, not a hang."""
+    without it or with WORLD_SIZE=1. Every variable is checked first (DistributedError naming it); the first contact
+    must happen within ``join_timeout_s`` (JOIN_TIMEOUT_S), so leftover variables end in one line, not a hang;
+    ``timeout_s`` then bounds every collective, so a dead rank is an error, not a hang."""
     global _current
     if _current.active or not launched_by_torchrun():
         return _current
-    world = int(os.environ["WORLD_SIZE"])
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
-    if world <= 1:
+    try:
+        env = read_environment()
+    except ValueError as e:
+        raise DistributedError(str(e)) from None
+    if env is None or env.world_size <= 1:
         return _current
     import torch.distributed as dist
 
+    rank, world, local_rank = env.rank, env.world_size, env.local_rank
     wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     backend = "nccl" if wants_cuda and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
+        if local_rank >= torch.cuda.device_count():
+            raise DistributedError(f"environment variable LOCAL_RANK={local_rank}: this machine has "
+                                   f"{torch.cuda.device_count()} GPU(s), one per process (cuda:0..)")
         torch.cuda.set_device(local_rank)
     timeout = float(timeout_s or DEFAULT_TIMEOUT_S)
+    store = _join(env, float(join_timeout_s or JOIN_TIMEOUT_S), timeout)
     try:
-        dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout))
-    except Exception as e:  # noqa: BLE001 - the rendezvous failed: name where it was waiting
-        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-        raise DistributedError(f"rank {rank}: could not join the other {world - 1} process(es) at {where} "
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world,
+                                timeout=_dt.timedelta(seconds=timeout))
+    except Exception as e:  # noqa: BLE001 - the backend could not connect: name where it was waiting
+        raise DistributedError(f"rank {rank}: could not join the other {world - 1} process(es) at {env.where} "
                                f"({_first_line(e)})") from None
     _current = Context(rank=rank, world_size=world, local_rank=local_rank, backend=backend, timeout_s=timeout)
     return _current
+
+
+def _join(env: Environment, join_s: float, timeout_s: float):
+    """The run's TCPStore once every rank has reached it, or a DistributedError within ``join_s`` seconds.
+
+    Without torchrun's agent, rank 0 hosts the store and waits for the others to check in; under the agent (it holds
+    the store and started every rank) each rank only has to reach it. The store keeps ``timeout_s`` afterwards, for
+    the backend's own exchange and for the run."""
+    from torch.distributed import TCPStore
+
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    hosts = env.rank == 0 and not agent
+    deadline = time.monotonic() + join_s
+    others = env.world_size - 1
+    with _quiet_stderr():  # c10d logs each retry over many lines: the one line below says it all
+        if not hosts:
+            _wait_until_listening(env, deadline, join_s, "torchrun's agent" if agent else "rank 0")
+        try:
+            store = TCPStore(env.master_addr, env.master_port, env.world_size, is_master=hosts,
+                             timeout=_dt.timedelta(seconds=max(0.5, deadline - time.monotonic())),
+                             wait_for_workers=False, multi_tenant=True)
+        except Exception as e:  # noqa: BLE001 - a port in use, an unreachable host
+            doing = "cannot listen at" if hosts else "cannot reach rank 0's store at"
+            raise DistributedError(f"rank {env.rank}: {doing} {env.where} ({_first_line(e)})") from None
+        store.set_timeout(_dt.timedelta(seconds=timeout_s))
+        if agent:
+            return store
+        try:
+            joined = store.add(_JOINED, 1)
+            while joined < env.world_size and time.monotonic() < deadline:
+                time.sleep(0.05)
+                joined = store.add(_JOINED, 0)
+        except Exception as e:  # noqa: BLE001 - rank 0 went away while we waited
+            raise DistributedError(f"rank {env.rank}: lost rank 0's store at {env.where} ({_first_line(e)})") from None
+    if joined < env.world_size:
+        missing = env.world_size - joined
+        raise DistributedError(f"rank {env.rank}: {missing} of the {others} other rank(s) never came to "
+                               f"{env.where} within {join_s:g} s (WORLD_SIZE={env.world_size}){HINT}")
+    return store
+
+
+def _wait_until_listening(env: Environment, deadline: float, join_s: float, host: str) -> None:
+    """Returns once something accepts connections at MASTER_ADDR:MASTER_PORT; DistributedError at the deadline."""
+    last: Exception | None = None
+    while True:
+        try:
+            with socket.create_connection((env.master_addr, env.master_port),
+                                          timeout=max(0.1, min(1.0, deadline - time.monotonic()))):
+                return
+        except OSError as e:
+            last = e
+        if time.monotonic() >= deadline:
+            why = getattr(last, "strerror", None) or _first_line(last) if last else "no answer"
+            raise DistributedError(f"rank {env.rank}: {host} never came: nothing listens at {env.where} after "
+                                   f"{join_s:g} s ({why}){HINT}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 sent to a temporary file for the block, and what was written there replayed after it only
+    when the block succeeds: c10d's C++ logging cannot be turned off once torch is loaded."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as log:
+        ok = False
+        try:
+            os.dup2(log.fileno(), 2)
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                log.seek(0)
+                text = log.read(1 << 16)
+                if text:
+                    os.write(2, text)
 
 
 def shutdown() -> None:

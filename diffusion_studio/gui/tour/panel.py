@@ -3,6 +3,9 @@ code. Each step shows its equations (rendered by matplotlib's mathtext), a few s
 puts the app into the state the step talks about and outlines the widget to look at."""
 from __future__ import annotations
 
+import html
+import time
+
 from PySide6.QtCore import QEvent, QObject, QRect, Qt, Slot
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QPushButton, QScrollArea,
@@ -10,19 +13,10 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QHBoxLayout, QLabel, QMai
 
 from ...core.diffusion.schedule import NoiseSchedule
 from ..widgets.mathtext import EquationError, render_equation
-from .data import TourError, TourStep, load_tour
+from .data import ACTIONS, DOCKS, HIGHLIGHTS, TABS, TourError, TourStep, read_tour
 
 HIGHLIGHT_COLOR = "#ff8c1a"
-
-
-def resolve(root: QObject, path: str):
-    """``"forward.extras.histogram"`` → root.forward.extras.histogram (AttributeError names the missing part)."""
-    obj = root
-    for part in path.split("."):
-        if not hasattr(obj, part):
-            raise AttributeError(f"highlight {path!r}: no {part!r} there")
-        obj = getattr(obj, part)
-    return obj
+STEP_RENDER_SECONDS = 3.0  # a step's equations after this long are shown as their TeX (each is bounded: mathtext.py)
 
 
 class Highlighter(QWidget):
@@ -83,7 +77,7 @@ class EquationLabel(QLabel):
         super().__init__(parent)
         self.setObjectName("tourEquation")
         self.image = image
-        self.setToolTip(tex)
+        self.setToolTip(f"<p>{html.escape(tex)}</p>")  # rich text, escaped: a tooltip guesses its format
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.setMinimumWidth(40)
         self._fit(self.width())
@@ -106,7 +100,8 @@ class EquationLabel(QLabel):
 
 
 class TourActions(QObject):
-    """The verbs a tour step's "show" list may use, each a small call on the window's public parts."""
+    """The verbs a tour step's "show" list may use, each a small call on the window's public parts (the arguments
+    are checked when the tour is read: data.py's ACTIONS; the names are looked up in its allow-lists)."""
 
     def __init__(self, window):
         super().__init__(window)
@@ -116,13 +111,15 @@ class TourActions(QObject):
 
     def run(self, actions) -> None:
         for name, arg in actions:
+            if name not in ACTIONS:  # (a step made in code: the loader lets only these through)
+                raise ValueError(f"unknown action {name!r}")
             getattr(self, f"do_{name}")(arg)
 
     def do_tab(self, name: str) -> None:
-        self.win.show_panel(resolve(self.win, name))
+        self.win.show_panel(TABS[name](self.win))
 
     def do_dock(self, name: str) -> None:
-        dock = resolve(self.win, f"{name}_dock")
+        dock = DOCKS[name](self.win)
         dock.show()
         dock.raise_()
 
@@ -210,9 +207,9 @@ class TourActions(QObject):
 class LearnPanel(QWidget):
     """One step at a time: its number and title, equations, text, and Back · Show me · Next."""
 
-    def __init__(self, window, steps: list[TourStep], parent: QWidget | None = None):
+    def __init__(self, window, steps: list[TourStep], parent: QWidget | None = None, problems=()):
         super().__init__(parent)
-        self.win, self.steps = window, steps
+        self.win, self.steps, self.problems = window, steps, list(problems)
         self.actions = TourActions(window)
         self.highlighter = Highlighter(window)
         self.index = 0
@@ -228,6 +225,13 @@ class LearnPanel(QWidget):
             self.step_combo.addItem(f"{i + 1}. {s.title}")
         self.step_combo.currentIndexChanged.connect(self.go)
         lay.addWidget(self.step_combo)
+        self.problems_label = QLabel("\n".join(self.problems))  # one line per step of tour.json left out
+        self.problems_label.setObjectName("tourProblems")
+        self.problems_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.problems_label.setWordWrap(True)
+        self.problems_label.setStyleSheet(f"color: {HIGHLIGHT_COLOR}")
+        self.problems_label.setVisible(bool(self.problems))
+        lay.addWidget(self.problems_label)
         self.title_label = QLabel()
         self.title_label.setObjectName("tourTitle")
         self.title_label.setWordWrap(True)
@@ -269,7 +273,7 @@ class LearnPanel(QWidget):
         step = self.steps[index]
         if self.step_combo.currentIndex() != index:
             self.step_combo.setCurrentIndex(index)
-        self.title_label.setText(f"<b>Step {index + 1} of {len(self.steps)}: {step.title}</b>")
+        self.title_label.setText(f"<b>Step {index + 1} of {len(self.steps)}: {html.escape(step.title)}</b>")
         self.text_label.setText(step.text)
         self.back_button.setEnabled(index > 0)
         self.next_button.setEnabled(index < len(self.steps) - 1)
@@ -292,13 +296,18 @@ class LearnPanel(QWidget):
             lab.hide()  # until the deferred delete runs it would sit, unlaid-out, over the step combo
             lab.deleteLater()
         self.equation_labels = []
+        start = time.monotonic()
         for tex in step.equations:
             try:
+                if time.monotonic() - start > STEP_RENDER_SECONDS:
+                    raise EquationError(f"not rendered (this step's equations took over {STEP_RENDER_SECONDS:g} s): "
+                                        f"{tex[:200]}")
                 img = render_equation(tex, fontsize=12.0, color=self._eq_color(), dpi=100 * EquationLabel.SCALE)
                 lab = EquationLabel(img, tex)
             except EquationError as exc:  # a typo in the tour file shows itself instead of breaking the tour
                 lab = QLabel(str(exc))
                 lab.setObjectName("tourEquationError")
+                lab.setTextFormat(Qt.TextFormat.PlainText)
                 lab.setWordWrap(True)
             self.eq_box.addWidget(lab)
             self.equation_labels.append(lab)
@@ -311,19 +320,20 @@ class LearnPanel(QWidget):
         step = self.step
         try:
             self.actions.run(step.show)
-            target = resolve(self.win, step.highlight) if step.highlight else None
-        except (AttributeError, ValueError) as exc:
-            self.win.state.message.emit(f"Tour step {step.id!r}: {exc}")
+            target = HIGHLIGHTS[step.highlight](self.win) if step.highlight else None
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # checked at load: not expected
+            reason = (str(exc).splitlines() or [repr(exc)])[0][:200]
+            self.win.state.message.emit(f"Tour step {step.id!r}: {reason}")
             return
         self.highlighted = target
         self.highlighter.show_on(target)
 
 
 class LearnDock(QDockWidget):
-    def __init__(self, window, steps: list[TourStep]):
+    def __init__(self, window, steps: list[TourStep], problems=()):
         super().__init__("Learn", window)
         self.setObjectName("dock_learn")
-        self.panel = LearnPanel(window, steps)
+        self.panel = LearnPanel(window, steps, problems=problems)
         scroll = QScrollArea()
         scroll.setWidget(self.panel)
         scroll.setWidgetResizable(True)
@@ -354,26 +364,27 @@ class TourOffer(QWidget):
 
 
 def attach_tour(window) -> None:
-    """Help ▸ Tour and the Learn dock (hidden until asked for), and the first-launch offer in the status bar."""
+    """Help ▸ Tour and the Learn dock (hidden until asked for), and the first-launch offer in the status bar. A step
+    of tour.json that is broken is left out and named (the dock and the status bar); a tour file that cannot be
+    used at all leaves the app without a tour and with one line saying why (Help ▸ Tour says it again)."""
+    window.tour_offer = None
     try:
-        steps = load_tour()
+        tour = read_tour()
     except TourError as exc:
-        window.learn_dock = None
+        window.learn_dock, window.tour_problem = None, str(exc)
+        _add_tour_action(window)
         window.state.message.emit(str(exc))
         return
-    dock = LearnDock(window, steps)
+    dock = LearnDock(window, tour.steps, tour.problems)
     window.learn_dock = dock
+    window.tour_problem = None
+    if tour.problems:
+        more = f" (and {len(tour.problems) - 1} more: see the Learn dock)" if len(tour.problems) > 1 else ""
+        window.state.message.emit(tour.problems[0] + more)
     window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
     window.tabifyDockWidget(window.images_dock, dock)
     dock.hide()
-    help_menu = next((a.menu() for a in window.menuBar().actions() if a.menu() and "Help" in a.text()), None)
-    if help_menu is not None:
-        act = help_menu.addAction("&Tour")
-        act.setObjectName("tourAction")
-        act.setStatusTip("A guided tour through the seeds' equations, each with a Show me button")
-        act.triggered.connect(lambda _c=False: start_tour(window))
-        window.tour_action = act
-    window.tour_offer = None
+    _add_tour_action(window)
     if not window.settings.value("tour/offered", False, type=bool):
         window.settings.setValue("tour/offered", True)
         offer = TourOffer(lambda: start_tour(window))
@@ -382,9 +393,21 @@ def attach_tour(window) -> None:
         window.tour_offer = offer
 
 
+def _add_tour_action(window) -> None:
+    window.tour_action = None
+    help_menu = next((a.menu() for a in window.menuBar().actions() if a.menu() and "Help" in a.text()), None)
+    if help_menu is not None:
+        act = help_menu.addAction("&Tour")
+        act.setObjectName("tourAction")
+        act.setStatusTip("A guided tour through the seeds' equations, each with a Show me button")
+        act.triggered.connect(lambda _c=False: start_tour(window))
+        window.tour_action = act
+
+
 def start_tour(window, step: int = 0) -> None:
     dock = window.learn_dock
-    if dock is None:
+    if dock is None:  # the tour file could not be used: say why again
+        window.state.message.emit(getattr(window, "tour_problem", None) or "The tour is not available")
         return
     dock.show()
     dock.raise_()

@@ -17,7 +17,8 @@ from ....core.nets.unet import PRESET_NOTES, PRESETS
 from ....data import BUILTIN_DATASETS
 from ....core.train.recipe import RECIPE, recipe_for
 from .length import LengthField, objective_combo
-from ....jobs.training import default_image_size, fid_extractor_for, natural_channels
+from ....data.specs import natural_channels
+from ....jobs.training import default_image_size, fid_extractor_for
 from .multi import multi_gpu_checkbox
 
 IMAGES_PANEL = "@images-panel"
