@@ -153,7 +153,8 @@ OOM_LIMIT = 2 * 2**30
 
 
 @POSIX
-def test_real_cpu_out_of_memory_is_one_line_suggesting_a_smaller_batch(tmp_path):
+def test_a_batch_that_cannot_fit_under_the_cap_is_refused_before_training(tmp_path):
+    """The up-front check sees an address-space limit (ulimit -v) as this machine's memory: refused in one line."""
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (OOM_LIMIT, OOM_LIMIT))
 
@@ -161,10 +162,27 @@ def test_real_cpu_out_of_memory_is_one_line_suggesting_a_smaller_batch(tmp_path)
                            "--batch", "1797", "--steps", "2", "--T", "20", "--device", "cpu", "--out", "run"],
                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240, preexec_fn=cap)
     err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0].startswith("diffusion-studio: error: argument --batch: training 1×64×64 with batch 1797 needs at "
+                             "least") and "should fit" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+@POSIX
+def test_real_cpu_out_of_memory_is_one_line_suggesting_a_smaller_batch(tmp_path):
+    """A batch the estimate lets through (it counts only what backward keeps) that a real step cannot hold under the
+    cap: the allocator's failure still ends in one line."""
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (OOM_LIMIT, OOM_LIMIT))
+
+    proc = subprocess.run([*_command(), "train", "--data", "builtin:digits", "--size", "64", "--model", "small",
+                           "--batch", "12", "--steps", "2", "--T", "20", "--device", "cpu", "--out", "run"],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240, preexec_fn=cap)
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1, proc.stderr
     assert any(line.startswith("run ") for line in proc.stdout.splitlines()), \
         f"failed before training started (raise OOM_LIMIT?): {proc.stdout} {proc.stderr}"
-    assert len(err) == 1 and err[0].startswith("diffusion-studio: out of memory on CPU with batch size 1797"), err
+    assert len(err) == 1 and err[0].startswith("diffusion-studio: out of memory on CPU with batch size 12"), err
     assert "smaller batch" in err[0]
     assert not (tmp_path / "run" / "checkpoint.json").exists()  # no step finished: nothing to keep
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -263,6 +264,57 @@ def out_folder(text: str) -> Path:
     if out.exists() and not out.is_dir():
         raise UsageError(f"argument --out: {out} is a file, not a folder")
     return out
+
+
+def _probe_folder(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` (created if missing), or None: a real file is made and removed,
+    since permissions, read-only mounts and pseudo file systems (/proc) only show when one tries."""
+    import errno
+    import secrets
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".diffusion-studio-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        return e.strerror or errno.errorcode.get(e.errno or 0, str(e))
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
+
+
+def writable_file(value: str | None, flag: str) -> Path | None:
+    """An output file's path, checked before any work: not a folder or a device, and its folder takes new files."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise UsageError(f"argument {flag}: {value} is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"argument {flag}: {value} is not a regular file (a device, pipe or socket); give a file name")
+    why = _probe_folder(path.parent)
+    if why is not None:
+        raise UsageError(f"argument {flag}: cannot write {value} ({why} in {path.parent})")
+    return path
+
+
+def writable_folder(out: Path, flag: str = "--out") -> Path:
+    """An output folder, created and checked before any work: it takes new files."""
+    why = _probe_folder(out)
+    if why is not None:
+        raise UsageError(f"argument {flag}: cannot write into {out} ({why})")
+    return out
+
+
+def refuse_other_kind(out: Path, manifest: str) -> None:
+    """A usage error when --out holds another kind of run than the one about to be written there."""
+    from ..core.io.runkind import KINDS, other_kind
+
+    other = other_kind(out, manifest)
+    if other is not None:
+        raise UsageError(f"argument --out: {out} holds {other}; {KINDS[manifest]} needs a folder of its own "
+                         f"(choose another folder)")
 
 
 def check_device(device: str, precision: str):

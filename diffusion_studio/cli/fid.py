@@ -203,6 +203,9 @@ def run_fid(args: argparse.Namespace, out=None, err=None) -> int:
         raise UsageError(f"argument --n-max: must be at least 2, got {args.n_max}")
     if not 0 < args.threshold < 1:
         raise UsageError(f"argument --threshold: must lie between 0 and 1, got {args.threshold}")
+    from .common import writable_file
+
+    writable_file(args.save_stats, "--save-stats")  # before the statistics are computed
     device = resolve_device(args.device)
     result: dict[str, Any] = {}
     extractor = None

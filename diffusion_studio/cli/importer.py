@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import CliError, UsageError, add_command, echo
+from .common import CliError, UsageError, add_command, echo, writable_folder
 
 
 def add_import_parser(sub, common) -> None:
@@ -35,6 +35,7 @@ def cmd_import(args) -> int:
     target = out if out.suffix == ".json" else out / "checkpoint.json"
     if manifest_path(target).exists():
         raise UsageError(f"argument --out: {manifest_path(target)} already exists; choose another --out")
+    writable_folder(target.parent)  # before the weights are converted
     ckpt = load_diffusers(folder)
     meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "format_version", "groups")}
     target.parent.mkdir(parents=True, exist_ok=True)

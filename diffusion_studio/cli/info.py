@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from .common import CliError, UsageError, add_command, echo, fmt_duration, plural
+from .common import CliError, UsageError, add_command, echo, fmt_duration, plural, writable_folder
 
 
 def add_info_parser(sub, common) -> None:
@@ -124,7 +124,7 @@ def cmd_export(args) -> int:
     if not args.overwrite and _resumable(target):
         raise UsageError(f"argument --out: {target} is a run's resumable checkpoint (weights, optimizer and random "
                          f"state); exporting over it would end that run; choose another --out, or add --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out)
     # Saved as the "ema" group: loaders sample from it whichever weights it came from.
     kept = {"ema": ckpt.tensors[group]}
     if "autoencoder" in ckpt.tensors:  # a latent model keeps the decoder it was trained with

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from .common import (
     NON_NEGATIVE, POSITIVE, THREADS_HELP, Lines, UsageError, add_command, check_device, echo, fmt_duration, make_bar,
-    plural, set_threads, wants_bar, write_text_atomic,
+    plural, set_threads, wants_bar, writable_file, write_text_atomic,
 )
 
 NLL_DEFAULTS: dict[str, Any] = dict(n=128, every=1, seed=0, batch=256, device="auto", precision="fp32", top=5)
@@ -87,11 +86,10 @@ def cmd_nll(args) -> int:
     set_threads(args.threads)
     if args.n < 2:
         raise UsageError("argument --n: at least 2 images are needed for a confidence interval")
-    csv_path = Path(args.csv).expanduser() if args.csv else None
-    if csv_path is not None and csv_path.is_dir():
-        raise UsageError(f"argument --csv: {args.csv} is a folder; give a file name")
+    csv_path = writable_file(args.csv, "--csv")  # before the bound is computed
     device, precision = check_device(args.device, args.precision)
     ckpt = open_checkpoint(args.model, groups=("model", "ema"))
+    refuse_unsupported(args.model, ckpt.meta)
     schedule = ckpt.schedule
     from ..core.diffusion.vlb import MIN_BLOCKS, max_every
 
@@ -101,6 +99,14 @@ def cmd_nll(args) -> int:
     x0, available, where = _load_images(args.data, ckpt, args.n, args.seed)
     variances = ("beta", "beta_tilde") if args.variance == "both" else (args.variance,)
     return _run(args, ckpt, x0.to(device), available, where, variances, device, precision, csv_path)
+
+
+def refuse_unsupported(spec: str, meta: dict) -> None:
+    from ..jobs.likelihood import unsupported
+
+    why = unsupported(meta)
+    if why is not None:
+        raise UsageError(f"argument --model: {spec} {why}")
 
 
 def _run(args, ckpt, x0, available, where, variances, device, precision, csv_path) -> int:

@@ -9,7 +9,8 @@ from typing import Any
 from ..core.limits import MAX_GUIDANCE
 from .common import (
     NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, THREADS, THREADS_HELP, CliError, Lines, UsageError, add_command,
-    check_device, echo, float_in, fmt_duration, make_bar, out_folder, plural, set_threads, wants_bar,
+    check_device, echo, float_in, fmt_duration, make_bar, out_folder, plural, set_threads, wants_bar, writable_file,
+    writable_folder,
 )
 
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpm++2m", "unipc", "euler_a")  # core/diffusion/samplers.py's
@@ -175,9 +176,8 @@ def cmd_sample(args) -> int:
                       timestep_spacing=args.timestep_spacing, karras=args.karras)
     x_T = _read_x_T(args.x_T, (args.n, *mc.shape))
     for opt, value in (("--grid", args.grid), ("--gif", args.gif)):
-        if value is not None and Path(value).expanduser().is_dir():
-            raise UsageError(f"argument {opt}: {value} is a folder; give a file name")
-    out.mkdir(parents=True, exist_ok=True)
+        writable_file(value, opt)  # before any sampling: a grid that cannot be written is said now, not after
+    writable_folder(out)
     if space.name == "points":
         from .sample_points import sample_points
 

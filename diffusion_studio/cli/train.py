@@ -14,8 +14,8 @@ from typing import Any, Callable
 from .. import __version__
 from .common import (
     POSITIVE, PRESET_NAMES, PROG, SCHEDULE_KINDS, THREADS, THREADS_HELP, UNIT_OPEN, CliError, Lines, Stopped,
-    add_command, echo, fmt_duration, int_at_least, limited, make_bar, out_folder, plural, px_list, say, set_threads,
-    wants_bar,
+    add_command, echo, fmt_duration, int_at_least, limited, make_bar, out_folder, plural, px_list, refuse_other_kind,
+    say, set_threads, wants_bar,
 )
 from .latent_setup import add_latent_option
 from .train_dist import REPEAT_S, add_dist_options, current_dist, distributed_run, launch_if_asked
@@ -146,6 +146,7 @@ def _cmd_train(args, main: bool) -> int:
     if args.data is not None:
         check_out_outside_data(out, args.data)
     ckpt_path = out / "checkpoint.json"
+    refuse_other_kind(out, ckpt_path.name)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # One writer per run folder, for the whole run (setup included: --overwrite clears files): a second `train`, the

@@ -1,6 +1,7 @@
 """`diffusion-studio train-autoencoder`: train the KL-autoencoder a latent diffusion model runs on, then measure it."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import shlex
@@ -12,7 +13,7 @@ from .. import __version__
 from .common import (
     NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT, PROG, THREADS_HELP, UNIT_HALF_OPEN, UNIT_OPEN,
     CliError, Lines, Stopped, UsageError, add_command, check_device, echo, fmt_duration, make_bar, out_folder,
-    plural, set_threads, wants_bar, write_text_atomic,
+    plural, refuse_other_kind, set_threads, wants_bar, write_text_atomic,
 )
 
 AE_DEFAULTS: dict[str, Any] = dict(size=32, factor=4, latent_channels=4, base_channels=48, steps=2000, batch=32,
@@ -120,16 +121,38 @@ def _load_init(args):
 
 
 def cmd_train_autoencoder(args) -> int:
-    from ..core.nets.autoencoder import AutoencoderConfig
-    from ..core.train.autoencoder import AETrainConfig, AutoencoderTrainer
-    from .train_setup import _describe_data, _load_data
+    from ..core.errors import CheckpointError
+    from ..core.io import runlock
 
     set_threads(args.threads)
     out = out_folder(args.out)
     mpath = out / "autoencoder.json"
+    refuse_other_kind(out, mpath.name)
     if mpath.exists() and not args.overwrite:
         raise UsageError(f"argument --out: {out} already holds an autoencoder; add --overwrite or choose another "
                          f"folder")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    # One writer per folder from the start: nothing (metrics.jsonl, run.json) is written while another run holds it.
+    try:
+        runlock.acquire(out, "train-autoencoder")
+    except CheckpointError as e:
+        raise CliError(f"{out}: {e.reason}") from None
+    try:
+        return _train(args, out)
+    finally:
+        runlock.release(out)
+        if created and not mpath.exists():
+            (out / runlock.LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()  # an autoencoder that never started leaves no empty folder behind
+
+
+def _train(args, out: Path) -> int:
+    from ..core.nets.autoencoder import AutoencoderConfig
+    from ..core.train.autoencoder import AETrainConfig, AutoencoderTrainer
+    from .train_setup import _describe_data, _load_data
+
     init = _load_init(args)
     holdout = _pick(args, "holdout")
     if not 0 <= holdout < 1:
@@ -169,7 +192,6 @@ def cmd_train_autoencoder(args) -> int:
                                      init=init.model if init is not None else None)
     except ValueError as e:
         raise _field_error(e) from None
-    out.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     echo(f"autoencoder {n_params:,} parameters: {size}x{size}x{ds.channels} ↔ {config.latent_channels}x"
          f"{config.latent_size}x{config.latent_size} (f = {config.factor}), {trainer.precision}")

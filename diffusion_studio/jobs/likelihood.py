@@ -64,6 +64,19 @@ class Frame:
     estimate: bool = False
 
 
+def unsupported(meta: dict) -> str | None:
+    """Why the bound cannot be measured for a model ("is a latent model; …"), or None. The bound is on 8-bit pixels:
+    its L_0 is a discrete decoder over pixel bins, which latents and 2-D points do not have."""
+    from ..core.io.space import is_latent_meta, is_points_meta
+
+    if is_latent_meta(meta):
+        return ("is a latent model; the bound here is on 8-bit pixels (its L_0 is a discrete decoder over pixel "
+                "bins) and does not cover latent models yet")
+    if is_points_meta(meta):
+        return "is a 2-D points model; the bound here is on 8-bit images and does not cover points"
+    return None
+
+
 def data_note(spec: str, trained_on: str | None) -> str:
     """Whether these images are held out from the model's training, as far as the checkpoint tells."""
     scheme, _ = split_spec(spec.strip())

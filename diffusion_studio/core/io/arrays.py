@@ -3,6 +3,7 @@ before any data is read, so a header claiming gigabytes allocates nothing."""
 from __future__ import annotations
 
 import os
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ def read_float_npy(path: str | os.PathLike, shape: tuple[int, ...], what: str = 
                 header = np.lib.format.read_array_header_2_0(f, max_header_size=10_000)
             else:
                 raise ValueError(f"npy version {version}")
-        except (ValueError, OSError, SyntaxError) as e:
+        except (ValueError, OSError, SyntaxError, TypeError, KeyError, EOFError, RecursionError, MemoryError,
+                tokenize.TokenError) as e:  # numpy's header parser lets each of these through on some bytes
             raise CheckpointError(p, f"not a .npy array file ({str(e).splitlines()[0][:80]})") from None
         got_shape, fortran, dtype = header
         if dtype.hasobject:

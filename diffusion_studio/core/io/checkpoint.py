@@ -85,6 +85,7 @@ def save_checkpoint(
 
     Returns the manifest's path. ``meta`` must hold at least model (a UNetConfig dict), schedule and step.
     """
+    from .runkind import KINDS, check_kind
     from .runlock import run_lock
 
     started = time.time()
@@ -93,6 +94,8 @@ def save_checkpoint(
     # One writer per folder: a second process (another `train`, the GUI, an `export`) gets a clear refusal here
     # instead of both deleting each other's weights. A process that holds the folder for a whole run re-enters.
     with run_lock(mpath.parent, "save a checkpoint"):
+        if mpath.name in KINDS:
+            check_kind(mpath.parent, mpath.name)
         return _save_locked(mpath, tensors, meta, started)
 
 

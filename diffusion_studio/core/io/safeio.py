@@ -99,7 +99,10 @@ def write_atomic(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], obj
     """
     path = Path(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -110,13 +113,23 @@ def write_atomic(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], obj
             if durable:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # a full disk, a quota: said of the file being written, not a temporary name
+            raise _naming(e, path) from None
         raise
     if durable:
         fsync_dir(path.parent)
     return path
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error, naming ``path`` (the file the caller asked for) and saying the old file is untouched."""
+    if e.strerror is None:
+        return e
+    out = type(e)(e.errno, f"{e.strerror} (nothing written; any earlier {path.name} is unchanged)", str(path))
+    return out
 
 
 def fsync_dir(folder: Path) -> None:

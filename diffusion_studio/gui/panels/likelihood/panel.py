@@ -16,7 +16,7 @@ from ....core.diffusion.vlb import max_every
 from ...workers import GeneratorWorker
 from ..base import Panel
 from .plot import SYM, CumulativePlot, ProbeView, TermsPlot
-from ....jobs.likelihood import Frame, Job, Started, explain, likelihood_factory
+from ....jobs.likelihood import Frame, Job, Started, explain, likelihood_factory, unsupported
 from ..sampling.models import ModelChooser
 
 EVERY_CHOICES = (1, 5, 10, 20, 50)
@@ -172,8 +172,13 @@ class LikelihoodPanel(Panel):
             self.chooser.select_default()
             self.status.setText("Load a model first (it is loading now if a built-in one exists), then Compute.")
             return None
-        jobs = [self._job("A", a)]
         b = self.chooser_b.loaded if self.compare_box.isChecked() else None
+        for m in (a, b):
+            why = None if m is None else unsupported(m.checkpoint.meta)
+            if why is not None:
+                self.status.setText(f"{m.name} {why}.")
+                return None
+        jobs = [self._job("A", a)]
         if b is not None:
             jobs.append(self._job("B", b))
         for key in ("A", "B"):
