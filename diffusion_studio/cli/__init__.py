@@ -126,6 +126,14 @@ def _safe_streams() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script passes it to sys.exit)."""
+    from .common import forget_created_folders
+
+    code = _main(argv)
+    forget_created_folders(failed=code != 0)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _safe_streams()

@@ -266,6 +266,19 @@ def out_folder(text: str) -> Path:
     return out
 
 
+_CREATED: list[Path] = []  # folders an output check made, removed again (if still empty) when the command fails
+
+
+def forget_created_folders(failed: bool) -> None:
+    """After a command: when it failed, remove the folders its output checks created that are still empty
+    (deepest first), so that a refused command leaves nothing behind; either way start a fresh list."""
+    made, _CREATED[:] = list(_CREATED), []
+    if failed:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only an empty folder goes
+
+
 def _probe_folder(folder: Path) -> str | None:
     """Why files cannot be created in ``folder`` (created if missing), or None: a real file is made and removed,
     since permissions, read-only mounts and pseudo file systems (/proc) only show when one tries."""
@@ -273,7 +286,9 @@ def _probe_folder(folder: Path) -> str | None:
     import secrets
 
     try:
+        missing = [f for f in (folder, *folder.parents) if not f.exists()]
         folder.mkdir(parents=True, exist_ok=True)
+        _CREATED.extend(reversed(missing))
         probe = folder / f".diffusion-studio-probe-{os.getpid()}-{secrets.token_hex(4)}"
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:

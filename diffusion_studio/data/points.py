@@ -1,5 +1,5 @@
-"""2-D point sets for the geometry lab: built-in toys by spec (toy:moons …), CSV files (points_csv.py), the per-axis
-standardisation a model stores, and PointDataset, the trainer's view of them."""
+"""2-D point sets for the geometry lab: toys by spec, CSV files, standardisation and PointDataset."""
+# toy:moons … are built here; CSV files are read by points_csv.py; a model stores the per-axis mean and std.
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
-"""2-D points in CSV files: x, y and an optional label per row, read with one line per bad row (the rest loads) and
-bounded by the file's real size, written atomically so that they read back exactly."""
+"""2-D points in CSV files: x, y and an optional label per row, one line per bad row, written atomically."""
+# Reading is bounded by the file's real size; a file written here reads back exactly.
 from __future__ import annotations
 
 import csv
