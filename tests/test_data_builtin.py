@@ -92,5 +92,5 @@ def test_photos_dataset():
 
 
 def test_builtin_names_and_descriptions():
-    assert set(BUILTIN_DATASETS) == {"digits", "shapes", "photos"}
+    assert set(BUILTIN_DATASETS) == {"digits", "mnist", "shapes", "photos"}
     assert all(isinstance(v, str) and v and "\n" not in v for v in BUILTIN_DATASETS.values())

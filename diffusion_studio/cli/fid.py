@@ -57,6 +57,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("real", metavar="REAL", help="real images: a folder, an image, builtin:digits, mnist:PATH, "
                                                 "cifar10:PATH, or statistics saved with --save-stats (.npz)")
     p.add_argument("fake", metavar="FAKE", nargs="?", help="generated images: a folder (or any spec REAL accepts)")
+    p.add_argument("--split", choices=("train", "test", "all"), default="train",
+                   help="which of REAL's images, for data with a held-out split (builtin:mnist, mnist:PATH, "
+                        "cifar10:PATH): train (default), test (held out) or all")
     p.add_argument("--features", metavar="SPEC", default=None,
                    help="builtin:digits | PATH of a saved feature net | inception:PATH of Inception weights "
                         "(default: builtin:digits when REAL is builtin:digits, or the net --train-features makes)")
@@ -118,11 +121,13 @@ class _Subset:
         return self.batch(torch.arange(len(self)))
 
 
-def load_images(spec: str, size: int, n_max: int | None = None, seed: int = 0) -> tuple[Any, _Subset]:
-    """(dataset, a subset of at most n_max of its images); a one-line DataError when the spec cannot be read."""
+def load_images(spec: str, size: int, n_max: int | None = None, seed: int = 0,
+                split: str = "train") -> tuple[Any, _Subset]:
+    """(dataset, a subset of at most n_max of its images); a one-line DataError when the spec cannot be read.
+    ``split`` picks the held-out images of builtin:mnist, mnist:PATH and cifar10:PATH."""
     from ..data import load_dataset
 
-    ds = load_dataset(spec, size)
+    ds = load_dataset(spec, size, split=split)
     return ds, _Subset(ds, n_max, seed)
 
 
@@ -248,7 +253,7 @@ def run_fid(args: argparse.Namespace, out=None, err=None) -> int:
             real_stats = FIDStats.load(args.real)
             log(f"real: statistics {Path(args.real).name} ({real_stats.n} images)")
         else:
-            ds, real = load_images(args.real, size, args.n_max, args.seed)
+            ds, real = load_images(args.real, size, args.n_max, args.seed, getattr(args, "split", "train"))
             log(f"real: {_describe(ds, len(real))}")
             real_stats = image_stats(real, extractor, batch, device,
                                      meta={"spec": str(args.real), "size": size})

@@ -25,7 +25,7 @@ def add_nll_parser(sub, common) -> None:
         epilog="examples:\n"
                "  diffusion-studio nll --model builtin:digits --data builtin:digits\n"
                "  diffusion-studio nll --model runs/cifar --data cifar10:~/data/cifar10 --every 10 --csv terms.csv\n"
-               "mnist: and cifar10: data use their test split (images the model did not train on).",
+               "builtin:mnist, mnist: and cifar10: data use their test split (images the model did not train on).",
     )
     p.add_argument("--model", metavar="CKPT", required=True,
                    help="a checkpoint .json, a run folder, a .safetensors file, or builtin:NAME")
@@ -58,11 +58,10 @@ def _load_images(spec: str, ckpt, n: int, seed: int):
     import torch
 
     from ..data import load_dataset
-    from ..data.specs import split_spec
+    from ..data.specs import held_out_split
 
     mc = ckpt.model_config
-    scheme, _ = split_spec(spec.strip())
-    split = {"split": "test"} if scheme in ("mnist", "cifar10") else {}
+    split = held_out_split(spec)
     ds = load_dataset(spec, mc.image_size, channels=mc.in_channels, **split)
     total = len(ds)
     if total < 1:

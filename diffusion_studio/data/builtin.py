@@ -1,4 +1,5 @@
-"""Datasets that need no download: scikit-learn's bundled digits and photos, and shapes drawn on the spot (shapes.py)."""
+"""Datasets that need no download: scikit-learn's digits and photos, shipped MNIST, and shapes drawn on the spot."""
+# MNIST's 5,000 digits are read from resources by mnist5k.py; the shapes are drawn by shapes.py.
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .shapes import shapes
 
 BUILTIN_DATASETS: dict[str, str] = {
     "digits": "1,797 handwritten digits 0–9 (8×8, grayscale) bundled with scikit-learn",
+    "mnist": "5,000 real MNIST handwritten digits 0–9 (28×28, grayscale; 4,500 to train, 500 held out)",
     "shapes": "2,000 coloured circles, squares, triangles, stars and crosses drawn by the app (RGB)",
     "photos": "a handful of sample pictures: scikit-learn's two photos plus a few generated scenes (RGB)",
 }
@@ -159,7 +161,7 @@ def photos(size: int = 64, channels: int = 3) -> ImageDataset:
     )
 
 
-_COUNTS = {"digits": 1797, "shapes": 2000, "photos": 16}  # at most this many images each (photos: fewer)
+_COUNTS = {"digits": 1797, "mnist": 5000, "shapes": 2000, "photos": 16}  # at most this many images each (photos: fewer)
 
 
 def _check_fits(name: str, size: int, channels: int | None) -> None:
@@ -168,18 +170,23 @@ def _check_fits(name: str, size: int, channels: int | None) -> None:
 
     if name not in _COUNTS:
         return
-    natural = 1 if name == "digits" else 3
+    natural = 1 if name in ("digits", "mnist") else 3
     try:
         check_data_fits(_COUNTS[name], channels or natural, size, f"builtin:{name}")
     except ValueError as e:
         raise DataError(None, str(e).split(": ", 1)[1], name="size") from None
 
 
-def load_builtin(name: str, size: int, channels: int | None = None) -> ImageDataset:
-    """Dispatch builtin:NAME; channels=None keeps the natural count (digits 1, others 3)."""
+def load_builtin(name: str, size: int, channels: int | None = None, split: str = "train") -> ImageDataset:
+    """Dispatch builtin:NAME; channels=None keeps the natural count (digits and MNIST 1, others 3). ``split``
+    (train, test, all) applies to MNIST, the one built-in set with held-out images."""
     _check_fits(name, size, channels)
     if name == "digits":
         return digits(size, channels or 1)
+    if name == "mnist":
+        from .mnist5k import mnist
+
+        return mnist(size, channels or 1, split)
     if name == "shapes":
         return shapes(size, channels or 3)
     if name == "photos":

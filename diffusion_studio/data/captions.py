@@ -186,7 +186,7 @@ def attach_captions(ds) -> list[str]:
     if ds.captions:
         return []
     spec = (ds.spec or "").strip()
-    if spec == "builtin:digits" or spec.lower().startswith("mnist:"):
+    if spec in ("builtin:digits", "builtin:mnist") or spec.lower().startswith("mnist:"):
         ds.captions = digit_captions(ds.labels.tolist())
         return []
     if ds.sources and ds.report is not None:  # a folder (load_folder records the files it loaded)

@@ -1,5 +1,5 @@
-"""Data by spec: load_dataset (a folder, an image file, builtin:NAME, mnist:PATH, cifar10:PATH) and load_points
-(toy:NAME or a .csv of 2-D points), each source by its own loader."""
+"""Data by spec: load_dataset (images from any source) and load_points (2-D points), each by its own loader."""
+# Image specs: a folder, an image file, builtin:NAME, mnist:PATH, cifar10:PATH; points: toy:NAME or a .csv.
 from __future__ import annotations
 
 import os
@@ -52,7 +52,8 @@ def load_dataset(
     """Load a dataset from a spec: a folder, an image file, builtin:NAME, mnist:PATH or cifar10:PATH.
 
     channels=None keeps the natural channel count (1 for digits/MNIST, 3 otherwise). `progress` and `cancel`
-    apply to folders, the only slow kind; `split` ("train", "test", "all") and `limit` to MNIST/CIFAR/folders.
+    apply to folders, the only slow kind; `split` ("train", "test", "all") to builtin:mnist and MNIST/CIFAR folders,
+    `limit` to MNIST/CIFAR/folders.
     """
     images._check_size(size)
     if channels is not None:
@@ -67,7 +68,7 @@ def load_dataset(
         if key not in BUILTIN_DATASETS:
             valid = ", ".join(f"builtin:{k}" for k in BUILTIN_DATASETS)
             raise DataError(None, f"unknown built-in dataset {key!r} (choose one of {valid})", name=text)
-        return builtin.load_builtin(key, size, channels)
+        return builtin.load_builtin(key, size, channels, split=split)
     if scheme in ("mnist", "cifar10"):
         if not rest.strip():
             raise DataError(None, f"give a folder after '{scheme}:', e.g. {scheme}:~/data/{scheme}", name=text)
@@ -105,10 +106,18 @@ def load_dataset(
     return ImageDataset(u8, name=path.name, spec=text, sources=[path.name])
 
 
+def held_out_split(spec: str) -> dict[str, str]:
+    """load_dataset's arguments for the images a model did not train on: {"split": "test"} for data with a held-out
+    split (builtin:mnist, mnist:PATH, cifar10:PATH), else {} (the data's images as they are)."""
+    scheme, _ = split_spec(str(spec).strip())
+    held = scheme in ("mnist", "cifar10") or str(spec).strip().lower() == "builtin:mnist"
+    return {"split": "test"} if held else {}
+
+
 def natural_channels(spec: object) -> int:
     """The channel count a spec loads with when none is asked for: 1 for digits and MNIST-format data, else 3."""
     key = str(spec).strip().lower()
-    return 1 if key == "builtin:digits" or key.startswith("mnist:") else 3
+    return 1 if key in ("builtin:digits", "builtin:mnist") or key.startswith("mnist:") else 3
 
 
 def is_points_spec(spec: object) -> bool:

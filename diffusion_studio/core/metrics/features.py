@@ -400,10 +400,13 @@ _feature_fields()
 
 
 # ---- choosing an extractor ------------------------------------------------------------------------------------------
-BUILTIN_FEATURES = {"digits": "models/digits-features", "shapes": "models/shapes-features"}
+BUILTIN_FEATURES = {"digits": "models/digits-features", "mnist": "models/mnist-features",
+                    "shapes": "models/shapes-features"}
 # How each shipped network was made (run from the repository root); the error for a missing one quotes it.
 BUILD_COMMANDS = {"digits": "diffusion-studio fid builtin:digits --train-features resources/models/digits-features "
                             "--size 16 --epochs 30 --seed 0",
+                  "mnist": "diffusion-studio fid builtin:mnist --train-features resources/models/mnist-features "
+                           "--size 28 --epochs 30 --seed 0",
                   "shapes": "diffusion-studio fid builtin:shapes --train-features resources/models/shapes-features "
                             "--size 32 --epochs 30 --seed 0"}
 

@@ -36,7 +36,7 @@ SMALL_IMAGES: dict[str, Any] = dict(batch=128, lr=3e-3, model="micro")
 DEFAULT_SIZE = 32
 # The digits are 8×8 (sklearn's 16 grey levels): trained as they are, not upscaled (2.5× the images per second of
 # 16 px and better samples in the same minutes, bench/RESULTS.md §9). Shapes are drawn at any size; 32 shows them.
-NATURAL_SIZES = {"builtin:digits": 8, "builtin:shapes": 32}
+NATURAL_SIZES = {"builtin:digits": 8, "builtin:mnist": 28, "builtin:shapes": 32}
 
 
 def recipe_for(image_size: int) -> dict[str, Any]:
