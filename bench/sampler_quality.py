@@ -61,8 +61,13 @@ def plot(points: list[quality.QualityPoint], T: int, title: str, path: Path) -> 
         axes[1].plot(xs, [p.fid for p in pts], "o-", label=NAMES[s])
     for ax, value in zip(axes, (100 * ref[0].confident, ref[0].fid) if ref else ()):
         ax.axhline(value, ls="--", c="k", lw=1, label=f"DDPM, {T} steps")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     for ax, what in zip(axes, ("% confidently classified", "FID (lower is better)")):
         ax.set_xscale("log")
+        ax.set_xticks(quality.BUDGETS)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("model evaluations per sample")
         ax.set_title(what)
         ax.grid(alpha=0.3)
@@ -84,7 +89,17 @@ def main() -> int:
     ap.add_argument("--samplers", default=",".join(quality.SAMPLERS))
     ap.add_argument("--json")
     ap.add_argument("--plot")
+    ap.add_argument("--from-json", metavar="FILE", help="only print the table and draw the plot of an earlier --json")
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        points = [quality.QualityPoint(**p) for p in saved["points"]]
+        T = max(p.steps for p in points if p.sampler == "ddpm")
+        print(table(points, T))
+        if args.plot:
+            plot(points, T, f"{saved['model']}: quality against model evaluations ({saved['n']} samples each)",
+                 Path(args.plot))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     info = header(f"sampler_quality: {args.model}, n = {args.n}, seed {args.seed}, {args.precision}")

@@ -19,6 +19,7 @@ from ...widgets.dialogs import remember, start_path
 from ...workers import GeneratorWorker
 from ..base import Panel
 from .ui import build
+from .views import narrow_title
 
 FRAME_MS = 40
 REPLAY_S = 4.0      # a replay lasts this long, however many frames a run recorded
@@ -228,7 +229,7 @@ class GeometryPanel(Panel):
         longest = max((float(np.linalg.norm(v, axis=1).max()) for v in vectors.values()), default=1.0)
         self.field_plot.show_field(g_data, vectors, scale=0.08 * span / max(longest, 1e-9))
         title = {"score": "score", "x0": "x̂₀ − x_t"}[kind]
-        self.field_plot.setTitle(f"{title} at t = {paper_t} ({which})", color="#e6e6e6", size="10pt")
+        narrow_title(self.field_plot, f"{title} at t = {paper_t} ({which})")
         self.field_plot.setToolTip("The field at the slider's t over a grid; arrows are scaled to fit the view. "
                                    "score = −ε̂/√(1−ᾱ_t), the direction of steepest rise of log p_t(x_t)")
 
@@ -355,8 +356,7 @@ class GeometryPanel(Panel):
             self.quality_label.setText("<br>".join(f"<b>{names[k]}</b>: {q.describe()}" for k, q in value.items()))
         else:
             self.runs[key] = value
-            self.ode.setTitle(f"{self.ode_combo.currentData()}, {self.ode_steps.value()} steps",
-                              color="#e6e6e6", size="10pt")
+            narrow_title(self.ode, f"{self.ode_combo.currentData()}, {self.ode_steps.value()} steps")
             if len(self.runs) == 2:
                 self.replay()
                 self._show_density()

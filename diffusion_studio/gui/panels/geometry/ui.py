@@ -169,7 +169,7 @@ def build(panel) -> None:
     scroll = QScrollArea()
     scroll.setWidget(side)
     scroll.setWidgetResizable(True)
-    scroll.setMinimumWidth(250)
+    scroll.setMinimumWidth(230)
     scroll.setMaximumWidth(320)
 
     right = QWidget()
@@ -183,7 +183,8 @@ def build(panel) -> None:
     t_row.addWidget(self.t_slider, 1)
     self.t_label = QLabel("")
     self.t_label.setObjectName("pointsTLabel")
-    self.t_label.setMinimumWidth(170)
+    self.t_label.setMinimumWidth(120)
+    self.t_label.setWordWrap(True)
     t_row.addWidget(self.t_label)
     rv.addLayout(t_row)
     self.plots = pg.GraphicsLayoutWidget()

@@ -28,7 +28,7 @@ class CloudPlot(pg.PlotItem):
 
     def __init__(self, title: str):
         super().__init__()
-        set_title(self, title)
+        narrow_title(self, title)
         self.setAspectLocked(True)
         self.data_item = pg.ScatterPlotItem(size=3, pen=None, brush=pg.mkBrush(*DATA), pxMode=True)
         self.points_item = pg.ScatterPlotItem(size=3, pen=None, brush=pg.mkBrush(*POINTS), pxMode=True)
@@ -60,7 +60,7 @@ class Marginal(pg.PlotItem):
 
     def __init__(self, axis: str):
         super().__init__()
-        set_title(self, f"{axis} of x_t vs N(0, 1)")
+        narrow_title(self, f"{axis} of x_t vs N(0, 1)")
         self.hist = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=(255, 140, 30, 90), pen=POINTS[:3])
         xs = np.linspace(-4, 4, 161)
         self.normal = pg.PlotDataItem(xs, _normal_pdf(xs), pen=pg.mkPen("#ffd23f", width=2, style=Qt.PenStyle.DashLine))
@@ -180,11 +180,35 @@ class PathsPlot(CloudPlot):
                 item.setData(p[:, 0], p[:, 1])
 
 
+def narrow_title(plot: pg.PlotItem, text: str) -> None:
+    """A title that never widens its plot: pyqtgraph makes a title's whole text its label's minimum width (again at
+    every setText, the theme's included), which pushed the 2-D tab's right column past a 1024-px window's edge; here
+    a long title may be cut at the plot's edge (its whole text is the tooltip), the plots are not."""
+    label = plot.titleLabel
+    if not getattr(label, "_narrow", False):
+        update = label.updateMin
+
+        def update_min() -> None:
+            update()
+            _w, h = label._sizeHint[Qt.SizeHint.MinimumSize]  # LabelItem answers its size hints from this table
+            label._sizeHint[Qt.SizeHint.MinimumSize] = (0, h)
+            label.setMinimumWidth(0)
+            label.updateGeometry()
+
+        label.updateMin = update_min
+        label.setFlag(label.GraphicsItemFlag.ItemClipsChildrenToShape)  # a cut title never runs into its neighbour
+        label._narrow = True
+    set_title(plot, text)
+    label.setToolTip(text)
+
+
 class LossPlot(pg.PlotItem):
     def __init__(self):
         super().__init__()
-        set_title(self, "loss ‖ε − ε_θ‖²")
-        self.setLogMode(y=True)
+        narrow_title(self, "loss ‖ε − ε_θ‖²")
+        # a linear axis: the loss spans less than a decade after the first steps, where a log axis labels every
+        # minor tick (0.2 … 0.9) on top of each other
+        self.getAxis("left").setWidth(36)
         self.curve = self.plot(pen=pg.mkPen(LEARNED, width=1.5))
         self.vb.setMenuEnabled(False)
 
