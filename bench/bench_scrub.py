@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, footer, header, make_window, ms, save_json, start_gui_training, stats,  # noqa: E402
-                    stop_gui_training, timeit, wait_until, close_window)
+from common import (footer, header, make_window, ms, save_json, start_gui_training, stats,  # noqa: E402
+                    stop_gui_training, timeit, close_window)
 
 from diffusion_studio.core.diffusion.forward import ForwardScrubber  # noqa: E402
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402

@@ -7,7 +7,6 @@ import csv
 import io
 import re
 
-import numpy as np
 import pytest
 import torch
 

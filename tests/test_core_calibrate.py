@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from diffusion_studio.core.runtime import calibrate, device as device_mod
+from diffusion_studio.core.runtime import calibrate
 from diffusion_studio.core.nets.unet import UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

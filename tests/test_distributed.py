@@ -13,10 +13,7 @@ from safetensors.torch import load_file
 
 from diffusion_studio.core.train import distributed
 from diffusion_studio.core.io.checkpoint import load_checkpoint
-from diffusion_studio.core.diffusion.schedule import NoiseSchedule
-from diffusion_studio.core.train.trainer import TensorImages, Trainer
-from diffusion_studio.core.train.config import TrainConfig
-from diffusion_studio.core.nets.unet import UNetConfig
+from diffusion_studio.core.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, LOCAL_BATCH = 3, 4

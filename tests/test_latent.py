@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from diffusion_studio.core.nets.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_studio.core.train.autoencoder import (
-    AETrainConfig, AutoencoderTrainer, encode_all, evaluate_psnr, measure_scale,
+    AETrainConfig, AutoencoderTrainer, evaluate_psnr, measure_scale,
 )
 from diffusion_studio.core.io.autoencoder_io import fingerprint, load_autoencoder, save_autoencoder
 from diffusion_studio.core.io.checkpoint import load_checkpoint
