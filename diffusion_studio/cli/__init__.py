@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
     code = _main(argv)
     forget_created_folders(failed=code != 0)
+    dist = sys.modules.get("diffusion_studio.core.train.distributed")
+    if argv is None and dist is not None and dist.joined():  # a rank of a multi-process run, run as a program
+        dist.exit_now(code)
     return code
 
 

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -266,8 +267,29 @@ def init(device: str = "auto", timeout_s: float | None = None, join_timeout_s: f
     except Exception as e:  # noqa: BLE001 - the backend could not connect: name where it was waiting
         raise DistributedError(f"rank {rank}: could not join the other {world - 1} process(es) at {env.where} "
                                f"({_first_line(e)})") from None
+    global _joined
+    _joined = True
     _current = Context(rank=rank, world_size=world, local_rank=local_rank, backend=backend, timeout_s=timeout)
     return _current
+
+
+_joined = False  # this process has been part of a process group (even if it has left it since)
+
+
+def joined() -> bool:
+    return _joined
+
+
+def exit_now(code: int) -> None:
+    """End a process that took part in a multi-process run, its output flushed, without the interpreter's teardown:
+    the backend's threads (gloo's, the TCPStore's) can abort that teardown ("terminate called without an active
+    exception", exit 134) after the run's work and its last words are done, turning a success into a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
 
 
 def _join(env: Environment, join_s: float, timeout_s: float):
