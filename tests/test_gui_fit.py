@@ -48,13 +48,20 @@ def _main_widgets(win):
 def _clipped(win) -> list:
     """Main widgets squeezed to (almost) nothing or reaching outside the window."""
     from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QScrollArea
 
     bad = []
     for w in _main_widgets(win):
-        top_left = w.mapTo(win, QPoint(0, 0))
         if w.width() < 40 or w.height() < 40:
             bad.append(("squeezed", type(w).__name__, w.objectName(), w.width(), w.height()))
-        elif top_left.x() < 0 or top_left.y() < 0 or top_left.x() + w.width() > win.width() + 1 \
+            continue
+        area = w.parentWidget()
+        while area is not None and not isinstance(area, QScrollArea):
+            area = area.parentWidget()
+        if area is not None:  # in a scroll area (the Schedule dock): scrolled into view, the area must be in the window
+            w = area.viewport()
+        top_left = w.mapTo(win, QPoint(0, 0))
+        if top_left.x() < 0 or top_left.y() < 0 or top_left.x() + w.width() > win.width() + 1 \
                 or top_left.y() + w.height() > win.height() + 1:
             bad.append(("outside", type(w).__name__, w.objectName(), top_left.toTuple(), w.size().toTuple()))
     return bad

@@ -10,7 +10,6 @@ from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
 from diffusion_studio.core.diffusion.eps import model_fn
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from diffusion_studio.core.nets.unet import UNet, UNetConfig
-from diffusion_studio.data import load_dataset
 from diffusion_studio.gui.panels.likelihood.panel import LikelihoodPanel
 from diffusion_studio.jobs.likelihood import load_images
 from diffusion_studio.gui.state import AppState

@@ -136,8 +136,20 @@ def check_action(win, name, arg, sample_max_steps):
             assert job.eta == arg["eta"]
         if arg["sampler"] == "ddpm":
             assert job.variance == arg["variance"]
+    elif name == "t_range":
+        (x0, x1), _ = win.schedule.plots.plot_items[0].viewRange()
+        if arg is False:
+            assert x0 <= 0 and x1 >= win.state.schedule.T
+        else:
+            assert x0 <= arg[0] and arg[1] <= x1 <= arg[1] + 0.1 * (arg[1] - arg[0])
+    elif name == "model":
+        chooser = win.sampling.chooser
+        assert arg not in chooser.builtins or f"builtin:{arg}" in (chooser.current_key, chooser._pending)
     elif name == "sampling_tab":
-        assert win.sampling.tabs.tabText(win.sampling.tabs.currentIndex()) == arg
+        tabs = win.sampling.tabs
+        assert tabs.wanted == arg      # shown now, or as soon as a model it concerns is in use (Attention: text)
+        if tabs.isTabVisible(tabs.indexOf(tabs.tab(arg))):
+            assert tabs.tabText(tabs.currentIndex()) == arg
     else:
         raise AssertionError(f"the test does not know action {name!r}: add its check here")
 

@@ -3,7 +3,6 @@ one line naming the field and what would fit, from the command line and from the
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import tempfile
 import sys
@@ -91,20 +90,26 @@ def test_a_step_that_fits_passes(monkeypatch):
     memory.check_training_fits(preset_config("tiny", 32, 3), 64, "cpu")
 
 
+_PEAK = """
+import sys
+from diffusion_studio.cli import main
+try:
+    code = main(sys.argv[2:])
+finally:
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    open(sys.argv[1], "w").write(hwm.split()[1])
+sys.exit(code)
+"""
+
+
 def _peak_child_mb(argv) -> tuple[subprocess.CompletedProcess, float]:
-    """Run the CLI in a child and return its own peak resident size (os.wait4's rusage is that child's alone;
-    RUSAGE_CHILDREN would be the largest of every child this test process ever waited for)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen([sys.executable, "-m", "diffusion_studio.cli", *argv], stdout=out, stderr=err,
-                                 text=True)
-        try:
-            _pid, status, usage = os.wait4(child.pid, 0)
-        finally:
-            child.returncode = 0 if child.returncode is None else child.returncode
-        out.seek(0)
-        err.seek(0)
-        p = subprocess.CompletedProcess(child.args, os.waitstatus_to_exitcode(status), out.read(), err.read())
-    return p, usage.ru_maxrss / 1024
+    """Run the CLI in a child and return its own peak resident size: VmHWM of the child's own memory after exec
+    (ru_maxrss would count the parent's size at fork — this test process's, over a gigabyte late in the suite)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "peak"
+        p = subprocess.run([sys.executable, "-c", _PEAK, str(peak), *argv], capture_output=True, text=True,
+                           timeout=300)
+        return p, int(peak.read_text()) / 1024
 
 
 @pytest.mark.parametrize("argv, flag", [

@@ -155,6 +155,12 @@ def mutate_sample_steps(doc):
     return i, f"steps[{i}].show[{j}]", '"steps" must be a whole number'
 
 
+def at(doc, sid, field, keyword, mutate):
+    """Break the step ``sid`` (wherever it stands in the tour) with ``mutate``: (index, where, keyword, None)."""
+    i = step_index(doc, sid)
+    return i, f"steps[{i}].{field}", keyword, mutate(doc["steps"][i])
+
+
 MORE = {
     "tab_attribute": lambda d: (0, "steps[0].show[0]", "tab's argument must be one of",
                                 d["steps"][0]["show"].__setitem__(0, ["tab", "__class__"])),
@@ -173,18 +179,24 @@ MORE = {
                             d["steps"][2]["show"].__setitem__(3, ["colour_scale", float("nan")])),
     "t_bool": lambda d: (0, "steps[0].show[3]", "t's argument", d["steps"][0]["show"].__setitem__(3, ["t", True])),
     "t_zero": lambda d: (0, "steps[0].show[3]", "t's argument", d["steps"][0]["show"].__setitem__(3, ["t", 0])),
-    "sampler_name": lambda d: (7, "steps[7].show[1]", '"sampler" must be one of',
-                               d["steps"][7]["show"][1][1].__setitem__("sampler", "__import__")),
-    "sample_n": lambda d: (7, "steps[7].show[1]", '"n" must be a whole number from 1 to 64',
-                           d["steps"][7]["show"][1][1].__setitem__("n", 65)),
-    "sample_eta": lambda d: (7, "steps[7].show[1]", '"eta" must be a number from 0 to 1',
-                             d["steps"][7]["show"][1][1].__setitem__("eta", 2.5)),
-    "sample_key": lambda d: (7, "steps[7].show[1]", "unknown key 'device'",
-                             d["steps"][7]["show"][1][1].__setitem__("device", "cuda")),
-    "ode_variance": lambda d: (8, "steps[8].show[1]", "is not offered for dpm++2m",
-                               d["steps"][8]["show"][1][1].__setitem__("variance", "beta")),
-    "sampling_tab": lambda d: (6, "steps[6].show[2]", "sampling_tab's argument",
-                               d["steps"][6]["show"].__setitem__(2, ["sampling_tab", "Nope"])),
+    "sampler_name": lambda d: at(d, "ddim", "show[1]", '"sampler" must be one of',
+                                lambda s: s["show"][1][1].__setitem__("sampler", "__import__")),
+    "sample_n": lambda d: at(d, "ddim", "show[1]", '"n" must be a whole number from 1 to 64',
+                            lambda s: s["show"][1][1].__setitem__("n", 65)),
+    "sample_eta": lambda d: at(d, "ddim", "show[1]", '"eta" must be a number from 0 to 1',
+                              lambda s: s["show"][1][1].__setitem__("eta", 2.5)),
+    "sample_key": lambda d: at(d, "ddim", "show[1]", "unknown key 'device'",
+                              lambda s: s["show"][1][1].__setitem__("device", "cuda")),
+    "ode_variance": lambda d: at(d, "ode", "show[1]", "is not offered for dpm++2m",
+                                lambda s: s["show"][1][1].__setitem__("variance", "beta")),
+    "sampling_tab": lambda d: at(d, "sampling", "show[2]", "sampling_tab's argument",
+                                lambda s: s["show"].__setitem__(2, ["sampling_tab", "Nope"])),
+    "t_range_order": lambda d: at(d, "posterior", "show[2]", "first below the last",
+                                  lambda s: s["show"].__setitem__(2, ["t_range", [30, 1]])),
+    "t_range_huge": lambda d: at(d, "posterior", "show[2]", "t_range's argument must be a whole number",
+                                 lambda s: s["show"].__setitem__(2, ["t_range", [1, 10 ** 400]])),
+    "model_path": lambda d: at(d, "guidance", "show[1]", "must be the name of a shipped model",
+                              lambda s: s["show"].__setitem__(1, ["model", "../../etc/passwd"])),
     "unknown_key": lambda d: (3, "steps[3].hightlight", "unknown key", d["steps"][3].__setitem__("hightlight", "x")),
     "dollar": lambda d: (3, "steps[3].equations[0]", "must not contain $",
                          d["steps"][3]["equations"].__setitem__(0, "$x$")),
@@ -226,7 +238,8 @@ def test_the_highlight_message_lists_the_allowed_widgets(tmp_path):
 def test_problems_outside_the_steps_are_named_but_keep_the_tour(tmp_path):
     doc = shipped()
     doc.update(version=2, extra=1, about=["x"])
-    doc["steps"] = doc["steps"] * 11                                      # 110 steps, each id after the 10th twice
+    n = len(doc["steps"])
+    doc["steps"] = doc["steps"] * (100 // n + 1)                         # over 100 steps, each id after the nth twice
     p = write(tmp_path, doc)
     tour = timed_read(p)
     assert [s.id for s in tour.steps] == [s["id"] for s in shipped()["steps"]]
@@ -235,7 +248,7 @@ def test_problems_outside_the_steps_are_named_but_keep_the_tour(tmp_path):
     assert any(": extra: unknown key" in ln for ln in tour.problems)
     assert any(": version: " in ln for ln in tour.problems) and any(": about: " in ln for ln in tour.problems)
     assert any("more than 100" in ln for ln in tour.problems)
-    assert any(f"{p}: steps[10].id: " in ln and "used twice" in ln for ln in tour.problems)
+    assert any(f"{p}: steps[{n}].id: " in ln and "used twice" in ln for ln in tour.problems)
 
 
 # ---- equations: size, depth and time limits; every failure an EquationError -----------------------------------------

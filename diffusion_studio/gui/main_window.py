@@ -1,4 +1,5 @@
-"""The main window: panels in tabs and docks, menus, shortcuts, status bar, remembered layout, clean close."""
+"""The main window: panels in tabs and docks, menus, shortcuts, status bar (long messages elided before the labels
+at its right, never drawn into them), remembered layout, clean close."""
 from __future__ import annotations
 
 import platform
@@ -7,9 +8,10 @@ import numpy as np
 import pyqtgraph as pg
 import torch
 from PySide6 import __version__ as pyside_version
-from PySide6.QtCore import QSettings, Qt, qVersion
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
+from PySide6.QtCore import QRect, QSettings, Qt, qVersion
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPainter
+from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QStatusBar, QStyle, QStyleOption,
+                               QTabWidget, QWidget)
 
 from .. import __version__
 from .panels.forward.panel import ForwardPanel
@@ -22,7 +24,56 @@ from .panels.training.panel import TrainingPanel
 from .panels.autoencoder.panel import AutoencoderPanel
 from .state import AppState
 from .tour.panel import attach_tour
+from .widgets.glyphs import install_marked_tooltips
 from .workers import WorkerPool
+
+
+class ElidingStatusBar(QStatusBar):
+    """A status bar whose message ends in "…" a gap before the permanent labels at its right (QStatusBar draws it up
+    to 2 px from them, clipped mid-letter, so it ran into "idle"); the whole message is its tooltip."""
+
+    GAP = 12
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._permanent: list[QWidget] = []
+        self.messageChanged.connect(lambda text: self.setToolTip(text))
+
+    def addPermanentWidget(self, widget: QWidget, stretch: int = 0) -> None:  # noqa: N802 (Qt's name)
+        super().addPermanentWidget(widget, stretch)
+        self._permanent.append(widget)
+
+    def message_rect(self) -> QRect:
+        """Where the message may be drawn: from the left edge to a gap before the first visible permanent label."""
+        right = self.width() - 12
+        for w in self._permanent:
+            if w.isVisible():
+                right = min(right, w.x() - self.GAP)
+        return QRect(6, 0, max(0, right - 6), self.height())
+
+    def shown_message(self) -> str:
+        """The message as drawn: elided to fit ``message_rect``."""
+        return self.fontMetrics().elidedText(self.currentMessage(), Qt.TextElideMode.ElideRight,
+                                             self.message_rect().width())
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if not self.currentMessage():
+            super().paintEvent(event)
+            return
+        p = QPainter(self)
+        opt = QStyleOption()
+        opt.initFrom(self)
+        self.style().drawPrimitive(QStyle.PrimitiveElement.PE_PanelStatusBar, opt, p, self)
+        for w in self._permanent:
+            if w.isVisible():
+                item = QStyleOption()
+                item.rect = w.geometry().adjusted(-2, -1, 2, 1)
+                item.palette = self.palette()
+                self.style().drawPrimitive(QStyle.PrimitiveElement.PE_FrameStatusBarItem, item, p, w)
+        p.setPen(self.palette().windowText().color())
+        p.drawText(self.message_rect(), Qt.AlignmentFlag.AlignLeading | Qt.AlignmentFlag.AlignVCenter
+                   | Qt.TextFlag.TextSingleLine, self.shown_message())
+        p.end()
 
 
 class MainWindow(QMainWindow):
@@ -43,6 +94,8 @@ class MainWindow(QMainWindow):
         self.sampling = SamplingPanel(*args)
         self.panels = [self.images, self.forward, self.schedule, self.training, self.sampling]
         self.images.training_data_chosen.connect(self.training.form.set_dataset_spec)
+        self.training.form.spec_changed.connect(self.images.set_training_choice)  # the dock names the Training data
+        self.images.set_training_choice(self.training.form.spec())
 
         self.tabs = QTabWidget()
         self.tabs.setObjectName("tabs")
@@ -65,6 +118,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         attach_tour(self)  # Help ▸ Tour, the Learn dock, the first-launch offer (tour/panel.py); before the layout restore
+        install_marked_tooltips()  # x̂₀ in a tooltip: its hat drawn on the x (widgets/glyphs.py)
         self._closing = False
         self._restore()
         if not self.training.extras.offer.isHidden():  # an interrupted run: the offer to continue it is in view
@@ -133,15 +187,26 @@ class MainWindow(QMainWindow):
         self._action(h, "&About Diffusion Studio", self.show_about, QKeySequence.StandardKey.HelpContents)
 
     def _build_status_bar(self) -> None:
-        sb = self.statusBar()
+        sb = ElidingStatusBar(self)
+        sb.setObjectName("statusBar")
+        self.setStatusBar(sb)
         self.busy_label = QLabel("")
+        self.busy_label.setObjectName("busyLabel")
         self.device_label = QLabel(f"Device: {self.state.device_description}")
         self.device_label.setObjectName("deviceLabel")
         sb.addPermanentWidget(self.busy_label)
         sb.addPermanentWidget(self.device_label)
         self.state.message.connect(lambda text: sb.showMessage(text, 8000))
-        self.state.busy_changed.connect(lambda text: self.busy_label.setText(text or "idle"))
+        self.state.busy_changed.connect(self._show_busy)
         self.busy_label.setText("idle")
+
+    BUSY_WIDTH = 380  # px: several background jobs at once are elided, leaving the message its room
+
+    def _show_busy(self, text: str) -> None:
+        text = text or "idle"
+        shown = self.busy_label.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, self.BUSY_WIDTH)
+        self.busy_label.setText(shown)
+        self.busy_label.setToolTip(text if shown != text else "")
 
     def show_panel(self, panel) -> None:
         self.tabs.setCurrentWidget(panel)

@@ -1,6 +1,7 @@
 """The Autoencoder view's background jobs (Qt-free, run in GeneratorWorkers): train one, or look at a saved one."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -13,6 +14,7 @@ from ..data.convert import make_grid, to_uint8
 
 PREVIEW_N = 8
 HOLDOUT = 0.05
+PROGRESS_EVERY_S = 0.25   # an AEProgress at most this often (and with every picture): the loss curve and the ETA
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,20 @@ class AEPicture:
     rec_loss: float | None = None
     images_per_s: float | None = None
     elapsed_s: float | None = None
+    latent_shape: tuple[int, int, int] | None = None   # (channels, height, width) of one image's latent
+    shown: int = 4                                      # how many images the latent grid has rows for
+
+
+@dataclass(frozen=True)
+class AEProgress:
+    """One training step's numbers, for the loss curve and the time left (no pictures)."""
+
+    step: int
+    total_steps: int | None
+    rec_loss: float
+    elapsed_s: float
+    eta_s: float | None
+    images_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,8 @@ def latent_grid(z: torch.Tensor, scale: float = 1.0) -> np.ndarray:
 
 def picture(step, total, x, rec, z, scale, **kw) -> AEPicture:
     return AEPicture(step, total, to_uint8(make_grid(x.cpu(), nrow=4)),
-                     to_uint8(make_grid(rec.cpu(), nrow=4)), latent_grid(z[:4], scale), psnr(rec, x), **kw)
+                     to_uint8(make_grid(rec.cpu(), nrow=4)), latent_grid(z[:4], scale), psnr(rec, x), **kw,
+                     latent_shape=tuple(int(s) for s in z.shape[1:]), shown=min(4, int(z.shape[0])))
 
 
 class _Subset:
@@ -64,7 +81,8 @@ class _Subset:
 
 
 def train_job(spec: str, config: AutoencoderConfig, train: AETrainConfig, cancel=lambda: False) -> Iterator[Any]:
-    """Load the data, train (yielding an AEPicture every preview), then measure and yield the AEResult."""
+    """Load the data, train (yielding an AEProgress a few times a second and an AEPicture every preview), then measure
+    and yield the AEResult."""
     from ..data import load_dataset
 
     ds = load_dataset(spec, config.image_size, None, cancel=cancel)  # the data's own channels
@@ -75,7 +93,13 @@ def train_job(spec: str, config: AutoencoderConfig, train: AETrainConfig, cancel
     train.batch_size = min(train.batch_size, len(train_set))
     trainer = AutoencoderTrainer(config, train_set, train, data_info={"spec": spec, "n": len(train_set),
                                                                      "held_out": n_hold})
+    last = 0.0
     for ev in trainer.run():
+        now = time.monotonic()
+        if ev.reconstructions is not None or now - last >= PROGRESS_EVERY_S or ev.done:
+            last = now
+            yield AEProgress(ev.step, ev.total_steps, float(ev.rec_loss), float(ev.elapsed_s),
+                             None if ev.eta_s is None else float(ev.eta_s), ev.images_per_s)
         if ev.reconstructions is not None:
             yield picture(ev.step, ev.total_steps, ev.originals, ev.reconstructions, ev.latents, 1.0,
                           rec_loss=ev.rec_loss, images_per_s=ev.images_per_s, elapsed_s=ev.elapsed_s)

@@ -30,10 +30,12 @@ MAX_ATTENTION_IMAGES = 16
 
 @dataclass(frozen=True)
 class AttentionMaps:
-    """Per-word cross-attention at one step: maps (images, words, H, W) uint8, each map scaled to its own maximum."""
+    """Per-word cross-attention at one step: maps (images, words, H, W) uint8, each map scaled to its own maximum;
+    peaks (images, words) float32, that maximum (the largest share of a pixel's attention on the word)."""
 
     words: list[str]
     maps: np.ndarray
+    peaks: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,17 @@ class StepTick:
     n_steps: int
     elapsed_s: float
     stats: StepStats | None = None
+
+
+@dataclass(frozen=True)
+class PromptNotes:
+    """What the encoder made of a run's prompt, sent before its first frame: the tokens it kept ([CLS] … [SEP]) and
+    one-line notes ("prompt: the encoder cannot represent '…'"); ``error``, a one-line reason, when the prompt cannot
+    be sampled at all (then nothing follows: bad input, not a failure to log)."""
+
+    words: list[str]
+    notes: list[str]
+    error: str = ""
 
 
 def auto_every(n_steps: int, target: int = TARGET_FRAMES) -> int:
@@ -154,9 +167,10 @@ def with_attention(frames: Iterator, loaded, words: list[str] | None, n_images: 
                 maps = rec.maps(size, rows=min(MAX_ATTENTION_IMAGES, n_images))
                 if maps is not None:
                     m = maps[:, keep].numpy()
-                    m = m / np.maximum(m.max(axis=(2, 3), keepdims=True), 1e-8)
+                    peaks = m.max(axis=(2, 3))
+                    m = m / np.maximum(peaks[..., None, None], 1e-8)
                     item = dataclasses.replace(item, attention=AttentionMaps(
-                        [words[i] for i in keep], (m * 255).round().astype(np.uint8)))
+                        [words[i] for i in keep], (m * 255).round().astype(np.uint8), peaks.astype(np.float32)))
             yield item
 
 

@@ -20,8 +20,9 @@ THUMB = 64                 # thumbnails are the centre-cropped square, as x_0 wi
 BATCH_SECONDS = 0.1        # hand a batch to the GUI at least this often (~10 list updates a second)
 BATCH_MAX = 128            # ... or when this many thumbnails are waiting
 DATASET_PREVIEW = 64       # thumbnails shown for a built-in dataset (its first images)
-# The size a built-in dataset is read at for its preview: its natural size (digits are 8×8), else the thumbnail.
-_DATASET_SIZE = {"digits": 8, "shapes": THUMB}
+# The size a built-in dataset is read at for its preview: its natural size (digits are 8×8, MNIST 28×28), else the
+# thumbnail.
+_DATASET_SIZE = {"digits": 8, "mnist": 28, "shapes": THUMB}
 
 
 @dataclass
@@ -33,20 +34,33 @@ class Entry:
     path: str | None = None              # a file to read again at the working size
     pixels: np.ndarray | None = None     # or an in-memory uint8 (H, W, C) image (sample photos, dataset items)
     source_size: tuple[int, int] | None = None  # (width, height) before the crop, known once loaded
+    grey: bool | None = None             # a file's: one channel of grey (known once loaded)
 
     @property
     def channels(self) -> int:
-        return 3 if self.pixels is None else int(self.pixels.shape[2])
+        if self.pixels is None:
+            return 1 if self.grey else 3
+        return int(self.pixels.shape[2])
 
     def load(self, size: int) -> np.ndarray:
-        """The centre-cropped square at size×size as uint8 (H, W, C); raises DataError for a file that fails."""
+        """The centre-cropped square at size×size as uint8 (H, W, C); raises DataError for a file that fails. A
+        greyscale file (or a colour file whose three channels are equal) comes as one channel, so the forward process
+        noises it with grey noise, as a model trained on grey images sees it, not with coloured RGB noise."""
         if self.path is not None:
             img = open_image(self.path)
             self.source_size = img.size
-            return to_array(img, size, 3)
+            arr = to_array(img, size, 3)
+            self.grey = img.mode == "L" or is_grey(arr)
+            return np.ascontiguousarray(arr[:, :, :1]) if self.grey else arr
         arr = self.pixels[:, :, 0] if self.pixels.shape[2] == 1 else self.pixels
         self.source_size = (int(arr.shape[1]), int(arr.shape[0]))
         return to_array(Image.fromarray(np.ascontiguousarray(arr)), size, self.channels)
+
+
+def is_grey(arr: np.ndarray) -> bool:
+    """Whether an (H, W, 3) uint8 image has the same value in every channel of every pixel."""
+    return arr.ndim == 3 and arr.shape[2] >= 3 and bool((arr[:, :, 0] == arr[:, :, 1]).all()
+                                                        and (arr[:, :, 0] == arr[:, :, 2]).all())
 
 
 def crop_note(name: str, source_size: tuple[int, int] | None, size: int) -> str:

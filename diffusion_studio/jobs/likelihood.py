@@ -12,7 +12,7 @@ import torch
 from ..core.diffusion import vlb
 from ..core.diffusion.eps import model_fn
 from ..data import load_dataset
-from ..data.specs import split_spec
+from ..data.specs import held_out_split
 
 PROBE_BUDGET_BYTES = 64 * 2**20   # the hover's per-t images for one image: all t when they fit, else every k-th t
 SMALL_T = 10                      # "small t" in the explanation: the paper's t ≤ 10
@@ -79,8 +79,7 @@ def unsupported(meta: dict) -> str | None:
 
 def data_note(spec: str, trained_on: str | None) -> str:
     """Whether these images are held out from the model's training, as far as the checkpoint tells."""
-    scheme, _ = split_spec(spec.strip())
-    if scheme in ("mnist", "cifar10"):
+    if held_out_split(spec):  # builtin:mnist, mnist:PATH and cifar10:PATH are scored on their test split
         return "test split: held out"
     if trained_on and trained_on.strip() == spec.strip():
         return "the model's own training images (not held out)"
@@ -93,11 +92,10 @@ def probe_stride(T: int, pixels: int) -> int:
 
 
 def load_images(model, spec: str, n: int, seed: int) -> tuple[torch.Tensor, int]:
-    """A seeded random subset of n images of ``spec`` at the model's size and channels (test split for MNIST/CIFAR)."""
+    """A seeded random subset of n images of ``spec`` at the model's size and channels (the test split of data that
+    has one: builtin:mnist, mnist:PATH, cifar10:PATH; as the nll command does)."""
     c = model.config
-    scheme, _ = split_spec(spec.strip())
-    split = {"split": "test"} if scheme in ("mnist", "cifar10") else {}
-    ds = load_dataset(spec, c.image_size, channels=c.in_channels, **split)
+    ds = load_dataset(spec, c.image_size, channels=c.in_channels, **held_out_split(spec))
     k = min(n, len(ds))
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:k].sort().values
     return ds.batch(idx).float(), len(ds)
@@ -149,16 +147,26 @@ def _one(job: Job, device: torch.device) -> Iterator[Started | Frame]:
 def explain(frame: Frame | None, variance: str) -> str:
     """The line that tells the learner what the curve shows, with this run's numbers."""
     if frame is None or not frame.curves[variance][0].size:
-        return ("Each point is one term L_{t−1} = KL(q(x_{t−1}|x_t,x₀) ‖ p_θ(x_{t−1}|x_t)) of the bound on −log p(x₀), "
+        return ("Each point is one term Lₜ₋₁ = KL(q(xₜ₋₁ | xₜ, x₀) ‖ p_θ(xₜ₋₁ | xₜ)) of the bound on −log p(x₀), "
                 "in bits per dimension; press Compute.")
-    share = frame.share_small_t[variance]
     lam = frame.eps_weights.get(variance)
     weights = ""
     if lam is not None and lam.size > 2:
         weights = f" ({lam[1]:.2g} at t = 2 → {lam[-1]:.2g} at t = {frame.T})"
-    part = (f"Terms at t ≤ {SMALL_T} carry {100 * share:.0f}% of the bound (L₀ included): "
-            if math.isfinite(share) else "")
-    return (f"{part}near the data p_θ must get fine detail right; at large t q and p_θ are both nearly noise and "
-            f"agree. L_{{t−1}} = λ_t‖ε − ε_θ‖² + const, λ_t = β_t²/(2σ_t²α_t(1−ᾱ_t)){weights}; L_simple sets every "
-            f"λ_t to 1, weighing all t alike rather than the few small t that dominate the bound: better samples, "
-            f"a slightly worse bound (Ho et al.).")
+    rest = (f"near the data p_θ must get fine detail right; at large t q and p_θ are both nearly noise and agree. "
+            f"Lₜ₋₁ = λ_t‖ε − ε_θ‖² + const, λ_t = β_t²/(2σ_t²α_t(1−ᾱ_t)){weights}; L_simple sets every λ_t to 1, "
+            f"weighing all t alike rather than the few small t that dominate the bound: better samples, a slightly "
+            f"worse bound (Ho et al.).")
+    lead = small_t_part(frame, variance)
+    return lead + (rest[0].upper() + rest[1:] if not lead or lead.endswith(". ") else rest)
+
+
+def small_t_part(frame: Frame, variance: str) -> str:
+    """The sentence about the small t. Their share of the bound is a share of the whole sum, known once every t is
+    in: the run goes from t = T down to 1, so before that (running, or stopped) the small t are not computed yet."""
+    if frame.done < frame.total:
+        return (f"The run goes from t = {frame.T} down to 1: the terms at t ≤ {SMALL_T} (L₀ included) come last, "
+                f"so their share of the bound is known only once every t is in ({frame.done}/{frame.total} "
+                f"computed). ")
+    share = frame.share_small_t[variance]
+    return f"Terms at t ≤ {SMALL_T} carry {100 * share:.0f}% of the bound (L₀ included): " if math.isfinite(share) else ""

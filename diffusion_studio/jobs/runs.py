@@ -77,3 +77,22 @@ def caption_info(trainer) -> None:
     table = getattr(trainer, "_text", None)
     if table is not None:
         trainer.data_info = {**trainer.data_info, **table.info()}
+
+
+def preview_captions(trainer) -> list[str]:
+    """The caption of each image of a text run's preview grid, in order (row by row); [] for other runs."""
+    table = getattr(trainer, "_text", None)
+    if table is None:
+        return []
+    n = trainer.config.preview_n
+    examples = table.examples(n)
+    return [examples[i % len(examples)] for i in range(n)] if examples else []
+
+
+def describe_space(space: Space) -> str:
+    """'pixels', or 'latent 4×8×8 (builtin:shapes-ae)' for what the run summary says."""
+    if not space.is_latent:
+        return "pixels"
+    c = space.config
+    source = f" ({space.source})" if getattr(space, "source", "") else ""
+    return f"latent {c.latent_channels}×{c.latent_size}×{c.latent_size}{source}"

@@ -18,7 +18,7 @@ from ..core.diffusion.run_stats import RunStats
 from ..core.diffusion.samplers import Frame, model_evals, sample, sample_frames
 from ..core.io.models import LoadedModel, load_model
 from ..core.runtime.calibrate import resolve_precision
-from .frames import auto_every, expected_frames, record, with_attention
+from .frames import PromptNotes, auto_every, expected_frames, record, with_attention
 from .prompts import NO_PROMPT, Prompted, encode_prompt
 
 SWEEP_WS = (0.0, 1.0, 3.0, 7.0)  # the guidance sweep strip's weights
@@ -105,12 +105,19 @@ def final_images(loaded: LoadedModel, job: SamplingJob, precision: str = "auto",
 # ---- what the app's workers run ---------------------------------------------------------------------------------------
 def sampling_factory(loaded: LoadedModel, job: SamplingJob, precision: str = "auto"):
     """A GeneratorWorker factory: the job's frames recorded for display (decoded in the worker for a latent model),
-    with per-word attention maps for a prompt."""
+    with per-word attention maps for a prompt; a prompt's PromptNotes (the tokens kept, the encoder's notes) come
+    first, or alone, with its error, for a prompt that cannot be sampled."""
     def factory():
-        text = prompted(loaded, job)
+        try:
+            text = prompted(loaded, job)
+        except ValueError as e:  # "prompt: the encoder can represent none of '😀'": the user's input, said in one line
+            yield PromptNotes([], [], error=str(e))
+            return
+        if text.words is not None:
+            yield PromptNotes(list(text.words), list(text.notes))
         out = record(frames(loaded, job, precision, text=text), loaded.space, every=job.effective_every(),
                      run_stats=RunStats(loaded.schedule, job.sampler, job.variance, job.eta))
-        return with_attention(out, loaded, text.words, job.n_images)
+        yield from with_attention(out, loaded, text.words, job.n_images)
 
     return factory
 

@@ -85,6 +85,12 @@ class RunStarted:
     precision: str
     out: Path
     resumed: bool
+    space: str = "pixels"                      # or "latent 4×8×8 (builtin:shapes-ae)"
+    text: bool = False                         # conditioned on captions
+    preview_captions: list[str] = field(default_factory=list)  # a text run's preview grid, image by image
+    prediction: str = "eps"                    # the run's objective: what the network predicts …
+    loss_weighting: str = "uniform"            # … and how each t's loss counts
+    snr_gamma: float = 5.0
 
 
 @dataclass
@@ -282,7 +288,10 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
                          channels=data.channels, image_size=size, start_step=trainer.step,
                          total_steps=trainer.config.steps, parameters=count_parameters(trainer.model),
                          device=str(trainer.device), precision=trainer.precision, out=req.out,
-                         resumed=req.resume is not None)
+                         resumed=req.resume is not None, space=runs.describe_space(space),
+                         text=bool(trainer.config.text), preview_captions=runs.preview_captions(trainer),
+                         prediction=trainer.model.config.prediction, loss_weighting=trainer.config.loss_weighting,
+                         snr_gamma=float(trainer.config.snr_gamma))
         metrics = MetricsLog(Path(req.out).parent, trainer.step, every=1)
         yield from first_preview(trainer, handle)
         extractor = _fid_extractor(req, trainer) if req.fid_every and not space.is_latent else None
@@ -354,6 +363,11 @@ def save_job(handle: RunHandle, path: str | Path) -> Iterator[Path]:
 def load_job(path: str | Path) -> Iterator[Checkpoint]:
     """A one-item generator for a GeneratorWorker: a training checkpoint to continue (read and verified off the GUI
     thread: a big one with optimizer state is hundreds of MB to hash)."""
+    from .session import checkpoint_file_problem
+
+    problem = checkpoint_file_problem(path)  # the file chosen is named, not a NAME.json the loader would look for
+    if problem:
+        raise ValueError(problem)
     ckpt = load_checkpoint(path)
     if "optim" not in ckpt.tensors or "rng" not in ckpt.tensors:
         raise CheckpointError(ckpt.path, "holds no training state (an exported model): it can be sampled from in "
@@ -363,12 +377,16 @@ def load_job(path: str | Path) -> Iterator[Checkpoint]:
 
 # ---- FID (optional; needs core.fid and a feature network for the dataset) -----------------------------------------
 def fid_extractor_for(spec: str | None) -> str | None:
-    """The feature network FID can use for a dataset spec (the shipped digits net, when present), or None."""
-    if not spec or str(spec).strip().lower() != "builtin:digits":
+    """The feature network FID can use for a dataset spec (the shipped digits or MNIST net, when present), or None."""
+    s = str(spec or "").strip().lower()
+    if s not in ("builtin:digits", "builtin:mnist"):
         return None
     from ..core.metrics import features
 
-    return "builtin:digits" if (features.builtin_feature_path("digits") / features.WEIGHTS_NAME).is_file() else None
+    name = s.split(":", 1)[1]
+    if name not in features.BUILTIN_FEATURES:
+        return None
+    return s if (features.builtin_feature_path(name) / features.WEIGHTS_NAME).is_file() else None
 
 
 def _fid_extractor(req: RunRequest, trainer: Trainer):

@@ -14,7 +14,10 @@ from ..errors import EncoderMissing
 from .conditioning import Context
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-MAX_TOKENS = 16  # [CLS] + 14 word pieces + [SEP]: every caption the app writes fits with room to spare
+MAX_TOKENS = 16   # the shortest padded length: [CLS] + 14 word pieces + [SEP] (every caption the app writes fits)
+TOKEN_LIMIT = 256  # the most tokens a caption keeps: sentence-transformers' max_seq_length for all-MiniLM-L6-v2.
+# The UNet's cross-attention takes any number of tokens (keys and values per token, no positions), so a prompt is
+# padded to its own length (at least MAX_TOKENS) and cut only past what the encoder itself accepts.
 
 
 @dataclass
@@ -80,12 +83,15 @@ def minilm_folder() -> Path:
 
 class MiniLMEncoder:
     """sentence-transformers' all-MiniLM-L6-v2 (6 layers, 384-d), frozen: its last hidden states are the tokens,
-    their masked mean, L2-normalised (what sentence-transformers returns), is the pooled vector."""
+    their masked mean, L2-normalised (what sentence-transformers returns), is the pooled vector.
+
+    A caption keeps up to ``max_tokens`` tokens ([CLS] and [SEP] included: the encoder's own limit, read from its
+    sentence_bert_config.json) and is padded to the longest caption of the batch, at least MAX_TOKENS."""
 
     name = DEFAULT_ENCODER
     dim = 384
 
-    def __init__(self, max_tokens: int = MAX_TOKENS):
+    def __init__(self, max_tokens: int | None = None):
         # Both switches before transformers is imported: it reads them once, and then never looks for a hub.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -94,12 +100,14 @@ class MiniLMEncoder:
         from transformers import BertConfig, BertModel
 
         folder = minilm_folder()
-        self.max_tokens = max_tokens
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_tokens)
-        self.tokenizer.enable_padding(length=max_tokens, pad_id=0, pad_token="[PAD]")
-        self._raw = Tokenizer.from_file(str(folder / "tokenizer.json"))  # no padding or cut: for checking prompts
         config = BertConfig.from_json_file(str(folder / "config.json"))
+        self.max_tokens = max_tokens or _seq_limit(folder, config.max_position_embeddings)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_tokens)
+        self.tokenizer.no_padding()  # padded below, to the batch's longest caption (at least MAX_TOKENS)
+        self._raw = Tokenizer.from_file(str(folder / "tokenizer.json"))  # no padding or cut: for checking prompts
+        self._raw.no_truncation()
+        self._raw.no_padding()
         model = BertModel(config, add_pooling_layer=False)
         state = load_file(str(folder / "model.safetensors"))  # safetensors only: nothing here can unpickle
         state = {k: v for k, v in state.items() if not k.startswith("pooler.") and not k.endswith("position_ids")}
@@ -113,26 +121,51 @@ class MiniLMEncoder:
     @torch.no_grad()
     def encode(self, captions: Sequence[str]) -> Embedded:
         encs = self.tokenizer.encode_batch([_normalise(c) for c in captions])
-        ids = torch.tensor([e.ids for e in encs], dtype=torch.long)
-        mask = torch.tensor([e.attention_mask for e in encs], dtype=torch.bool)
+        length = max([MAX_TOKENS, *(len(e.ids) for e in encs)])
+        ids = torch.tensor([e.ids + [0] * (length - len(e.ids)) for e in encs], dtype=torch.long)
+        mask = torch.tensor([[True] * len(e.ids) + [False] * (length - len(e.ids)) for e in encs], dtype=torch.bool)
         hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state.float()
         m = mask[..., None].float()
         pooled = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
-        words = [[tok for tok, keep in zip(e.tokens, e.attention_mask) if keep] for e in encs]
+        words = [list(e.tokens) for e in encs]
         return Embedded(hidden * m, mask, pooled, words)
 
     def unknown_words(self, caption: str) -> list[str]:
         """Words the tokenizer can only map to [UNK], plus words cut off past the token limit."""
+        return list(dict.fromkeys(self._unknown(caption) + self.cut_words(caption)))
+
+    def _unknown(self, caption: str) -> list[str]:
         enc = self._raw.encode(_normalise(caption))
+        return list(dict.fromkeys(self._word(caption, enc, i) for i, tok_id in enumerate(enc.ids)
+                                  if enc.word_ids[i] is not None and tok_id == self._unk))
+
+    def cut_words(self, caption: str) -> list[str]:
+        """The words past the encoder's token limit ([CLS] and [SEP] included), which it drops, in order (a word
+        cut in its middle included)."""
+        enc = self._raw.encode(_normalise(caption))
+        first = {}  # word index → the first of its pieces that is cut
+        for i in range(self.max_tokens - 1, len(enc.ids)):
+            if enc.word_ids[i] is not None:
+                first.setdefault(enc.word_ids[i], i)
+        return [self._word(caption, enc, i) for i in first.values()]
+
+    @staticmethod
+    def _word(caption: str, enc, i: int) -> str:
         words = _normalise(caption).split()
-        bad = []
-        for i, tok_id in enumerate(enc.ids):
-            wid = enc.word_ids[i]
-            if wid is not None and (tok_id == self._unk or i >= self.max_tokens - 1):
-                w = _word_at(caption, enc.offsets[i]) or (words[wid] if wid < len(words) else "?")
-                if w not in bad:
-                    bad.append(w)
-        return bad
+        wid = enc.word_ids[i]
+        return _word_at(caption, enc.offsets[i]) or (words[wid] if wid < len(words) else "?")
+
+
+def _seq_limit(folder: Path, positions: int) -> int:
+    """The encoder's own token limit: sentence-transformers' max_seq_length (256 for all-MiniLM-L6-v2), never more
+    than its position embeddings."""
+    import json
+
+    try:
+        limit = int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        limit = TOKEN_LIMIT
+    return max(MAX_TOKENS, min(limit, positions))
 
 
 def _word_at(caption: str, span: tuple[int, int]) -> str:
@@ -158,17 +191,29 @@ def check_prompt(prompt: str, encoder: TextEncoder, known_words: Sequence[str] |
     if not _normalise(prompt):
         raise ValueError("prompt: empty; type what to draw, e.g. \"a red star\"")
     notes = []
-    unk = encoder.unknown_words(prompt)
+    cut_words = getattr(encoder, "cut_words", None)
+    cut = cut_words(prompt) if cut_words is not None else []
+    unk = [w for w in encoder.unknown_words(prompt) if w not in cut]
     if unk:
         notes.append(f"prompt: the encoder cannot represent {', '.join(repr(w) for w in unk)} "
-                     f"(unknown to its vocabulary, or past its {getattr(encoder, 'max_tokens', MAX_TOKENS)}-token limit)")
+                     "(unknown to its vocabulary)")
+    if cut:
+        limit = getattr(encoder, "max_tokens", MAX_TOKENS)
+        shown = " ".join(cut) if len(cut) <= 12 else f"{' '.join(cut[:6])} … {' '.join(cut[-4:])}"  # both ends
+        notes.append(f"prompt: too long for the encoder ({limit} tokens at most): it dropped the last "
+                     f"{len(cut)} word{'s' if len(cut) != 1 else ''}, “{shown}”")
     if known_words:
-        vocab = {w.lower() for w in known_words}
-        unseen = [w for w in re.findall(r"[a-z0-9]+", prompt.lower()) if w not in vocab]
+        unseen = unseen_words(prompt, known_words)
         if unseen:
             notes.append(f"prompt: the model never saw {', '.join(repr(w) for w in unseen)} in its training captions; "
                          f"it will mostly ignore {'it' if len(unseen) == 1 else 'them'}")
     return notes
+
+
+def unseen_words(prompt: str, known_words: Sequence[str]) -> list[str]:
+    """The prompt's words that no training caption used, each once, in the order they first appear."""
+    vocab = {w.lower() for w in known_words}
+    return list(dict.fromkeys(w for w in re.findall(r"[a-z0-9]+", prompt.lower()) if w not in vocab))
 
 
 def caption_words(captions: Sequence[str]) -> list[str]:
@@ -184,8 +229,11 @@ class CaptionTable:
         self.ids = torch.tensor([where[c] for c in captions], dtype=torch.long)
         self.empty = torch.tensor([not c.strip() for c in self.distinct], dtype=torch.bool)  # "" trains as ∅
         parts = [encoder.encode(self.distinct[i:i + chunk]) for i in range(0, len(self.distinct), chunk)]
-        self.tokens = torch.cat([p.tokens for p in parts])
-        self.mask = torch.cat([p.mask for p in parts])
+        length = max(p.tokens.shape[1] for p in parts)  # chunks pad to their own longest caption: to one length
+        pad = lambda t, value: torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, length - t.shape[1]),  # noqa: E731
+                                                      value=value)
+        self.tokens = torch.cat([pad(p.tokens, 0.0) for p in parts])
+        self.mask = torch.cat([pad(p.mask, False) for p in parts])
         self.pooled = torch.cat([p.pooled for p in parts])
         self.encoder_name = encoder.name
         self._device: torch.device | None = None

@@ -56,7 +56,8 @@ HIGHLIGHTS: dict[str, Getter] = {
     "sampling.x0_pane": lambda w: w.sampling.x0_pane, "sampling.eps_pane": lambda w: w.sampling.eps_pane,
     "sampling.tabs": lambda w: w.sampling.tabs,
     "likelihood": lambda w: w.likelihood, "likelihood.terms_plot": lambda w: w.likelihood.terms_plot,
-    "autoencoder": lambda w: w.autoencoder, "geometry": lambda w: w.geometry,
+    "autoencoder": lambda w: w.autoencoder, "autoencoder.latent_pane": lambda w: w.autoencoder.latent_pane,
+    "autoencoder.loss_plot": lambda w: w.autoencoder.loss_plot, "geometry": lambda w: w.geometry,
     "geometry.plots": lambda w: w.geometry.plots,
 }
 # the Sampling tab's own tabs (panels/sampling: tabs.py, lab.py, latent.py, text.py)
@@ -241,6 +242,28 @@ def sample_spec(v) -> str | None:
     return None
 
 
+def t_range(v) -> str | None:
+    """[first t, last t] of the Schedule dock's t axis (the paper's t, first < last), or false for all of 0 … T."""
+    if v is False:
+        return None
+    if not (isinstance(v, list) and len(v) == 2):
+        return f"must be [first t, last t] or false, got {short(v)}"
+    for x in v:
+        reason = whole(0, MAX_T)(x)
+        if reason:
+            return reason
+    if v[0] >= v[1]:
+        return f"must be [first t, last t] with the first below the last, got {short(v)}"
+    return None
+
+
+def model_name(v) -> str | None:
+    """A shipped model's name (resources/models/NAME); one that is not shipped is said at Show me, not here."""
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v) or ".." in v:
+        return f"must be the name of a shipped model (letters, digits, - _ .), got {short(v)}"
+    return None
+
+
 def compare_spec(v) -> str | None:
     return None if isinstance(v, bool) else schedule_spec("cosine")(v)
 
@@ -249,7 +272,8 @@ def compare_spec(v) -> str | None:
 ACTIONS: dict[str, Check] = {
     "tab": one_of(tuple(TABS)), "dock": one_of(tuple(DOCKS)), "image": one_of(("sample",)),
     "schedule": schedule_spec("linear"), "t": whole(1, MAX_T), "chain": boolean, "colour_scale": colour_scale,
-    "log_beta": boolean, "compare": compare_spec, "sample": sample_spec, "sampling_tab": one_of(SAMPLING_TABS),
+    "log_beta": boolean, "t_range": t_range, "compare": compare_spec, "sample": sample_spec,
+    "sampling_tab": one_of(SAMPLING_TABS), "model": model_name,
 }
 
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)\s*/?>")

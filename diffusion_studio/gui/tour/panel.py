@@ -4,14 +4,19 @@ puts the app into the state the step talks about and outlines the widget to look
 from __future__ import annotations
 
 import html
+import math
 import time
 
+import torch
+
 from PySide6.QtCore import QEvent, QObject, QRect, Qt, Slot
-from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QPushButton, QScrollArea,
-                               QSizePolicy, QStatusBar, QVBoxLayout, QWidget)
+                               QStatusBar, QVBoxLayout, QWidget)
 
 from ...core.diffusion.schedule import NoiseSchedule
+from ..widgets.glyphs import rich_marks
+from .equations import EquationLabel, EquationScroll
 from ..widgets.mathtext import EquationError, render_equation
 from .data import ACTIONS, DOCKS, HIGHLIGHTS, TABS, TourError, TourStep, read_tour
 
@@ -68,35 +73,12 @@ class Highlighter(QWidget):
         p.end()
 
 
-class EquationLabel(QLabel):
-    """An equation image drawn at its natural size, or scaled down to the width there is (never widening the dock)."""
-
-    SCALE = 2  # rendered at twice the resolution, so scaling down stays sharp
-
-    def __init__(self, image: QImage, tex: str, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("tourEquation")
-        self.image = image
-        self.setToolTip(f"<p>{html.escape(tex)}</p>")  # rich text, escaped: a tooltip guesses its format
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.setMinimumWidth(40)
-        self._fit(self.width())
-
-    @property
-    def natural_width(self) -> int:
-        return self.image.width() // self.SCALE
-
-    def _fit(self, width: int) -> None:
-        w = max(20, min(width, self.natural_width))
-        pm = QPixmap.fromImage(self.image.scaledToWidth(w * self.SCALE, Qt.TransformationMode.SmoothTransformation))
-        pm.setDevicePixelRatio(self.SCALE)
-        self.setPixmap(pm)
-        self.setFixedHeight(pm.height() // self.SCALE + 2)
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        if event.size().width() != event.oldSize().width():
-            self._fit(event.size().width())
+def tick_text(v: float) -> str:
+    """0.002, or 2e-4 below 10⁻³: short, for the β axis is 42 px wide and pyqtgraph leaves out a label wider."""
+    if v >= 1e-3:
+        return f"{v:g}"
+    m, e = f"{v:.0e}".split("e")
+    return f"{m}e{int(e)}"
 
 
 class TourActions(QObject):
@@ -108,6 +90,7 @@ class TourActions(QObject):
         self.win = window
         self._pending_sample = None
         self._after_load: dict | None = None
+        self._ticks_hooked = False
 
     def run(self, actions) -> None:
         for name, arg in actions:
@@ -146,6 +129,37 @@ class TourActions(QObject):
 
     def do_log_beta(self, on: bool) -> None:
         self.win.schedule.log_beta.setChecked(bool(on))
+
+    def do_t_range(self, span) -> None:
+        """Zoom the Schedule dock's t axis to [first, last] (the paper's t), the β plot's y range fitted to β_t and
+        β̃_t there, with a few labelled ticks; false: all of 0 … T again."""
+        sp = self.win.schedule
+        plots = sp.plots
+        beta_axis = plots.plot_items[0].getAxis("left")
+        if span is False:
+            beta_axis.setTicks(None)
+            plots.set_x_extent(sp.schedule.T, sp.normalise.isChecked())
+            return
+        s = sp.schedule
+        lo, hi = (max(1, min(int(x), s.T)) for x in span)
+        if lo >= hi:
+            lo, hi = 1, s.T
+        div = float(s.T) if sp.normalise.isChecked() else 1.0
+        plots.plot_items[0].setXRange(lo / div, hi / div, padding=0.02)
+        shown = torch.cat([s.betas[lo - 1:hi], s.posterior_variance[lo - 1:hi]]).double()
+        shown = shown[shown > 0]
+        if not sp.log_beta.isChecked() or shown.numel() == 0:
+            return
+        y0, y1 = math.log10(float(shown.min())), math.log10(float(shown.max()))
+        pad = 0.06 * max(y1 - y0, 0.1)
+        plots.plot_items[0].setYRange(y0 - pad, y1 + pad, padding=0)
+        # pyqtgraph labels every 1…9 × 10ᵏ inside a decade, and drops them all when they do not fit: a few instead
+        ticks = [(math.log10(v), tick_text(v)) for e in range(-8, 1) for m in (1, 2, 5) for v in (m * 10.0 ** e,)
+                 if y0 - pad <= math.log10(v) <= y1 + pad]
+        beta_axis.setTicks([ticks] if len(ticks) >= 2 else None)
+        if not self._ticks_hooked:  # the fixed ticks are log10 positions: they go when log β or the zoom does
+            self._ticks_hooked = True
+            sp.log_beta.toggled.connect(lambda _on: beta_axis.setTicks(None))
 
     def do_compare(self, spec) -> None:
         sp = self.win.schedule
@@ -199,6 +213,17 @@ class TourActions(QObject):
         sp.run_finished.disconnect(self._start_after_stop)
         self._pending_sample = None
         sp.start()
+
+    def do_model(self, name: str) -> None:
+        """Sample from the shipped model ``name`` (as if picked in the Sampling tab's model list)."""
+        chooser = self.win.sampling.chooser
+        key = f"builtin:{name}"
+        if name not in chooser.builtins:
+            self.win.state.message.emit(f"The tour's step uses the shipped model {name!r}, which is not installed")
+            return
+        if key not in (chooser.current_key, chooser._pending):
+            chooser.user_picked = True
+            chooser.select(key)
 
     def do_sampling_tab(self, title: str) -> None:
         self.win.sampling.tabs.show_tab(title)
@@ -261,6 +286,7 @@ class LearnPanel(QWidget):
         self.next_button.clicked.connect(lambda: self.go(self.index + 1))
         self.show_button.clicked.connect(self.show_me)
         self.equation_labels: list[QLabel] = []
+        self.equation_boxes: list[QWidget] = []   # an EquationScroll around each label (an error: the label)
         self._shown_equations: int | None = None
         self.go(0)
 
@@ -273,8 +299,9 @@ class LearnPanel(QWidget):
         step = self.steps[index]
         if self.step_combo.currentIndex() != index:
             self.step_combo.setCurrentIndex(index)
-        self.title_label.setText(f"<b>Step {index + 1} of {len(self.steps)}: {html.escape(step.title)}</b>")
-        self.text_label.setText(step.text)
+        self.title_label.setText(rich_marks(f"<b>Step {index + 1} of {len(self.steps)}: "
+                                            f"{html.escape(step.title)}</b>"))
+        self.text_label.setText(rich_marks(step.text))
         self.back_button.setEnabled(index > 0)
         self.next_button.setEnabled(index < len(self.steps) - 1)
         self.highlighter.clear()
@@ -291,11 +318,11 @@ class LearnPanel(QWidget):
     def _render_equations(self) -> None:
         step = self.step
         self._shown_equations = self.index
-        for lab in self.equation_labels:
-            self.eq_box.removeWidget(lab)
-            lab.hide()  # until the deferred delete runs it would sit, unlaid-out, over the step combo
-            lab.deleteLater()
-        self.equation_labels = []
+        for box in self.equation_boxes:
+            self.eq_box.removeWidget(box)
+            box.hide()  # until the deferred delete runs it would sit, unlaid-out, over the step combo
+            box.deleteLater()
+        self.equation_labels, self.equation_boxes = [], []
         start = time.monotonic()
         for tex in step.equations:
             try:
@@ -304,13 +331,16 @@ class LearnPanel(QWidget):
                                         f"{tex[:200]}")
                 img = render_equation(tex, fontsize=12.0, color=self._eq_color(), dpi=100 * EquationLabel.SCALE)
                 lab = EquationLabel(img, tex)
+                box: QWidget = EquationScroll(lab)
             except EquationError as exc:  # a typo in the tour file shows itself instead of breaking the tour
                 lab = QLabel(str(exc))
                 lab.setObjectName("tourEquationError")
                 lab.setTextFormat(Qt.TextFormat.PlainText)
                 lab.setWordWrap(True)
-            self.eq_box.addWidget(lab)
+                box = lab
+            self.eq_box.addWidget(box)
             self.equation_labels.append(lab)
+            self.equation_boxes.append(box)
 
     @property
     def step(self) -> TourStep:
@@ -326,7 +356,22 @@ class LearnPanel(QWidget):
             self.win.state.message.emit(f"Tour step {step.id!r}: {reason}")
             return
         self.highlighted = target
+        if target is not None:
+            _scroll_into_view(target)
         self.highlighter.show_on(target)
+
+
+def _scroll_into_view(widget) -> None:
+    """Scroll every scroll area around ``widget`` (the Schedule dock scrolls when its plots need the room) so that
+    the outline is drawn where the learner can see it."""
+    from PySide6.QtWidgets import QScrollArea
+
+    child, parent = widget, widget.parentWidget()
+    while parent is not None:
+        if isinstance(parent, QScrollArea) and parent.widget() is not None and parent.widget().isAncestorOf(child):
+            parent.ensureWidgetVisible(child, 0, 0)
+            child = parent
+        parent = parent.parentWidget()
 
 
 class LearnDock(QDockWidget):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QImage, QPixmap
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
@@ -25,6 +25,16 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.view.addItem(self.item)
         self._shape: tuple[int, ...] | None = None
         self.current: np.ndarray | None = None
+        self._hint: QSize | None = None
+        self.on_title_fitted = None  # called after the title is wrapped to a new width (see set_title_height)
+
+    def set_size_hint(self, size: QSize | None) -> None:
+        """Ask a layout for this size (None: the view's own hint, which follows the scene and can be large)."""
+        self._hint = size
+        self.updateGeometry()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        return self._hint if self._hint is not None else super().sizeHint()
 
     def set_title(self, text: str) -> None:
         self.label.setText(text)
@@ -39,10 +49,22 @@ class ImagePane(pg.GraphicsLayoutWidget):
             item.setTextWidth(width - 8)
         self.label.updateMin()
         self.label.resizeEvent(None)
+        hook = getattr(self, "on_title_fitted", None)
+        if hook is not None:
+            hook()
+
+    def title_height(self) -> float:
+        """The height the title's text needs at the pane's width."""
+        return float(self.label.item.boundingRect().height())
+
+    def set_title_height(self, height: float) -> None:
+        """Keep at least this much height for the title row (to line up panes whose titles wrap differently)."""
+        self.ci.layout.setRowMinimumHeight(0, float(height))
+        self.ci.layout.setRowMaximumHeight(0, float(height))
 
     def resizeEvent(self, event) -> None:
         if hasattr(self, "label"):
-            self._fit_title(event.size().width())
+            self._fit_title(event.size().width() if event is not None else self.width())
         super().resizeEvent(event)
 
     def show_u8(self, arr: np.ndarray) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QLinearGradient, QPainter
 from PySide6.QtWidgets import QComboBox, QLabel, QLayout, QVBoxLayout, QWidget
 
@@ -63,10 +63,13 @@ class PixelHistogram(pg.PlotWidget):
     """Density of x_t's pixel values (moving with t) over x_0's and the N(0, 1) density: the data distribution
     turning into the prior. The numbers come from core.pixel_stats; this only draws them."""
 
+    MIN_VIEW = 80  # px of plot area it never goes below (the Forward tab's layout gives the rest to the images)
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("pixelHistogram")
-        self.setMinimumSize(160, 90)
+        # title, the pixel-value axis and at least MIN_VIEW px of plot: below that the y ticks ran into each other
+        self.setMinimumSize(160, self.MIN_VIEW + 72)
         self.edges = bin_edges()
         centres = 0.5 * (self.edges[1:] + self.edges[:-1])
         plot = self.getPlotItem()
@@ -76,7 +79,7 @@ class PixelHistogram(pg.PlotWidget):
         plot.setMouseEnabled(False, False)
         plot.setMenuEnabled(False)
         plot.hideButtons()
-        plot.addLegend(offset=(-4, 2), labelTextSize="8pt")
+        plot.addLegend(offset=(-4, 2), labelTextSize="8pt", colCount=3)  # one row: three rows overflowed a short plot
         self.x0_curve = plot.plot(stepMode="center", fillLevel=0, brush=pg.mkBrush(154, 154, 154, 90),
                                   pen=pg.mkPen(X0_COLOR, width=1), name="x₀")
         self.xt_curve = plot.plot(stepMode="center", pen=pg.mkPen(XT_COLOR, width=2), name="xₜ")
@@ -95,6 +98,9 @@ class PixelHistogram(pg.PlotWidget):
         self.setToolTip("How often each pixel value occurs (a density: the area is 1). Grey: x₀, the data; blue: xₜ "
                         "at the t on the slider; dashed: the N(0, 1) density that x_T should match. Dotted: the ends "
                         "of the colour scale, beyond which the panes clip.")
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name): its minimum; the Forward tab's stretch gives it more
+        return QSize(320, self.minimumHeight())
 
     def set_x0(self, x0) -> None:
         self.x0_density = None if x0 is None else pixel_density(pixel_sample(x0), self.edges)
@@ -135,9 +141,9 @@ class ForwardExtras:
     """Wires the additions into a ForwardPanel (built after its setup_ui)."""
 
     def __init__(self, panel):
-        from .ui import FILM_FRAMES, film_paper_ts
+        from .ui import film_paper_ts, share_height
 
-        self.panel, self._film_ts, self._n = panel, film_paper_ts, FILM_FRAMES
+        self.panel, self._film_ts = panel, film_paper_ts
         self._sample_of = self._x0_sample = self._eps_sample = None
         lay = panel.layout()
         self.colour_bar = ColourBar()
@@ -159,6 +165,7 @@ class ForwardExtras:
         self.prior_warning.hide()
         lay.insertWidget(lay.indexOf(panel.hint_label) + 1, self.prior_warning)
         self.histogram = PixelHistogram()
+        share_height(self.histogram)
         lay.insertWidget(lay.indexOf(panel.film_pane), self.histogram, 2)
         panel.film_pane.setToolTip(panel.film_pane.toolTip() + " Click a frame to jump to its t.")
         panel.film_pane.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -216,8 +223,9 @@ class ForwardExtras:
         pos = item.mapFromScene(event.scenePos())
         if not (0 <= pos.x() < film.shape[1] and 0 <= pos.y() < film.shape[0]):
             return
-        i = film_index_at(film.shape, pos.x(), self._n)
-        self.panel.set_paper_t(self._film_ts(self.panel.state.schedule.T)[i])
+        ts = self._film_ts(self.panel.state.schedule.T)  # as many frames as distinct t (fewer when T is small)
+        i = film_index_at(film.shape, pos.x(), len(ts))
+        self.panel.set_paper_t(ts[i])
         event.accept()
 
 

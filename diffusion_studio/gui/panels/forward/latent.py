@@ -2,11 +2,13 @@
 z_t's channels and the decoder's picture of z_t beside the pixel-space x_t at the same t."""
 from __future__ import annotations
 
+from PySide6.QtCore import QSize
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ....core.io.space import LatentNoising, LatentSpace
 from ....data.convert import make_grid, to_uint8
 from ...widgets.imageview import ImagePane
+from .ui import share_height
 from ....jobs.frames import LATENT_SCALE
 
 OPEN_ITEM = "Open autoencoder…"
@@ -57,6 +59,7 @@ class LatentForward(QWidget):
         bar.addWidget(self.info, 1)
         lay.addLayout(bar)
         self.row = QWidget()
+        share_height(self)  # its panes take a share of the tab's height (stretch 3 when on), not their size hint
         panes = QHBoxLayout(self.row)
         panes.setContentsMargins(0, 0, 0, 0)
         self.z_pane = ImagePane("z_t channels", min_size=90)
@@ -67,6 +70,8 @@ class LatentForward(QWidget):
         self.dec_pane.setObjectName("latentDecodedPane")
         self.dec_pane.setToolTip("D(z_t / scale): what the decoder makes of the noisy latent. Noise in latent space "
                                  "is not pixel noise: it turns into blotches and wrong colours, not grain.")
+        for pane in (self.z_pane, self.dec_pane):
+            share_height(pane)
         panes.addWidget(self.z_pane, 1)
         panes.addWidget(self.dec_pane, 1)
         lay.addWidget(self.row, 1)
@@ -76,6 +81,9 @@ class LatentForward(QWidget):
         panel.state.image_changed.connect(self._invalidate)
         panel.state.schedule_changed.connect(self._invalidate)
         panel.seed_spin.valueChanged.connect(self._invalidate)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name): the Forward tab's stretch decides its height
+        return QSize(300, self.minimumSizeHint().height())
 
     # ---- choosing an autoencoder ------------------------------------------------------------------------------------
     def _on_combo(self, index: int) -> None:
@@ -111,7 +119,7 @@ class LatentForward(QWidget):
                 self.check.setChecked(False)
                 return
         self.row.setVisible(on)
-        self.panel.layout().setStretchFactor(self, 2 if on else 0)
+        self.panel.layout().setStretchFactor(self, 3 if on else 0)
         if on:
             self._on_t(self.panel.paper_t)
 

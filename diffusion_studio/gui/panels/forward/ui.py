@@ -1,9 +1,9 @@
 """The Forward process panel's widgets (a setupUi-style builder, to keep panel.py short)."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSlider,
-                               QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy,
+                               QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from ...widgets.imageview import ImagePane
 
@@ -14,8 +14,19 @@ FILM_FRAMES = 8
 
 
 def film_paper_ts(T: int, n: int = FILM_FRAMES) -> list[int]:
-    """n paper times evenly spaced from 0 (x_0) to T."""
-    return [round(k * T / (n - 1)) for k in range(n)]
+    """Up to n distinct paper times evenly spaced from 0 (x_0) to T: each t once, so a short schedule (T = 2) gives
+    the frames t = 0, 1, 2 rather than 0, 0, 1, 1, 1, 1, 2, 2."""
+    n = max(2, min(int(n), int(T) + 1))
+    return list(dict.fromkeys(round(k * T / (n - 1)) for k in range(n)))
+
+
+def share_height(widget: QWidget) -> None:
+    """Let the layout share the tab's height by the stretch factors, down to each widget's minimum: every such widget
+    expands and asks for no more than its minimum. (With their own large size hints the image views took what they
+    asked for, and the histogram was left at its minimum, ~20 px of plot, when the latent view was on.)"""
+    widget.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+    if hasattr(widget, "set_size_hint"):
+        widget.set_size_hint(QSize(max(60, widget.minimumWidth()), max(1, widget.minimumHeight())))
 
 
 def setup_ui(panel) -> None:
@@ -34,6 +45,7 @@ def setup_ui(panel) -> None:
     panel.xt_pane.setObjectName("xtPane")
     panel.xt_pane.setToolTip("xₜ = √ᾱₜ·x₀ + √(1−ᾱₜ)·ε: the closed form q(xₜ | x₀), one scaled sum per pixel.")
     for p in (panel.x0_pane, panel.noise_pane, panel.xt_pane):
+        share_height(p)
         panes.addWidget(p, 1)
     lay.addLayout(panes, 3)
     panel.hint_label = QLabel("Choose an image in the Images panel to see it noised.")
@@ -125,6 +137,7 @@ def setup_ui(panel) -> None:
     panel.film_pane = ImagePane("Filmstrip", min_size=60)
     panel.film_pane.setMinimumHeight(110)
     panel.film_pane.setObjectName("filmstripPane")
+    share_height(panel.film_pane)
     panel.film_pane.setToolTip("xₜ at evenly spaced t from 0 to T, with the same ε throughout.")
     lay.addWidget(panel.film_pane, 1)
     panel.error_label = QLabel("")

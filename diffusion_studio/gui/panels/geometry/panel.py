@@ -228,7 +228,7 @@ class GeometryPanel(Panel):
         span = max(self._bounds()[1] - self._bounds()[0], 1e-9)
         longest = max((float(np.linalg.norm(v, axis=1).max()) for v in vectors.values()), default=1.0)
         self.field_plot.show_field(g_data, vectors, scale=0.08 * span / max(longest, 1e-9))
-        title = {"score": "score", "x0": "x̂₀ − x_t"}[kind]
+        title = {"score": "score", "x0": "<i>x̂</i>₀ − x_t"}[kind]
         narrow_title(self.field_plot, f"{title} at t = {paper_t} ({which})")
         self.field_plot.setToolTip("The field at the slider's t over a grid; arrows are scaled to fit the view. "
                                    "score = −ε̂/√(1−ᾱ_t), the direction of steepest rise of log p_t(x_t)")

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from .views import CloudPlot, FieldPlot, LossPlot, Marginal, PathsPlot, theme
 
 TOYS = ("moons", "swissroll", "8gaussians", "checkerboard", "rings", "spiral", "text")
-FIELD_KINDS = (("score −ε̂/√(1−ᾱ_t)", "score"), ("x̂₀ − x_t", "x0"))
+FIELD_KINDS = (("score −ε̂/√(1−ᾱ_t)", "score"), ("predicted x₀ − x_t", "x0"))
 FIELD_SOURCES = ("learned", "ideal", "both", "difference")
 ODE_CHOICES = (("DDIM (ODE, Euler)", "ddim"), ("Heun", "heun"), ("DPM-Solver++ 2M", "dpm++2m"))
 

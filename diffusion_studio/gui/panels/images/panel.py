@@ -15,11 +15,13 @@ from ...widgets.imageview import pixmap_from_u8
 from ...state import SelectedImage
 from ...workers import GeneratorWorker
 from ..base import Panel
+from .labels import BUILTIN_PLACEHOLDER, opened_text, training_text
 from ....jobs.images import THUMB, Entry, LoadBatch, crop_note, load_builtin_preview, load_paths, sample_photo_entries
 
 SIZES = (64, 128, 256, 512)
 DEFAULT_SIZE = 256
-_BUILTIN_ITEMS = (("photos", "Sample photos"), ("digits", "Digits (8×8, scikit-learn)"), ("shapes", "Shapes"))
+_BUILTIN_ITEMS = (("photos", "Sample photos"), ("digits", "Digits (8×8, scikit-learn)"),
+                  ("mnist", "MNIST (28×28)"), ("shapes", "Shapes"))
 
 
 class ImagesPanel(Panel):
@@ -36,6 +38,7 @@ class ImagesPanel(Panel):
         self._worker: GeneratorWorker | None = None
         self._collection_spec: str | None = None     # what "Use as training data" hands to the Training panel
         self._collection_name = ""
+        self._training_choice: str | None = None      # the Training tab's own Data choice, when the window tells
         self._loaded = self._failed = 0
         self._status_before_drag = ""
         self._build_ui()
@@ -69,7 +72,7 @@ class ImagesPanel(Panel):
         row = QHBoxLayout()
         self.builtin_combo = QComboBox()
         self.builtin_combo.setObjectName("builtinCombo")
-        self.builtin_combo.addItem("Built-in…", None)
+        self.builtin_combo.addItem(BUILTIN_PLACEHOLDER, None)
         for key, text in _BUILTIN_ITEMS:
             self.builtin_combo.addItem(text, key)
             self.builtin_combo.setItemData(self.builtin_combo.count() - 1, BUILTIN_DATASETS.get(key, ""),
@@ -149,6 +152,7 @@ class ImagesPanel(Panel):
         self.dataset_label = QLabel("")
         self.dataset_label.setObjectName("datasetLabel")
         self.dataset_label.setWordWrap(True)
+        self.dataset_label.setTextFormat(Qt.TextFormat.RichText)
         lay.addWidget(self.dataset_label)
 
         self.problems_label = QLabel("Problems")
@@ -199,7 +203,7 @@ class ImagesPanel(Panel):
         self._start(lambda cancel: load_paths(paths, cancel), name, spec)
 
     def load_builtin(self, name: str) -> None:
-        """Show a built-in collection: "photos" (instant), or the first images of "digits" / "shapes"."""
+        """Show a built-in collection: "photos" (instant), or the first images of "digits", "mnist" or "shapes"."""
         self.builtin_combo.setCurrentIndex(max(0, self.builtin_combo.findData(name)))
         if name == "photos":
             self._cancel_worker()
@@ -330,8 +334,15 @@ class ImagesPanel(Panel):
         self._collection_name, self._collection_spec = name, spec
         self._loaded = self._failed = 0
         if not (spec or "").startswith("builtin:"):
+            # the combo names what is open ("Folder: cats"), not "Built-in…" as if nothing were
+            self.builtin_combo.setItemText(0, opened_text(name, spec))
+            self.builtin_combo.setItemData(0, spec or name, Qt.ItemDataRole.ToolTipRole)
             self.builtin_combo.setCurrentIndex(0)
+        else:
+            self.builtin_combo.setItemText(0, BUILTIN_PLACEHOLDER)
+            self.builtin_combo.setItemData(0, None, Qt.ItemDataRole.ToolTipRole)
         self._update_use_button()
+        self._show_dataset(self.state.dataset_spec)
 
     def _add_thumbs(self, thumbs) -> None:
         if not thumbs:
@@ -412,7 +423,15 @@ class ImagesPanel(Panel):
         self.state.message.emit(f"Training data: {self._collection_spec} (selected in the Training tab)")
 
     def _show_dataset(self, spec) -> None:
-        self.dataset_label.setText(f"Training data: {spec}" if spec else "Training data: not chosen yet")
+        """Say what the Training tab will train on (its own choice is named once the window calls
+        ``set_training_choice``)."""
+        self.dataset_label.setText(training_text(self._training_choice, spec, self._collection_spec))
+        self.dataset_label.setToolTip(self._training_choice or spec or "")
+
+    def set_training_choice(self, spec: str | None) -> None:
+        """The dataset the Training tab has chosen itself (its Data row), so this dock can name it."""
+        self._training_choice = spec or None
+        self._show_dataset(self.state.dataset_spec)
 
     def _on_builtin_activated(self, index: int) -> None:
         key = self.builtin_combo.itemData(index)

@@ -48,7 +48,8 @@ class LikelihoodPanel(Panel):
         self.data_edit = QLineEdit(self.setting("data", ""))
         self.data_edit.setObjectName("likelihoodData")
         self.data_edit.setPlaceholderText("the model's data (from its checkpoint)")
-        self.data_edit.setToolTip("Images to score: a folder, builtin:NAME, mnist:PATH or cifar10:PATH (test split). "
+        self.data_edit.setToolTip("Images to score: a folder, builtin:NAME, mnist:PATH or cifar10:PATH (builtin:mnist, MNIST and CIFAR: "
+                                  "their held-out test split). "
                                   "Empty: the data the checkpoint was trained on — not held out, so optimistic.")
         self.n_spin = QSpinBox()
         self.n_spin.setObjectName("likelihoodN")
@@ -63,7 +64,7 @@ class LikelihoodPanel(Panel):
         self.every_combo.setMinimumContentsLength(10)
         self.every_combo.setToolTip("All T gives the real figure. A quick look evaluates the first K t exactly and one random t in each block of "
                                     "K after them; the total is then an estimate with a wider interval")
-        self.clip_box = QCheckBox("clip x̂₀ to [−1, 1]")
+        self.clip_box = QCheckBox("clip predicted x₀ to [−1, 1]")
         self.clip_box.setObjectName("clipBox")
         self.clip_box.setChecked(self.setting("clip", True, bool))
         self.clip_box.setToolTip("Take p_θ's mean from x̂₀ clipped to the data range (improved-diffusion's "
@@ -254,14 +255,16 @@ class LikelihoodPanel(Panel):
         for key, frame in sorted(self.frames.items()):
             s = frame.summary[v]
             if frame.done < frame.total:
-                lines.append(f"<b>{frame.name}</b>: {frame.done}/{frame.total} t so far…")
+                how = "so far…" if self.is_running else "when stopped: a partial sum, not the bound"
+                lines.append(f"<b>{frame.name}</b>: {frame.done}/{frame.total} t {how}")
                 continue
             sign = "≈" if s["estimate"] else "="
             what = "estimate; ± images and t sample" if s["estimate"] else "95% CI over images"
             colour = "#1950c8" if key == "A" else "#dc6e14"
             hw = f" ± {s['half_width']:.3f}" if math.isfinite(s["half_width"]) else ""
-            lines.append(f"<span style='color:{colour}'><b>{frame.name}</b></span>, σ² = {SYM[v]}: "
-                         f"<b>{s['bits_per_dim']:.3f}</b> {sign} bits/dim{hw} ({what}); L_T {s['prior']:.2g}, "
+            # "bound = 2.660 bits/dim" (or ≈ for a quick look's estimate): the number, then its unit
+            lines.append(f"<span style='color:{colour}'><b>{frame.name}</b></span>, σ² = {SYM[v]}: bound {sign} "
+                         f"<b>{s['bits_per_dim']:.3f}</b> bits/dim{hw} ({what}); L_T {s['prior']:.2g}, "
                          f"L₀ {s['decoder']:.3f}<br><small>{self.notes.get(key, '')}</small>")
         return "<br>".join(lines)
 
@@ -289,6 +292,7 @@ class LikelihoodPanel(Panel):
 
     def _finished(self) -> None:
         self.worker = None
+        self.result.setText(self._result_text(self.variance))  # a stopped run's line no longer says "so far…"
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.state.set_busy("likelihood", None)

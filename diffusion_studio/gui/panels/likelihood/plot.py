@@ -21,30 +21,68 @@ BRUSH = {k: pg.mkBrush(*c) for k, c in COLOURS.items()}
 SYM = {"beta": "β", "beta_tilde": "β̃"}
 
 
+class LogAxis(pg.AxisItem):
+    """A log axis labelled at the decades only (and at 2· and 5· when fewer than two decades are in view); the other
+    ticks are marked, unlabelled. pyqtgraph labelled every minor tick of a short range: "4·10¹5·10¹6789 10²"."""
+
+    def logTickValues(self, minVal, maxVal, size, stdTicks):  # noqa: N802, N803 (pyqtgraph's names)
+        lo, hi = math.floor(minVal), math.ceil(maxVal)
+        decades = [float(v) for v in range(lo, hi + 1) if minVal <= v <= maxVal]
+        minor = [v + math.log10(k) for v in range(lo, hi) for k in range(2, 10) if minVal < v + math.log10(k) < maxVal]
+        labelled = decades
+        if len(decades) < 2:
+            labelled = sorted(decades + [x for x in minor if round(10 ** (x % 1)) in (2, 5)])
+        return [(1.0, labelled), (None, [x for x in minor if x not in labelled])]
+
+
+def log_axes(*names: str) -> dict[str, LogAxis]:
+    return {name: LogAxis(name) for name in names}
+
+
 def _style(plot: pg.PlotWidget, title: str) -> None:
     item = plot.getPlotItem()
     set_title(item, title)
     apply_plot_theme(plot)  # the app's one plot theme
     for name in ("left", "bottom"):
-        item.getAxis(name).setStyle(maxTickLevel=1)
+        axis = item.getAxis(name)
+        # minor ticks marked, but on a log axis only the decades labelled: "2 3 4 … 9" between them ran together
+        axis.setStyle(maxTickLevel=1, maxTextLevel=0 if isinstance(axis, LogAxis) else 1)
+        axis.enableAutoSIPrefix(False)  # "(x0.001)" on a log axis only confused the decades
+    item.vb.setDefaultPadding(0.06)  # room inside the view for the L₀ and L_T labels beside the end points
     item.setMenuEnabled(False)
 
 
+def fit_title(plot: pg.PlotWidget, width: float | None = None) -> None:
+    """Wrap the title at the plot's width: pyqtgraph gives a title its whole text as minimum width, which made the
+    plot's scene wider than a narrow (1024 px) window's room and cut the plot off on the right."""
+    pi = plot.getPlotItem()
+    label = pi.titleLabel
+    item = label.item
+    # the title sits over the view box only, right of the left axis
+    room = (plot.width() if width is None else width) - pi.getAxis("left").width() - 12
+    item.setTextWidth(-1)
+    if item.boundingRect().width() > room > 40:
+        item.setTextWidth(room)
+    label.updateMin()
+    label.resizeEvent(None)
+
+
 class TermsPlot(pg.PlotWidget):
-    """L_{t−1} against t on log–log axes (L_0 at t = 1, L_T at t = T + 1), one curve per model; emits the t under
+    """Lₜ₋₁ against t on log–log axes (L_0 at t = 1, L_T at t = T + 1), one curve per model; emits the t under
     the mouse (the paper's t) as ``hovered``."""
 
     hovered = Signal(int)
 
     def __init__(self, parent=None):
-        super().__init__(parent)
+        super().__init__(parent, axisItems=log_axes("left", "bottom"))
         self.setObjectName("termsPlot")
         item = self.getPlotItem()
         item.setLabel("bottom", "paper t (log axis)")
         item.setLabel("left", "L<sub>t−1</sub>, bits/dim")
         item.setLogMode(x=True, y=True)
-        item.addLegend(offset=(-8, 8))
+        item.addLegend(offset=(8, -8))  # bottom left, the corner the falling curve leaves free (top right hid L₀)
         _style(self, "Terms of the bound: L<sub>t−1</sub> per t (log–log)")
+        self.setMinimumSize(160, 150)  # below that the decades of the y axis run into each other
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.names: dict[str, str] = {}
         self.ends: dict[str, pg.ScatterPlotItem] = {}
@@ -54,9 +92,14 @@ class TermsPlot(pg.PlotWidget):
         item.addItem(self.cursor, ignoreBounds=True)
         self._moved = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._on_move)
         self.T = 1000
-        self.setToolTip("Each point is one KL term L_{t−1} = KL(q(x_{t−1}|x_t,x₀) ‖ p_θ(x_{t−1}|x_t)) averaged over the "
+        self.setToolTip("Each point is one KL term Lₜ₋₁ = KL(q(xₜ₋₁ | xₜ, x₀) ‖ p_θ(xₜ₋₁ | xₜ)) averaged over the "
                         "images, in bits per dimension; the big dot at t = 1 is the decoder term L₀ = −log p_θ(x₀|x₁), "
                         "the square at t = T + 1 the prior term L_T. Hover a t to see both Gaussians there.")
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 (Qt's name)
+        if ev is not None:
+            fit_title(self, ev.size().width())
+        super().resizeEvent(ev)
 
     def _curve(self, key: str, name: str) -> pg.PlotDataItem:
         if key in self.curves and self.names.get(key) != name:
@@ -97,12 +140,14 @@ class TermsPlot(pg.PlotWidget):
         self.labels = []
         t, y = frame.curves[variance]
         marks = []
+        # each label beside its point, towards the inside of the plot (L₀ right of the first point, L_T left of the
+        # last): centred over them, half of L_T lay beyond the x range's end and was cut to "L_I"
         if t.size and t[0] == 1 and y[0] > 0:
-            marks.append(("L₀", 0.0, math.log10(y[0])))
+            marks.append(("L₀", 0.0, math.log10(y[0]), (-0.35, 0.5)))
         if frame.prior_bits > 0:
-            marks.append(("L_T", math.log10(frame.T + 1), math.log10(frame.prior_bits)))
-        for text, x, yy in marks:
-            lab = pg.TextItem(text, color=TEXT, anchor=(0.5, 1.3))
+            marks.append(("L_T", math.log10(frame.T + 1), math.log10(frame.prior_bits), (1.25, 0.5)))
+        for text, x, yy, anchor in marks:
+            lab = pg.TextItem(text, color=TEXT, anchor=anchor)
             lab.setPos(x, yy)
             self.getPlotItem().addItem(lab, ignoreBounds=True)
             self.labels.append(lab)
@@ -136,17 +181,23 @@ class CumulativePlot(pg.PlotWidget):
     """Σ of the terms from t = 1 up to t, in bits/dim: where the bound comes from; the dashed level is the total."""
 
     def __init__(self, parent=None):
-        super().__init__(parent)
+        super().__init__(parent, axisItems=log_axes("bottom"))
         self.setObjectName("cumulativePlot")
         item = self.getPlotItem()
         item.setLabel("bottom", "paper t (log axis)")
         item.setLogMode(x=True, y=False)
         _style(self, "Running sum from t = 1, bits/dim")
+        self.setMinimumSize(160, 110)
         item.getAxis("left").enableAutoSIPrefix(False)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.totals: dict[str, pg.InfiniteLine] = {}
-        self.setToolTip("How the bound builds up: the sum of L₀, L₁, …, L_{t−1}. A curve that jumps early and then "
+        self.setToolTip("How the bound builds up: the sum of L₀, L₁, …, Lₜ₋₁. A curve that jumps early and then "
                         "flattens says the small t carry the bound. The dashed line is the total with L_T.")
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 (Qt's name)
+        if ev is not None:
+            fit_title(self, ev.size().width())
+        super().resizeEvent(ev)
 
     def show_frame(self, frame: Frame, variance: str) -> None:
         t, cum = frame.cumulative[variance]
@@ -186,7 +237,7 @@ class ProbeView(QWidget):
         for i, pane in enumerate(self.panes):
             grid.addWidget(pane, 0, i)
             grid.setColumnStretch(i, 1)  # the panes share the room with the text (they are Expanding: else all theirs)
-        self.text = QLabel("Hover over the terms plot: q(x_{t−1}|x_t,x₀) and p_θ(x_{t−1}|x_t) at that t, for the "
+        self.text = QLabel("Hover over the terms plot: q(xₜ₋₁ | xₜ, x₀) and p_θ(xₜ₋₁ | xₜ) at that t, for the "
                            "first image.")
         self.text.setObjectName("probeText")
         self.text.setWordWrap(True)
@@ -239,7 +290,7 @@ class ProbeView(QWidget):
         self.text.setText(
             f"<b>t = {t}</b> ({name}) · q: N(μ̃_t, β̃_t I), β̃_t = {probe.q_var:.3g}<br>"
             f"p_θ: N(μ_θ, σ_t² I), σ_t² = {SYM[variance]}_t = {s2:.3g}<br>"
-            f"‖μ̃_t − μ_θ‖²/d = {probe.mean_gap:.3g} · L_{{t−1}} = <b>{term:.4g}</b> bits/dim (this image)")
+            f"‖μ̃_t − μ_θ‖²/d = {probe.mean_gap:.3g} · Lₜ₋₁ = <b>{term:.4g}</b> bits/dim (this image)")
 
     def clear(self) -> None:
         for pane in self.panes:

@@ -64,7 +64,7 @@ class CompareView(QWidget):
         row.addWidget(self.run_button)
         row.addStretch(1)
         lay.addLayout(row)
-        self.note = QLabel("The x̂₀ path: the first image's predicted x₀ after each step. A curved path in few big "
+        self.note = QLabel("The <i>x̂</i>₀ path: the first image's predicted x₀ after each step. A curved path in few big "
                            "steps lands off the data; the second-order solvers follow the ODE's curve.")
         self.note.setObjectName("compareNote")
         self.note.setWordWrap(True)
@@ -95,7 +95,8 @@ class CompareView(QWidget):
             base = job_for(self.panel, base)
         worker = GeneratorWorker(compare_factory(loaded, base, self.chosen(), self.evals_spin.value()),
                                  name="compareSamplers")
-        worker.yielded.connect(self.add_row)
+        self._for = loaded
+        worker.yielded.connect(lambda row: self.add_row(row) if self.panel.loaded is self._for else None)
         worker.errored.connect(self.panel._error)
         worker.finished.connect(self._done)
         self.worker = worker

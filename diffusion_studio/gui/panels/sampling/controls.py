@@ -53,21 +53,21 @@ class SamplerControls(QGroupBox):
                                      "DDPM: all T steps, or fewer with the respaced βs; the others: steps from t = T "
                                      "down to 0. Heun evaluates the model twice per step but the last")
         form.addRow("Steps", self.steps_spin)
-        spacing_row = QHBoxLayout()
         self.spacing_combo = QComboBox()
+        self.spacing_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.spacing_combo.setMinimumContentsLength(8)
         self.spacing_combo.setObjectName("spacingCombo")
         for text, key in SPACINGS:
             self.spacing_combo.addItem(text, key)
         self.spacing_combo.setToolTip("Which timesteps N steps visit, as diffusers names it: linspace from T−1 down to "
                                       "0 (both ends), leading k·⌊T/N⌋ (down to 0, not from T−1), trailing from T−1 "
                                       "down in steps of T/N (not down to 0)")
-        spacing_row.addWidget(self.spacing_combo, 1)
-        self.karras_check = QCheckBox("Karras σ")
+        form.addRow("Timesteps", self.spacing_combo)
+        self.karras_check = QCheckBox("Karras σ spacing")
         self.karras_check.setObjectName("karrasCheck")
         self.karras_check.setToolTip("Karras et al.'s σ spacing (ρ = 7): more of the steps at low noise, where the "
                                      "details form. For the ODE solvers")
-        spacing_row.addWidget(self.karras_check)
-        form.addRow("Timesteps", spacing_row)
+        form.addRow(self.karras_check)  # a row of its own: beside the timesteps it made the side column too wide
         self.eta_spin = QDoubleSpinBox()
         self.eta_spin.setObjectName("etaSpin")
         self.eta_spin.setRange(0.0, 1.0)
@@ -99,7 +99,7 @@ class SamplerControls(QGroupBox):
         form.addRow(self.clip_check)
         self.every_spin = self._spin("everySpin", 0, 1000, "Record a frame every N steps (plus the start and the "
                                      "end). Fewer frames cost less memory and display time; auto records about 50")
-        form.addRow("Preview every", self.every_spin)
+        form.addRow("Preview", self.every_spin)  # "Preview every" made the side column too wide for 1024 px
         self.class_combo = QComboBox()
         self.class_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.class_combo.setMinimumContentsLength(8)
@@ -207,6 +207,7 @@ class SamplerControls(QGroupBox):
     def restore(self, get) -> None:
         self.sampler_combo.setCurrentIndex(max(0, min(len(SAMPLERS) - 1, get("sampler", 2, int))))
         self._steps["ddim"] = max(1, get("ddim_steps", 50, int))
+        self._steps["ddpm"] = max(0, get("ddpm_steps", 0, int)) or None  # 0: all T steps
         self.eta_spin.setValue(get("eta", 0.0, float))
         self.n_spin.setValue(get("n_images", 16, int))
         self.seed_spin.setValue(get("seed", 0, int))
@@ -220,6 +221,7 @@ class SamplerControls(QGroupBox):
 
     def save(self, put) -> None:
         for key, value in (("sampler", self.sampler_combo.currentIndex()), ("ddim_steps", self._steps["ddim"]),
+                           ("ddpm_steps", self._steps["ddpm"] or 0),
                            ("eta", self.eta_spin.value()), ("n_images", self.n_spin.value()),
                            ("seed", self.seed_spin.value()), ("clip_x0", self.pixel_clip),
                            ("every", self.every_spin.value()), ("timestep_spacing", self.spacing_combo.currentData()),

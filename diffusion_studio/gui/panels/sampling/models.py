@@ -1,4 +1,5 @@
-"""The Sampling panel's model chooser: "Just trained", the shipped built-in models, and checkpoint files.
+"""The model chooser of the Sampling and Likelihood tabs: "Just trained", the shipped built-in models, the runs in
+the runs folder (newest first, read from their small manifests only) and checkpoint files.
 
 Files and built-ins load in a GeneratorWorker; a load that fails changes nothing already loaded (the combo goes back
 to the model in use). Loaded models are kept, so switching back and forth does not reload.
@@ -16,8 +17,11 @@ from ....core.io.models import LoadedModel
 from ...workers import GeneratorWorker, WorkerPool
 from ....core.io.models import short_name
 from ....jobs.sampling import load_factory
+from ....jobs.session import checkpoint_file_problem, recent_runs
+from ....jobs.training import runs_dir
 
 TRAINED, OPEN = "trained", "open"
+RUN_PREFIX = "Run: "
 DEFAULT_BUILTIN = "digits"
 
 
@@ -46,6 +50,7 @@ class ModelChooser(QWidget):
         self._pending: str | None = None
         self.last_dir = ""
         self.user_picked = False  # the user chose a model (combo or file): the first look then samples that one
+        self._restored: str | None = None  # the model chosen before a restart, loaded when the tab is first shown
         self.builtins = builtin_models()
 
         lay = QVBoxLayout(self)
@@ -66,6 +71,8 @@ class ModelChooser(QWidget):
         for name in self.builtins:
             self.combo.addItem(f"Built-in: {name}", f"builtin:{name}")
         self.combo.addItem("Open file…", OPEN)
+        self.run_keys: list[str] = []
+        self.refresh_runs()
         self.combo.setCurrentIndex(-1)
         self.combo.activated.connect(self._on_activated)
         state.model_changed.connect(self._on_state_model)
@@ -81,6 +88,11 @@ class ModelChooser(QWidget):
         """Use the built-in digits model (or another built-in) if nothing is in use; True if one is loading/in use."""
         if self.loaded is not None or self.is_loading:
             return True
+        restored, self._restored = self._restored, None
+        if restored is not None:
+            self.select(restored)
+            if self.is_loading or self.loaded is not None:
+                return True
         if self.state.model is not None:
             self._adopt(TRAINED, self.state.model)
             return True
@@ -100,6 +112,25 @@ class ModelChooser(QWidget):
             self.select(f"builtin:{name}")
         return True
 
+    def remembered(self) -> str:
+        """The model to choose again after a restart: a built-in or a file the user picked ("" for none, or for a
+        model just trained, which is a run of the runs folder by then)."""
+        key = self._restored or (self._pending or self.current_key if self.user_picked else None)
+        return key if key and key.startswith(("builtin:", "file:")) else ""
+
+    def restore_pick(self, key: str) -> None:
+        """Make ``key`` (what ``remembered`` gave before the restart) the user's pick again, if it still exists; the
+        Sampling tab loads it when first shown."""
+        key = str(key or "")
+        if key.startswith("builtin:"):
+            ok = key.split(":", 1)[1] in self.builtins
+        elif key.startswith("file:"):
+            ok = Path(key.split(":", 1)[1]).exists()
+        else:
+            ok = False
+        if ok:
+            self._restored, self.user_picked = key, True
+
     def select(self, key: str) -> None:
         """Make the model named by a combo key the one in use (loading it if needed)."""
         if key == TRAINED:
@@ -117,11 +148,43 @@ class ModelChooser(QWidget):
         self._show_current()
 
     def open_checkpoint(self, path: str | Path) -> GeneratorWorker | None:
-        """Load a checkpoint file (manifest .json, its folder, or a .safetensors) in the background."""
+        """Load a checkpoint file (manifest .json, its folder, or a .safetensors) in the background. A file that is
+        no checkpoint (notes.txt) is refused at once, by its own name; None then."""
         p = Path(path).expanduser()
         self.last_dir = str(p.parent)
         self.user_picked = True
+        problem = checkpoint_file_problem(p)
+        if problem:
+            self.state.message.emit(problem)
+            self.load_failed.emit(problem)
+            self._show_current()
+            return None
         return self._load(f"file:{p.resolve()}", p, short_name(p))
+
+    def refresh_runs(self, folder: str | Path | None = None) -> None:
+        """List the runs of the runs folder (the Training tab's: $DIFFUSION_STUDIO_RUNS or ~/DiffusionStudio/runs),
+        newest first, between the built-ins and the opened files; reads only their manifests (a few KB each)."""
+        for key in self.run_keys:
+            i = self.combo.findData(key)
+            if i >= 0 and key not in self._cache and key != self.current_key and key != self._pending:
+                self.combo.removeItem(i)
+        self.run_keys = []
+        at = len(self.builtins) + (self.combo.findData(TRAINED) >= 0)
+        trained = getattr(getattr(self.state.model, "checkpoint", None), "path", None)
+        trained = f"file:{Path(trained).resolve()}" if trained else None
+        for run in recent_runs(runs_dir() if folder is None else folder):
+            key = f"file:{run.path.resolve()}"
+            if key == trained and key not in self._cache and key != self.current_key:
+                continue  # listed once, as "Just trained"
+            self.run_keys.append(key)
+            i = self.combo.findData(key)
+            if i >= 0:
+                self.combo.setItemText(i, RUN_PREFIX + run.label)
+                continue
+            self.combo.insertItem(at, RUN_PREFIX + run.label, key)
+            self.combo.setItemData(at, str(run.path), 3)  # 3 = Qt.ToolTipRole
+            at += 1
+        self._show_current()
 
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", self.last_dir,
@@ -168,6 +231,7 @@ class ModelChooser(QWidget):
             self.combo.insertItem(0, text, TRAINED)
         else:
             self.combo.setItemText(i, text)
+        self.refresh_runs()  # the run just saved is in the runs folder now
         self._adopt(TRAINED, model)
 
     def _adopt(self, key: str, model: LoadedModel) -> None:

@@ -6,35 +6,33 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                               QScrollArea, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea,
+                               QVBoxLayout, QWidget)
 
-from ....data.convert import save_gif, save_png
-from ...widgets.dialogs import remember, start_path
-from ....data.enlarge import enlarge, integer_scale
-from ...widgets.export_labels import with_caption
 from ...widgets.imageview import ImagePane
 from ....core.io.models import LoadedModel
 from ...workers import GeneratorWorker
 from ..base import Panel
 from .controls import SamplerControls
-from ....jobs.frames import EPS_SCALE, RecordedFrame, StepTick, gif_frames, gif_scale
+from .export import ExportMixin
+from ....jobs.frames import EPS_SCALE, PromptNotes, RecordedFrame, StepTick
 from ....jobs.sampling import SamplingJob, sampling_factory
-from .first_look import describe_job, quick_job
+from .first_look import describe_job, first_look_job
 from .models import ModelChooser
 from .player import PaneGrid, PlayerBar
 from .lab import install as install_lab
 from .latent import add_latent_tab
 from .tabs import SamplingTabs
-from .text import install as install_text, job_for as text_job
+from .text import UNCONDITIONAL, install as install_text, job_for as text_job
 from ....jobs import estimate as sampling_estimate
 
 HINT = "Train a model in the Training tab or open a checkpoint (File ▸ Open Checkpoint…)"
+TITLES = ("x_t", "predicted x₀", f"predicted ε ÷ {EPS_SCALE:g}")  # the panes' titles before any frame
 DISPLAY_HZ = 25
 SIDE_WIDTH = 240  # the side column; 260 kept the window wider than a 1024 px screen
 
 
-class SamplingPanel(Panel):
+class SamplingPanel(ExportMixin, Panel):
     title = "Sampling"
     settings_group = "sampling"
 
@@ -52,6 +50,10 @@ class SamplingPanel(Panel):
         self._start_after_load = False
         self._shown_once = False
         self._outcome = ""
+        self._discard = False  # the run on screen belongs to a model no longer in use: its last frames are dropped
+        self._made_with = None  # the model of the frames on screen
+        self._run_note = ""  # the first look's line when it ran a quick run rather than the form's
+        self._refused = ""  # why the worker refused the run's prompt (bad input), if it did
         self._display_timer = QTimer(self)
         self._display_timer.setObjectName("samplingDisplayTimer")
         self._display_timer.setSingleShot(True)
@@ -137,13 +139,13 @@ class SamplingPanel(Panel):
         self.error_label.setStyleSheet("color: #d03030;")
         self.error_label.hide()
         right.addWidget(self.error_label)
-        self.x_pane = ImagePane("x_t", min_size=100)
+        self.x_pane = ImagePane(TITLES[0], min_size=100)
         self.x_pane.setToolTip("The current sample x_t: starts as pure noise x_T ~ N(0, I) and is denoised one reverse "
-                               "step at a time, x_{t−1} = (1/√α_t)(x_t − β_t/√(1−ᾱ_t) ε_θ) + σ_t z")
-        self.x0_pane = ImagePane("predicted x₀", min_size=100)
+                               "step at a time, xₜ₋₁ = (1/√α_t)(x_t − β_t/√(1−ᾱ_t) ε_θ) + σ_t z")
+        self.x0_pane = ImagePane(TITLES[1], min_size=100)
         self.x0_pane.setToolTip("The model's guess of the clean image, made at the t in brackets: "
                                 "x̂₀ = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t")
-        self.eps_pane = ImagePane(f"predicted ε (÷{EPS_SCALE:g})", min_size=100)
+        self.eps_pane = ImagePane(TITLES[2], min_size=100)
         self.eps_pane.setToolTip(f"The noise ε_θ(x_t, t) the network predicts, divided by {EPS_SCALE:g} before display "
                                  "so ±3σ spans black to white")
         self.tabs = SamplingTabs()  # the 4th quadrant; other views add a tab with self.tabs.add_tab(widget, title)
@@ -169,15 +171,21 @@ class SamplingPanel(Panel):
     # ---- settings -------------------------------------------------------------------------------------------------
     def _restore_settings(self) -> None:
         self.controls.restore(self.setting)
+        self.prompt_box.restore(self.setting)
+        self.tabs.show_tab(self.setting("tab", "Run curves", str))  # a model's own tab comes back with the model
         self.player_bar.fps_spin.setValue(self.setting("fps", 15, int))
         self.player_bar.loop_check.setChecked(self.setting("loop", False, bool))
         self.gif_x0_check.setChecked(self.setting("gif_x0", False, bool))
         self.chooser.last_dir = self.setting("last_dir", "", str)
+        self.chooser.restore_pick(self.setting("model", "", str))  # the model chosen last, loaded when first shown
 
     def save_settings(self) -> None:
         self.controls.save(self.set_setting)
-        for key, value in (("fps", self.player_bar.fps_spin.value()), ("loop", self.player_bar.loop_check.isChecked()),
-                           ("gif_x0", self.gif_x0_check.isChecked()), ("last_dir", self.chooser.last_dir)):
+        self.prompt_box.save(self.set_setting)
+        for key, value in (("tab", self.tabs.wanted), ("fps", self.player_bar.fps_spin.value()),
+                           ("loop", self.player_bar.loop_check.isChecked()),
+                           ("gif_x0", self.gif_x0_check.isChecked()), ("last_dir", self.chooser.last_dir),
+                           ("model", self.chooser.remembered())):
             self.set_setting(key, value)
 
     # ---- model ----------------------------------------------------------------------------------------------------
@@ -186,8 +194,8 @@ class SamplingPanel(Panel):
         return self.chooser.loaded
 
     def _on_model(self, model: LoadedModel) -> None:
-        if self.frames and getattr(self, "_made_with", None) is not model and not self.running:
-            self._clear_frames()  # the other model's frames must not stay on screen under this one's name
+        if self._made_with is not model:
+            self._reset_views()  # the other model's frames, titles, curves and maps must not stay under this one
         self.controls.set_model(model)
         self.tabs.set_model(model)  # the Latent and Attention tabs only for the models they concern
         self._idle_hint()
@@ -212,6 +220,9 @@ class SamplingPanel(Panel):
         self._update_buttons()
 
     def _idle_hint(self) -> None:
+        if self.loaded is not None and self._run_note and self._made_with is self.loaded:
+            self.hint_label.setText(self._run_note)  # the first look ran a quick run, not the form's: it says so
+            return
         self.hint_label.setText(HINT if self.loaded is None else
                                 "Press ▶ Sample (Ctrl+R) to watch the model turn noise into images. It samples with "
                                 "its own schedule (above), not the Schedule panel's.")
@@ -261,14 +272,17 @@ class SamplingPanel(Panel):
                 self._start_after_load = True
                 self.state.message.emit("Sampling will start when the model has loaded")
                 return
-        job = text_job(self, self.controls.job())
-        if getattr(self, "_quick_next", False):
+        job, note = text_job(self, self.controls.job()), ""
+        if getattr(self, "_quick_next", False):  # the first look: the form's run when quick, else a quick one
             self._quick_next = False
-            job = quick_job(job, self.loaded.schedule.T)
+            job, note = first_look_job(job, self.loaded.schedule.T)
         self.job = job
-        self.made_by = describe_job(self.loaded.name, job)  # every frame of this run is captioned with it
+        text_model = self.loaded.is_text
+        self.made_by = describe_job(self.loaded.name, job, text_model)  # every frame of this run is captioned with it
         self._made_with = self.loaded
         self._run_T = self.loaded.schedule.T
+        self._discard = False
+        self._refused = ""
         self.error_label.hide()
         self.player_bar.pause()
         self.frames = []
@@ -279,10 +293,17 @@ class SamplingPanel(Panel):
         self.progress.setRange(0, job.steps)
         self.progress.setValue(0)
         self.progress.setFormat(f"step 0 / {job.steps}")
+        self._run_note = note
+        self._idle_hint()
+        if text_model and job.prompt is None:
+            self.attention_view.clear(UNCONDITIONAL)
+        # a new message, so the last run's ("Sampling stopped at step 0 / 20") does not stand during this one
+        message = f"Sampling {self.made_by}…"
         estimate = sampling_estimate.note(self.loaded, job)  # big models on a CPU: how long, before it starts
         if estimate is not None:
-            self.state.message.emit(estimate)
+            message = estimate
             self.progress.setFormat(f"step 0 / {job.steps} · {estimate.split(' (')[0]}")
+        self.state.message.emit(message)
         worker = GeneratorWorker(sampling_factory(self.loaded, job), name="sampling")
         worker.yielded.connect(self._on_frame)
         worker.returned.connect(self._on_returned)
@@ -311,8 +332,15 @@ class SamplingPanel(Panel):
         self.player_bar.pause()
         self._display_timer.stop()
 
-    def _on_frame(self, frame: RecordedFrame | StepTick) -> None:
-        if self.sender() is not self.worker:
+    def _on_frame(self, frame: RecordedFrame | StepTick | PromptNotes) -> None:
+        if self.sender() is not self.worker or self._discard:
+            return
+        if isinstance(frame, PromptNotes) and frame.error:  # a prompt that cannot be sampled: said, not logged
+            self._refused = frame.error
+            self._error(f"Cannot sample this prompt: {frame.error.split(': ', 1)[-1]}")
+            return
+        if isinstance(frame, PromptNotes):  # what the encoder kept of the prompt: said under the prompt box
+            self.prompt_box.set_encoder_notes(self.job.prompt or "", frame.notes)
             return
         rate = frame.step / frame.elapsed_s if frame.elapsed_s > 0 else 0.0
         self.progress.setValue(frame.step)
@@ -336,17 +364,27 @@ class SamplingPanel(Panel):
 
     def _on_returned(self, _value) -> None:
         self._outcome = "done"
+        if self._refused:
+            self._outcome = "error"
+            self.progress.setFormat("not started")
+            return
+        if self._discard:
+            return
         last = self.frames[-1] if self.frames else None
         self.state.message.emit(f"Sampled {self.job.n_images} images in {last.elapsed_s:.1f} s" if last else "Sampled")
 
     def _on_aborted(self) -> None:
         self._outcome = "stopped"
+        if self._discard:  # stopped because the model changed: its progress no longer stands on screen
+            return
         n = self.progress.value()
         self.state.message.emit(f"Sampling stopped at step {n} / {self.job.steps}; the recorded frames stay playable")
         self.progress.setFormat(f"stopped at step {n} / {self.job.steps}")
 
     def _on_errored(self, message: str) -> None:
         self._outcome = "error"
+        if self._discard:
+            return
         self._error(f"Sampling failed: {message}")
 
     def _on_finished(self) -> None:
@@ -357,7 +395,7 @@ class SamplingPanel(Panel):
         self.worker = None
         self.state.set_busy("sampling", None)
         self._display_timer.stop()
-        if self._live:
+        if self._live and not self._discard:
             self._show_latest()
         self._update_buttons()
         self.run_finished.emit(self._outcome or "stopped")
@@ -393,77 +431,37 @@ class SamplingPanel(Panel):
         self.attention_view.show_frame(f)  # a text model: per-word cross-attention maps
         self.state.set_reverse_t(f.paper_t, self._run_T)  # the Schedule dock's sampling cursor follows
 
-    def _clear_frames(self) -> None:
+    def _reset_views(self) -> None:
+        """Another model: stop a run of the old one and put every view back as it is before any run, so nothing of
+        the other model (its frames, "decoded z₀" titles, curves, maps, comparisons, sweep) stays on screen."""
+        if self.running:
+            self._discard = True
+            self.stop()
+        self._made_with = None
+        self._run_note = ""
         self.frames = []
         self.player_bar.set_count(0)
-        for pane in (self.x_pane, self.x0_pane, self.eps_pane):
+        for pane, title in zip((self.x_pane, self.x0_pane, self.eps_pane), TITLES):
             pane.clear_image()
+            pane.set_title(title)
         self.t_label.setText("t = –")
+        self.state.set_reverse_t(None)  # the Schedule dock's sampling cursor belonged to the old run
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("idle")
+        self.tabs.run_curves.reset()
+        self.latent_view.clear()
+        self.attention_view.clear()
+        self.compare_view.shutdown()  # a comparison of the old model: stopped, and its rows cleared
+        self.compare_view.clear()
+        self.prompt_box.clear_sweep()
+        self.error_label.hide()
 
     @property
     def shown_index(self) -> int:
         return self.player_bar.index
 
-    # ---- export ---------------------------------------------------------------------------------------------------
     def _error(self, message: str) -> None:
         self.error_label.setText(message)
         self.error_label.show()
         self.state.message.emit(message)
-
-    def export_grid(self, path: str | Path) -> bool:
-        """Save the last recorded frame's x (the final samples once a run has finished) as a PNG grid."""
-        if not self.frames:
-            self._error("Nothing to export yet: press ▶ Sample first")
-            return False
-        last = self.frames[-1]
-        try:
-            save_png(enlarge(last.x, integer_scale(last.x.shape)), path)  # a 4×4 grid of 16 px is 74 px: enlarged
-        except (OSError, ValueError) as e:
-            self._error(f"Could not save {Path(path).name}: {e}")
-            return False
-        note = "" if last.is_final else f" (sampling was stopped at t = {last.paper_t})"
-        self.state.message.emit(f"Saved the samples grid to {Path(path).name}{note}")
-        return True
-
-    def export_gif(self, path: str | Path, fps: float | None = None, with_x0: bool | None = None) -> bool:
-        """Save the recorded frames (x_t, or x_t | x̂₀) as an animated GIF, enlarged by nearest neighbour."""
-        if not self.frames:
-            self._error("Nothing to export yet: press ▶ Sample first")
-            return False
-        with_x0 = self.gif_x0_check.isChecked() if with_x0 is None else with_x0
-        frames = gif_frames(self.frames, with_x0=with_x0)
-        try:
-            scale = gif_scale(frames[0].shape[1])
-            frames = [with_caption(f, f"t = {rec.paper_t}", scale) for f, rec in zip(frames, self.frames)]
-            save_gif(frames, path, fps=fps or self.player_bar.fps_spin.value(), scale=1)
-        except (OSError, ValueError) as e:
-            self._error(f"Could not save {Path(path).name}: {e}")
-            return False
-        self.state.message.emit(f"Saved {len(frames)} frames to {Path(path).name}")
-        return True
-
-    def _save_dialog(self, caption: str, name: str, filt: str) -> str:
-        path, _ = QFileDialog.getSaveFileName(self, caption, start_path(self.settings, name), filt)
-        if path:
-            self.chooser.last_dir = str(Path(path).parent)
-            remember(self.settings, path)
-        return path
-
-    def export_grid_dialog(self) -> None:
-        if not self.frames:
-            self._error("Nothing to export yet: press ▶ Sample first")
-            return
-        path = self._save_dialog("Export samples grid", "samples.png", "PNG image (*.png)")
-        if path:
-            self.export_grid(path)
-
-    def export_gif_dialog(self) -> None:
-        if not self.frames:
-            self._error("Nothing to export yet: press ▶ Sample first")
-            return
-        path = self._save_dialog("Export sampling animation", "sampling.gif", "GIF animation (*.gif)")
-        if path:
-            self.export_gif(path)

@@ -1,75 +1,43 @@
-"""Prompts in the Sampling tab: the prompt box (history, the model's own captions), guidance slider, negative prompt,
-the guidance sweep strip (same seed at w = 0, 1, 3, 7), and the "Attention" tab with per-word cross-attention maps."""
+"""Prompts in the Sampling tab: the prompt box (history, the model's own captions; Enter samples), guidance slider,
+negative prompt, the guidance sweep strip (same seed at w = 0, 1, 3, 7, labelled with its prompt), and the
+"Attention" tab (attention.py) with per-word cross-attention maps."""
 from __future__ import annotations
 
 import dataclasses
-import re
+import html
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                               QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
+                               QSlider, QVBoxLayout)
 
+from ....core.nets.text import unseen_words
 from ....jobs.sampling import SWEEP_WS, SamplingJob, sweep_factory
 from ...workers import GeneratorWorker
+from .attention import AttentionView, crop, pixmap  # noqa: F401 - crop: the tests cut tiles as the view does
 
 DEFAULT_W = 3.0
 HISTORY = 20
+
+
+EMPTY_NOTE = ("Empty prompt: ▶ Sample draws unconditionally (the null condition ∅, the model's w = 0). Type what to "
+              "draw, e.g. “a red star”, and press Enter")
+UNCONDITIONAL = "An empty prompt samples unconditionally (the null condition ∅): no words, so no attention maps."
 
 
 def is_text_model(loaded) -> bool:
     return loaded is not None and loaded.is_text
 
 
-# ---- widgets ------------------------------------------------------------------------------------------------------
-def _pixmap(u8: np.ndarray, side: int) -> QPixmap:
-    a = np.ascontiguousarray(u8)
-    if a.ndim == 2:
-        img = QImage(a.data, a.shape[1], a.shape[0], a.strides[0], QImage.Format.Format_Grayscale8)
-    else:
-        img = QImage(a.data, a.shape[1], a.shape[0], a.strides[0], QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(img.copy()).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
-                                               Qt.TransformationMode.FastTransformation)
-
-
-def heat(u8: np.ndarray) -> np.ndarray:
-    """A black → red → yellow → white heat map of a uint8 map (the colours DAAM's figures use)."""
-    v = u8.astype(np.float32) / 255.0
-    rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], axis=-1)
-    return (rgb * 255).astype(np.uint8)
-
-
-def crop(grid: np.ndarray | None, k: int, side: int) -> np.ndarray:
-    """Image k of a make_grid grid (padding 2, ceil(sqrt(n)) columns) as RGB uint8; grey when there is none yet."""
-    if grid is None:
-        return np.full((side, side, 3), 128, np.uint8)
-    cols = max(1, (grid.shape[1] - 2) // (side + 2))
-    r, c = divmod(k, cols)
-    top, left = 2 + r * (side + 2), 2 + c * (side + 2)
-    tile = grid[top:top + side, left:left + side]
-    return np.repeat(tile[..., None], 3, axis=-1) if tile.ndim == 2 else tile
-
-
-def best_layout(n: int, width: int, height: int) -> tuple[int, int]:
-    """(columns, tile side) that make n square tiles (each with a caption line) largest in width × height."""
-    best = (1, 0)
-    for cols in range(1, n + 1):
-        rows = (n + cols - 1) // cols
-        side = min(width // cols - 6, height // rows - 22)
-        if side > best[1]:
-            best = (cols, side)
-    return best[0], max(24, min(192, best[1]))
-
-
-def blend(base: np.ndarray, heat_rgb: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    return (alpha * heat_rgb.astype(np.float32) + (1 - alpha) * base.astype(np.float32)).astype(np.uint8)
+def quoted(prompt: str, most: int = 40) -> str:
+    return "“" + (prompt if len(prompt) <= most else prompt[:most - 1] + "…") + "”"
 
 
 class PromptBox(QGroupBox):
     """Prompt, negative prompt, guidance w (0–10) and the sweep strip; shown only for a model trained on captions."""
 
     sweep_requested = Signal()
+    submitted = Signal()   # Enter in the prompt field: sample
 
     def __init__(self, parent=None):
         super().__init__("Prompt", parent)
@@ -82,15 +50,18 @@ class PromptBox(QGroupBox):
         self.prompt_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.prompt_combo.setMinimumContentsLength(10)
         self.prompt_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.prompt_combo.setToolTip("What to draw. The list holds your recent prompts and captions the model was "
-                                     "trained on; the text goes through the frozen encoder to the UNet's "
-                                     "cross-attention")
+        self.prompt_combo.setToolTip("What to draw; Enter samples. The list holds your recent prompts and captions "
+                                     "the model was trained on; the text goes through the frozen encoder to the "
+                                     "UNet's cross-attention. Empty: an unconditional sample")
+        self.prompt_combo.lineEdit().setPlaceholderText("empty: unconditional")
+        self.prompt_combo.lineEdit().returnPressed.connect(self.submitted.emit)
         lay.addWidget(self.prompt_combo)
         self.negative_edit = QLineEdit()
         self.negative_edit.setObjectName("negativeEdit")
         self.negative_edit.setPlaceholderText("negative prompt (optional)")
         self.negative_edit.setToolTip("What to steer away from: it takes the place of the empty prompt ∅ in "
-                                      "ε̃ = ε_neg + w (ε_prompt − ε_neg)")
+                                      "ε̃ = ε_neg + w (ε_prompt − ε_neg); Enter samples")
+        self.negative_edit.returnPressed.connect(self.submitted.emit)
         lay.addWidget(self.negative_edit)
         row = QHBoxLayout()
         row.addWidget(QLabel("Guidance w"))
@@ -111,13 +82,21 @@ class PromptBox(QGroupBox):
         self.notes_label.setObjectName("promptNotes")
         self.notes_label.setWordWrap(True)
         self.notes_label.setStyleSheet("color: #c08000;")
+        self.notes_label.setTextFormat(Qt.TextFormat.RichText)
         self.notes_label.hide()
         lay.addWidget(self.notes_label)
-        self.sweep_button = QPushButton("Guidance sweep (w = 0, 1, 3, 7)")
+        self.sweep_button = QPushButton("Guidance sweep: w = 0 … 7")
         self.sweep_button.setObjectName("sweepButton")
         self.sweep_button.setToolTip("The same seed and prompt at four guidance weights, side by side")
         self.sweep_button.clicked.connect(lambda _=False: self.sweep_requested.emit())
         lay.addWidget(self.sweep_button)
+        self.sweep_label = QLabel("")
+        self.sweep_label.setObjectName("sweepPrompt")
+        self.sweep_label.setWordWrap(True)
+        self.sweep_label.setToolTip("The prompt the four pictures below were drawn from")
+        self.sweep_label.hide()
+        lay.addWidget(self.sweep_label)
+        self.sweep_prompt: str | None = None
         strip = QGridLayout()
         strip.setSpacing(2)
         self.sweep_images, self.sweep_labels = [], []
@@ -135,6 +114,8 @@ class PromptBox(QGroupBox):
         self.history: list[str] = []
         self.examples: list[str] = []
         self.known_words: set[str] = set()
+        self.encoder_notes: list[str] = []   # what the encoder said of the last run's prompt (a cut, [UNK])
+        self._encoded_prompt: str | None = None
         self.guidance_slider.valueChanged.connect(self._show_w)
         self.prompt_combo.editTextChanged.connect(self._check)
         self._show_w()
@@ -167,11 +148,13 @@ class PromptBox(QGroupBox):
         self.examples = [c for c in data.get("captions", []) if isinstance(c, str)][:24]
         self.known_words = {w for w in data.get("caption_words", []) if isinstance(w, str)}
         current = self.prompt.strip()
+        self.encoder_notes, self._encoded_prompt = [], None
         self._fill()
         if not current:  # a prompt ready to run: the issue's example when the model knows its words
             current = "a red star" if {"red", "star"} <= self.known_words else (self.examples or [""])[0]
         self.set_prompt(current)
         self.clear_sweep()
+        self._check(self.prompt)  # this model's words
 
     def _fill(self) -> None:
         text = self.prompt
@@ -196,17 +179,26 @@ class PromptBox(QGroupBox):
         self._fill()
 
     def _check(self, text: str) -> None:
-        """One line under the box when the prompt uses words the model never saw in its captions."""
-        words = re.findall(r"[a-z0-9]+", text.lower())
-        unseen = [w for w in words if self.known_words and w not in self.known_words]
+        """One line under the box: an empty prompt samples unconditionally; words the model never saw in its captions
+        (each once); what the encoder cut or could not represent in this prompt's last run."""
+        unseen = unseen_words(text, sorted(self.known_words)) if self.known_words else []
+        lines = []
         if not text.strip():
-            self.notes_label.setText("Type what to draw, e.g. \"a red star\"")
+            lines.append(EMPTY_NOTE)
         elif unseen:
-            self.notes_label.setText(f"The model never saw {', '.join(repr(w) for w in unseen)} in its captions; "
-                                     f"it will mostly ignore {'it' if len(unseen) == 1 else 'them'}")
-        else:
-            self.notes_label.setText("")
-        self.notes_label.setVisible(bool(self.notes_label.text()))
+            lines.append(f"The model never saw {', '.join(repr(w) for w in unseen)} in its captions; it will mostly "
+                         f"ignore {'it' if len(unseen) == 1 else 'them'}")
+        if self.encoder_notes and text.strip() == self._encoded_prompt:
+            lines += [n.split(": ", 1)[-1][0].upper() + n.split(": ", 1)[-1][1:] for n in self.encoder_notes]
+        self.notes_label.setText("<br>".join(html.escape(line, quote=False) for line in lines))
+        self.notes_label.setVisible(bool(lines))
+        self._label_sweep()
+
+    def set_encoder_notes(self, prompt: str, notes: list[str]) -> None:
+        """The worker's notes on ``prompt`` (jobs/prompts.py): shown while the box holds that prompt."""
+        # the words the model never saw are named above already, from this box's own check
+        self._encoded_prompt, self.encoder_notes = prompt.strip(), [n for n in notes if "never saw" not in n]
+        self._check(self.prompt)
 
     def job_fields(self) -> dict:
         return {"prompt": self.prompt.strip(), "negative_prompt": self.negative_edit.text().strip() or None,
@@ -215,91 +207,44 @@ class PromptBox(QGroupBox):
     def clear_sweep(self) -> None:
         for img in self.sweep_images:
             img.clear()
+        self.sweep_prompt = None
+        self._label_sweep()
+
+    def start_sweep(self, prompt: str) -> None:
+        """A sweep of ``prompt`` begins: the strip empties and says which prompt it will show."""
+        self.clear_sweep()
+        self.sweep_prompt = prompt.strip()
+        self._label_sweep()
 
     def show_sweep(self, w: float, u8: np.ndarray) -> None:
         i = SWEEP_WS.index(w)
-        self.sweep_images[i].setPixmap(_pixmap(u8, 48))
+        self.sweep_images[i].setPixmap(pixmap(u8, 48))
 
-
-class AttentionView(QWidget):
-    """The "Attention" tab: for the frame shown, which pixels of one image listened to each word of the prompt."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setObjectName("attentionView")
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Image"))
-        self.image_spin = QSpinBox()
-        self.image_spin.setObjectName("attentionImageSpin")
-        self.image_spin.setRange(1, 1)
-        self.image_spin.setToolTip("Which sample of the batch to show the maps of")
-        top.addWidget(self.image_spin)
-        top.addStretch(1)
-        lay.addLayout(top)
-        self.note = QLabel("Per-word cross-attention maps appear here when a model trained on captions samples "
-                           "from a prompt.")
-        self.note.setObjectName("attentionNote")
-        self.note.setWordWrap(True)
-        lay.addWidget(self.note)
-        self.grid = QGridLayout()
-        self.grid.setSpacing(3)
-        lay.addLayout(self.grid, 1)
-        self.tiles: list[tuple[QLabel, QLabel]] = []
-        self._frame = None
-        self.image_spin.valueChanged.connect(lambda _v: self.show_frame(self._frame))
-        self.setToolTip("Cross-attention weight of each pixel on each word, averaged over heads and over every "
-                        "cross-attention layer (upsampled to the image), at the step that made this frame. Each "
-                        "map is scaled to its own maximum (as DAAM shows them); bright = listens to that word.")
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        if self._frame is not None:
-            self.show_frame(self._frame)
-
-    def show_frame(self, frame) -> None:
-        self._frame = frame
-        att = getattr(frame, "attention", None) if frame is not None else None
-        if att is None:
-            for img, cap in self.tiles:
-                img.clear()
-            self.note.setVisible(True)
+    def _label_sweep(self) -> None:
+        """Name the prompt the strip shows; say so when the box now holds another one."""
+        if self.sweep_prompt is None:
+            self.sweep_label.hide()
             return
-        self.note.setVisible(False)
-        n_img = att.maps.shape[0]
-        self.image_spin.setMaximum(max(1, n_img))
-        i = min(self.image_spin.value(), n_img) - 1
-        base = crop(frame.x0, i, att.maps.shape[-1])  # the sample's x̂₀ under its maps, as DAAM overlays them
-        tiles = [("sample", base)] + [(w, blend(base, heat(att.maps[i, k]))) for k, w in enumerate(att.words)]
-        cols, side = best_layout(len(tiles), self.width() - 10, self.height() - 50)
-        while len(self.tiles) < len(tiles):
-            img, cap = QLabel(), QLabel()
-            img.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            cap.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
-            cap.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
-            # the pixmap must not set the tab's minimum size: the pane grid decides how large the quadrant is
-            img.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-            img.setMinimumSize(24, 24)
-            self.tiles.append((img, cap))
-        if getattr(self, "_cols", None) != (cols, len(tiles)):  # re-flow the tiles into the best column count
-            self._cols = (cols, len(tiles))
-            for k, (img, cap) in enumerate(self.tiles):
-                self.grid.removeWidget(img)
-                self.grid.removeWidget(cap)
-                self.grid.addWidget(img, 2 * (k // cols), k % cols)
-                self.grid.addWidget(cap, 2 * (k // cols) + 1, k % cols)
-            for r in range(2 * len(self.tiles) + 2):
-                self.grid.setRowStretch(r, 1 if r % 2 == 0 and r // 2 < (len(tiles) + cols - 1) // cols else 0)
-        for k, (img, cap) in enumerate(self.tiles):
-            if k < len(tiles):
-                img.setPixmap(_pixmap(tiles[k][1], side))
-                cap.setText(tiles[k][0])
-                img.show()
-                cap.show()
-            else:
-                img.hide()
-                cap.hide()
+        if self.sweep_prompt == self.prompt.strip():
+            self.sweep_label.setText(f"Sweep of {quoted(self.sweep_prompt)}")
+            self.sweep_label.setStyleSheet("")
+        else:
+            self.sweep_label.setText(f"Sweep of an earlier prompt, {quoted(self.sweep_prompt)}")
+            self.sweep_label.setStyleSheet("color: #909090;")
+        self.sweep_label.show()
+
+    # ---- settings (the panel passes its get/set) ------------------------------------------------------------------
+    def restore(self, get) -> None:
+        self.history = [h for h in get("prompt_history", "", str).split("\n") if h.strip()][:HISTORY]
+        self._fill()
+        self.set_prompt(get("prompt", "", str))
+        self.negative_edit.setText(get("negative_prompt", "", str))
+        self.set_guidance(min(10.0, max(0.0, get("prompt_guidance", DEFAULT_W, float))))
+
+    def save(self, put) -> None:
+        for key, value in (("prompt", self.prompt), ("negative_prompt", self.negative_edit.text()),
+                           ("prompt_guidance", self.guidance), ("prompt_history", "\n".join(self.history))):
+            put(key, value)
 
 
 def install(panel) -> None:
@@ -311,14 +256,18 @@ def install(panel) -> None:
                        applies=is_text_model)
     panel.model_loaded.connect(panel.prompt_box.set_model)
     panel.prompt_box.sweep_requested.connect(lambda: start_sweep(panel))
+    panel.prompt_box.submitted.connect(panel.start)
     panel.sweep_worker = None
 
 
 def job_for(panel, job: SamplingJob) -> SamplingJob:
-    """The panel's job with the prompt box's prompt, negative prompt and w (a text model only)."""
+    """The panel's job with the prompt box's prompt, negative prompt and w (a text model only); an empty prompt is
+    an unconditional job (no prompt, no negative prompt)."""
     if not is_text_model(panel.loaded):
         return job
     fields = panel.prompt_box.job_fields()
+    if not fields["prompt"]:
+        return dataclasses.replace(job, prompt=None, negative_prompt=None, guidance=fields["guidance"])
     panel.prompt_box.remember(fields["prompt"])
     return dataclasses.replace(job, **fields)
 
@@ -327,9 +276,13 @@ def start_sweep(panel) -> GeneratorWorker | None:
     if panel.loaded is None or not is_text_model(panel.loaded) or panel.sweep_worker is not None:
         return None
     job = job_for(panel, panel.controls.job())
-    panel.prompt_box.clear_sweep()
+    if job.prompt is None:
+        panel.state.message.emit("The guidance sweep needs a prompt: w scales how hard the prompt is followed")
+        return None
+    panel.prompt_box.start_sweep(job.prompt)
     worker = GeneratorWorker(sweep_factory(panel.loaded, job), name="guidanceSweep")
-    worker.yielded.connect(lambda item: panel.prompt_box.show_sweep(*item))
+    loaded = panel.loaded
+    worker.yielded.connect(lambda item: panel.prompt_box.show_sweep(*item) if panel.loaded is loaded else None)
     worker.errored.connect(panel._error)
 
     def done():

@@ -26,7 +26,7 @@ class SamplingCursor:
         for i, plot in enumerate(panel.plots.plot_items):
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SAMPLING_COLOR, width=1.5,
                                                                           style=Qt.PenStyle.DashLine),
-                                   label="" if i else "sampling", labelOpts={"position": 0.9, "color": SAMPLING_COLOR})
+                                   label="" if i else "sampling", labelOpts={"position": 0.85, "color": SAMPLING_COLOR})
             line.setZValue(9)
             line.setToolTip("The t of the reverse-sampling frame shown in the Sampling tab")
             line.hide()
@@ -78,6 +78,7 @@ class CompareImages(QWidget):
             p.setToolTip(f"x_t of the chosen image under each schedule at the same t, with the same ε (seed "
                          f"{COMPARE_SEED}); pixels in [−1, 1] shown black…white, clipped outside")
             p.setMaximumHeight(150)
+            p.on_title_fitted = self._match_titles
             row.addWidget(p, 1)
         self.setVisible(False)
         self._cache: dict[int, tuple[object, ForwardScrubber]] = {}
@@ -114,8 +115,18 @@ class CompareImages(QWidget):
             sc = self._scrubber(slot, sched, image.x0)
             pane.show_u8(sc.frame_u8(pt - 1).numpy().copy())
             ab = 1.0 if pt <= 0 else float(sched.alpha_bars[pt - 1])
-            pane.set_title(f"{name} t={pt}: ᾱ={ab:.2g}")
+            pane.set_title(f"{name}, t = {pt}<br>ᾱ = {ab:.2g}")  # two lines each, so neither wraps alone
+        self._match_titles()
         self.shown_t = (t, ct)
+
+    def _match_titles(self) -> None:
+        """Both titles take the height of the taller one, so the two images are drawn the same size (a title that
+        wrapped to one more line made its image smaller than the other)."""
+        panes = (self.solid_pane, self.dashed_pane)
+        if all(hasattr(p, "label") for p in panes):
+            height = max(p.title_height() for p in panes)
+            for p in panes:
+                p.set_title_height(height)
 
 
 class PriorWarning(QLabel):
@@ -147,7 +158,7 @@ class PriorWarning(QLabel):
 
 def attach_extras(panel) -> None:
     """Add the sampling cursor, the prior warning and the comparison images to a SchedulePanel."""
-    lay = panel.layout()
+    lay = panel.body_layout
     panel.sampling_cursor = SamplingCursor(panel)
     panel.prior_warning = PriorWarning(panel)
     lay.insertWidget(lay.indexOf(panel.form) + 1, panel.prior_warning)

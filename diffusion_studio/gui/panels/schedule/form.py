@@ -47,7 +47,7 @@ class ScheduleForm(QWidget):
         self.last_error: str | None = None
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
-        grid.setHorizontalSpacing(6)
+        grid.setHorizontalSpacing(4)
         grid.setVerticalSpacing(4)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
@@ -76,7 +76,7 @@ class ScheduleForm(QWidget):
             edit = QLineEdit()
             edit.setObjectName(prefix + name)
             edit.setToolTip(tip)
-            edit.setMinimumWidth(60)
+            edit.setMinimumWidth(54)  # "0.0001" fits; the comparison form ("cosine s") then fits a 1024 px window
             label = self._label(text, edit)
             row, pair = _POSITIONS[name]
             grid.addWidget(label, row, 2 * pair)

@@ -6,9 +6,9 @@ import json
 import math
 from pathlib import Path
 
-from PySide6.QtCore import QSize
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFrame, QGridLayout, QHBoxLayout, QLabel, QSizePolicy,
-                               QVBoxLayout, QWidget)
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea,
+                               QSizePolicy, QVBoxLayout, QWidget)
 
 from ....core.diffusion.schedule import KINDS, NoiseSchedule
 from ...widgets.dialogs import remember, start_path
@@ -37,6 +37,7 @@ class SchedulePanel(Panel):
         super().__init__(state, pool, settings, parent)
         self.compare_schedule: NoiseSchedule | None = None
         self._syncing = False
+        self._error_said = False  # the status bar was last told of an invalid edit (a valid one then replaces it)
 
         self.form = ScheduleForm(parent=self)
         self.form.setToolTip("The schedule every panel uses. Edits apply at once when valid.")
@@ -91,8 +92,23 @@ class SchedulePanel(Panel):
         options.addWidget(self.log_beta)
         row, col = divmod(len(CURVES), 3)
         boxes.addWidget(self.normalise, row, col, 1, 3 - col)  # after the curve boxes: the options row stays narrow
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
+        # Everything sits in a scroll area: the plots keep a readable height (SchedulePlots.MIN_VIEW px each), and
+        # when the dock is too short for them, the comparison form and x_t images (1024×700), it scrolls instead of
+        # squashing the plots to ~45 px.
+        self.body = QWidget()
+        self.body.setObjectName("scheduleBody")
+        self.scroll = QScrollArea()
+        self.scroll.setObjectName("scheduleScroll")
+        self.scroll.setWidget(self.body)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+        layout = QVBoxLayout(self.body)
+        self.body_layout = layout
+        layout.setContentsMargins(4, 6, 4, 6)
         layout.setSpacing(4)
         layout.addWidget(self.form)
         layout.addWidget(line)
@@ -103,7 +119,7 @@ class SchedulePanel(Panel):
         layout.addWidget(self.readout)
 
         self.form.schedule_ready.connect(self._apply)
-        self.form.invalid.connect(lambda msg: self.state.message.emit(f"Schedule not changed: {msg}"))
+        self.form.invalid.connect(self._invalid)
         self.compare_form.schedule_ready.connect(self._set_compare)
         self.compare.toggled.connect(self._compare_toggled)
         self.normalise.toggled.connect(lambda _on: self._replot())
@@ -122,6 +138,12 @@ class SchedulePanel(Panel):
     def sizeHint(self) -> QSize:
         return QSize(320, 760)  # at 1280 px the central tabs get the rest (400 left them at their minimum)
 
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        """As wide as the fields need with room for the vertical scroll bar (a scroll area hides its content's minimum
+        width, and the T field was cut at the dock's edge), and short: the rest scrolls."""
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        return QSize(self.body.minimumSizeHint().width() + bar, 240)
+
     # ---- the app's schedule ------------------------------------------------------------------------------------------
     @property
     def schedule(self) -> NoiseSchedule:
@@ -134,6 +156,13 @@ class SchedulePanel(Panel):
             self.state.set_schedule(schedule)
         finally:
             self._syncing = False
+        if self._error_said:  # the status bar still said why an earlier value was refused: say it is fixed
+            self._error_said = False
+            self.state.message.emit(f"Schedule applied: {schedule.describe()}")
+
+    def _invalid(self, message: str) -> None:
+        self._error_said = True
+        self.state.message.emit(f"Schedule not changed: {message}")
 
     def _schedule_changed(self, schedule: NoiseSchedule) -> None:
         if not self._syncing:  # changed elsewhere (a checkpoint, a restore): show it in the fields

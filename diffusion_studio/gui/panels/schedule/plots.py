@@ -1,9 +1,11 @@
 """The Schedule panel's plots: β/β̃, the ᾱ family and log SNR against t, a linked t cursor and a dashed overlay."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QGraphicsItem
 
@@ -12,10 +14,10 @@ from ...widgets.plot_theme import apply_plot_theme
 
 # key → (NoiseSchedule attribute, legend name, colour, plot row, tooltip). Every number plotted is a core tensor.
 CURVES: dict[str, tuple[str, str, str, int, str]] = {
-    "beta": ("betas", "β_t", "#ff9f1c", 0, "β_t: the variance of the noise added at step t, q(x_t|x_{t−1})."),
+    "beta": ("betas", "β_t", "#ff9f1c", 0, "β_t: the variance of the noise added at step t, q(x_t|xₜ₋₁)."),
     "beta_tilde": ("posterior_variance", "β̃_t", "#f06bc8", 0,
-                   "β̃_t = β_t (1−ᾱ_{t−1})/(1−ᾱ_t): the variance of the true posterior q(x_{t−1}|x_t, x_0)."),
-    "alpha": ("alphas", "α_t", "#9a9aff", 1, "α_t = 1 − β_t: how much of x_{t−1} one step keeps."),
+                   "β̃_t = β_t (1−ᾱₜ₋₁)/(1−ᾱ_t): the variance of the true posterior q(xₜ₋₁|x_t, x_0)."),
+    "alpha": ("alphas", "α_t", "#9a9aff", 1, "α_t = 1 − β_t: how much of xₜ₋₁ one step keeps."),
     "alpha_bar": ("alpha_bars", "ᾱ_t", "#29c4ff", 1, "ᾱ_t = α_1·…·α_t: how much of x_0's variance survives to x_t."),
     "sqrt_alpha_bar": ("sqrt_alpha_bars", "√ᾱ_t", "#5fd35f", 1,
                        "√ᾱ_t: the weight of x_0 in x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε."),
@@ -75,6 +77,7 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
 
     cursor_moved = Signal(float)
     cursor_released = Signal()
+    MIN_VIEW = 85  # px of plot area each of the three keeps (its minimum height follows the wrapped titles and key)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -92,6 +95,8 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
             plot.getAxis("bottom").setStyle(hideOverlappingLabels=False)
             if row:
                 plot.setXLink(self.plot_items[0])
+            if row < len(PLOT_TITLES) - 1:  # the x axes are linked: only the lowest plot writes out the t values
+                plot.getAxis("bottom").setStyle(showValues=False)
             self.plot_items.append(plot)
         self.plot_items[-1].setLabel("bottom", "t")
         self.plot_items[1].setYRange(-0.05, 1.08, padding=0)
@@ -134,6 +139,11 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
         self._visible = {key: True for key in CURVES}
         self._compare_on = False
 
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        """Its minimum: in the dock's scroll area the layout's preferred height decides when it scrolls, and the
+        view's own hint (480 px) made it scroll at 1280×800 with room to spare; the plots expand into what is left."""
+        return QSize(300, self.minimumHeight())
+
     # ---- fitting the view --------------------------------------------------------------------------------------------
     def labels(self) -> list[pg.LabelItem]:
         return [self.key, *(plot.titleLabel for plot in self.plot_items)]
@@ -147,6 +157,18 @@ class SchedulePlots(pg.GraphicsLayoutWidget):
         wrap_label(self.key, width)
         for plot in self.plot_items:  # a title sits over the view box only, right of the left axis
             wrap_label(plot.titleLabel, width - plot.getAxis("left").width() - 6)
+        self._keep_views_readable()
+
+    def _keep_views_readable(self) -> None:
+        """A minimum height that leaves every plot MIN_VIEW px of view under its (wrapped) title and over its x axis:
+        squashed to ~45 px, the log-SNR ticks ran together and the sampling cursor's label was cut."""
+        for plot in self.plot_items:
+            if plot.vb.minimumHeight() != self.MIN_VIEW:
+                plot.vb.setMinimumHeight(self.MIN_VIEW)
+        self.ci.layout.invalidate()
+        need = int(math.ceil(self.ci.effectiveSizeHint(Qt.SizeHint.MinimumSize).height())) + 2
+        if need != self.minimumHeight():
+            self.setMinimumHeight(need)
 
     def resizeEvent(self, ev) -> None:
         self.fit_labels(ev.size().width() if ev is not None else None)

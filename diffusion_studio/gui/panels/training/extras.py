@@ -1,6 +1,7 @@
 """The Training panel's newcomer-facing behaviour: an automatic batch, a clean panel after a failed start, a preview
-at step 0, the loss history restored on Continue, the offer to continue an interrupted run and the question before
-closing the window mid-training."""
+at step 0 (a text run's captions named), the loss plot naming the run's objective, a run summary that says latent
+and captions, the loss history restored on Continue, the offer to continue an interrupted run, the form's wheel
+leaving its values alone while the form scrolls, and the question before closing the window mid-training."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,11 +10,13 @@ from PySide6.QtCore import QEvent, QObject
 from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
                                QPushButton, QVBoxLayout)
 
-from ....core.train.recipe import recipe_for
+from ....core.train.recipe import RECIPE, recipe_for
 from ....core.train.config import TrainConfig
 from ....core.train.runlog import METRICS, read_loss_history
 from ....jobs.session import RunNote, StepPreview, interrupted_record, interrupted_run
 from ....jobs.training import MANIFEST, RunStarted
+from .length import objective_choice
+from .wheel import guard_wheel
 
 INTERRUPTED = "interrupted"
 
@@ -79,7 +82,11 @@ class TrainingExtras(QObject):
             label.installEventFilter(self)
         self._offered: Path | None = None
         self.offer_interrupted()
-
+        # The loss plot names the objective the form (or the continued checkpoint) trains with.
+        form.objective_combo.currentIndexChanged.connect(lambda _i: self._show_objective())
+        self._show_objective()
+        # The wheel scrolls the form; it changes a spin box or combo only once the user has clicked into it.
+        self.wheel_guard = guard_wheel(box_layout.parentWidget())
 
     @property
     def default_batch(self) -> int:
@@ -108,10 +115,30 @@ class TrainingExtras(QObject):
             bar.clearMessage()
 
     # ---- a run --------------------------------------------------------------------------------------------------
+    def _show_objective(self, prediction: str | None = None, weighting: str | None = None,
+                        gamma: float | None = None) -> None:
+        if prediction is None:
+            prediction, weighting = objective_choice(self.form.objective_combo)
+        self.panel.view.set_objective(prediction, weighting, RECIPE["snr_gamma"] if gamma is None else gamma)
+
+    def run_summary(self, item: RunStarted) -> str:
+        """'Training a 1.20M-parameter latent UNet on shapes (…) …': what runs, in which space, on what captions."""
+        self._show_objective(item.prediction, item.loss_weighting, item.snr_gamma)
+        self.panel.view.set_preview_captions(item.preview_captions)
+        what = "Continuing" if item.resumed else "Training"
+        latent = item.space != "pixels"
+        space = f"; diffusion on {item.space}" if latent else ""
+        text = ", conditioned on captions," if item.text else ""
+        return (f"{what} a {item.parameters / 1e6:.2f}M-parameter {'latent ' if latent else ''}UNet on "
+                f"{item.dataset} ({item.n_images:,} images, {item.image_size}×{item.image_size}×{item.channels}"
+                f"{space}){text} on {item.device} in {item.precision}; checkpoints go to {item.out}")
+
     def run_starting(self, req) -> None:
         view = self.panel.view
         view.preview.clear_image()
         view.preview.set_title("Preview")
+        view.set_preview_captions([])
+        self._show_objective(req.prediction, req.config.loss_weighting, req.config.snr_gamma)
         self.note = None
         if req.resume is not None and self.restored is not None and self.restored[0] == Path(req.resume.path):
             self._show_history()

@@ -16,7 +16,7 @@ from ....core.train.config import TrainConfig
 from ....core.nets.unet import PRESET_NOTES, PRESETS
 from ....data import BUILTIN_DATASETS
 from ....core.train.recipe import RECIPE, recipe_for
-from .length import LengthField, objective_combo
+from .length import LengthField, objective_combo, select_objective
 from ....data.specs import natural_channels
 from ....jobs.training import default_image_size, fid_extractor_for
 from .multi import multi_gpu_checkbox
@@ -278,9 +278,15 @@ class TrainingForm(QWidget):
             self.schedule_label.setText(schedule.describe())
 
     def show_resume(self, ckpt: Checkpoint | None, name: str = "") -> None:
-        """Lock what a checkpoint fixes (data, size, model) and say which run Start will continue."""
-        for w in (self.dataset_combo, self.size_spin, self.preset_combo):
+        """Lock what a checkpoint fixes (data, space, captions, size, model, objective) and say which run Start will
+        continue."""
+        locked = [self.dataset_combo, self.size_spin, self.preset_combo, self.objective_combo]
+        locked += [w for w in (getattr(self, "space_row", None), getattr(getattr(self, "caption_row", None), "check",
+                                                                          None)) if w is not None]
+        for w in locked:
             w.setEnabled(ckpt is None)
+        if ckpt is None and getattr(self, "space_row", None) is not None:
+            self.space_row.sync()  # a latent space chosen again fixes the size again
         self.resume_label.setVisible(ckpt is not None)
         self.resume_clear.setVisible(ckpt is not None)
         if ckpt is not None:
@@ -288,34 +294,62 @@ class TrainingForm(QWidget):
                                       f"(same weights, EMA, optimizer state and random streams)")
 
     def apply_checkpoint(self, ckpt: Checkpoint) -> None:
-        """Fill the fields from a checkpoint's manifest, so Start continues with the run's own settings."""
+        """Fill the fields from a checkpoint's manifest, so Start continues with every choice the run was made with:
+        data, space (its autoencoder), captions, image size, model preset, objective and hyper-parameters."""
         train = TrainConfig.from_dict(ckpt.meta.get("train", {}))
         mc = ckpt.model_config
         spec = (ckpt.meta.get("data") or {}).get("spec")
         if spec:
             self.set_dataset_spec(spec)
-        self.size_spin.setValue(mc.image_size)
+        latent = ckpt.meta.get("latent") if isinstance(ckpt.meta.get("latent"), dict) else None
+        if getattr(self, "space_row", None) is not None:
+            self.space_row.show_checkpoint_space(latent)
+        ae = (latent or {}).get("autoencoder") if isinstance((latent or {}).get("autoencoder"), dict) else {}
+        side, channels = ((ae.get("image_size"), ae.get("image_channels")) if latent is not None
+                          else (mc.image_size, mc.in_channels))
+        if isinstance(side, int):
+            self.size_spin.setValue(side)
         if mc.preset and self.preset_combo.findData(mc.preset) >= 0:
             self.preset_combo.setCurrentIndex(self.preset_combo.findData(mc.preset))
-        self.channels_label.setText({1: "1 (greyscale)", 3: "3 (RGB)"}.get(mc.in_channels, str(mc.in_channels)))
+        self.channels_label.setText({1: "1 (greyscale)", 3: "3 (RGB)"}.get(channels, str(channels)))
+        if getattr(self, "caption_row", None) is not None:
+            self.caption_row.check.setChecked(bool(train.text or mc.text_encoder))
         self.batch_spin.setValue(train.batch_size)
         self.lr_edit.setText(f"{train.lr:g}")
         steps = train.steps or 0
         self.steps_spin.setValue(steps if steps > ckpt.step else ckpt.step + max(steps, 1000))
         if train.steps is None and train.minutes:  # a time-budget run continues for as long again
             self.minutes_spin.setValue(float(train.minutes))
-        key = f"{ckpt.model_config.prediction},{train.loss_weighting}"
-        self.objective_combo.setCurrentIndex(max(0, self.objective_combo.findData(key)))
+        select_objective(self.objective_combo, mc.prediction, train.loss_weighting)
         self.ema_spin.setValue(train.ema_decay)
         self.preview_spin.setValue(train.preview_every)
         self.save_every_spin.setValue(train.checkpoint_every)
         self.out_edit.setText(str(ckpt.path.parent))
 
+    def snapshot(self) -> dict:
+        """The form's choices, to put back with ``apply_snapshot`` (what a fresh run starts from after a Continue)."""
+        values = self.settings_values()
+        values["spec"] = self.spec()
+        if getattr(self, "space_row", None) is not None:
+            values["space"] = self.space_row.currentData()
+        if getattr(self, "caption_row", None) is not None:
+            values["text"] = self.caption_row.check.isChecked()
+        return values
+
+    def apply_snapshot(self, values: dict) -> None:
+        if values.get("spec"):
+            self.set_dataset_spec(values["spec"])
+        if getattr(self, "space_row", None) is not None:
+            self.space_row.forget_checkpoint_space(values.get("space"))
+        self.restore(lambda key, default, _type=None: values.get(key, default), dataset=False)
+        if getattr(self, "caption_row", None) is not None:
+            self.caption_row.check.setChecked(bool(values.get("text")))
+
     # ---- remembered choices ----------------------------------------------------------------------------------------
-    def restore(self, setting) -> None:
+    def restore(self, setting, dataset: bool = True) -> None:
         """Apply the last choices; ``setting(key, default, type)`` reads them (Panel.setting)."""
         spec = setting("dataset", "builtin:digits", str)
-        if spec.startswith("builtin:") and self.dataset_combo.findData(spec) >= 0:
+        if dataset and spec.startswith("builtin:") and self.dataset_combo.findData(spec) >= 0:
             self.set_dataset_spec(spec)
         self.size_spin.setValue(setting("image_size", self.size_spin.value(), int))
         self.preset_combo.setCurrentIndex(max(0, self.preset_combo.findData(

@@ -85,3 +85,24 @@ def objective_choice(combo: QComboBox) -> tuple[str, str]:
     """(prediction, loss weighting) of the combo's current item."""
     prediction, _, weighting = str(combo.currentData() or "eps,min_snr").partition(",")
     return prediction, weighting
+
+
+def select_objective(combo: QComboBox, prediction: str, weighting: str) -> None:
+    """Select (prediction, weighting), adding it when the list does not offer it (a run made with the CLI)."""
+    key = f"{prediction},{weighting}"
+    i = combo.findData(key)
+    if i < 0:
+        symbol = {"eps": "ε", "x0": "x₀", "v": "v"}.get(prediction, prediction)
+        combo.addItem(f"{symbol}, {'uniform' if weighting == 'uniform' else 'Min-SNR'}", key)
+        i = combo.count() - 1
+    combo.setCurrentIndex(i)
+
+
+def objective_title(prediction: str, weighting: str, snr_gamma: float = 5.0) -> str:
+    """What the loss curve plots, in Unicode: 'Min-SNR-5-weighted ‖ε − ε_θ(x_t, t)‖²'."""
+    target = {"eps": ("ε", "ε_θ(x_t, t)"), "x0": ("x₀", "x̂₀(x_t, t)"), "v": ("v", "v_θ(x_t, t)")}
+    a, b = target.get(prediction, target["eps"])
+    mse = f"‖{a} − {b}‖²"
+    if weighting == "uniform":
+        return mse + (" (L_simple)" if prediction == "eps" else "")
+    return f"Min-SNR-{snr_gamma:g}-weighted {mse}"

@@ -43,6 +43,7 @@ class TrainingPanel(Panel):
         self.worker: GeneratorWorker | None = None
         self.handle: RunHandle | None = None        # the current run, or the last one (for Save while finished)
         self.resume_checkpoint = None               # a Checkpoint that Start continues
+        self._fresh_form: dict | None = None        # the form's own choices while a checkpoint fills it
         self.last_checkpoint: Path | None = None
         self.last_event: TrainEvent | None = None
         self._run_error: str | None = None           # the worker's errored message for the current run
@@ -148,6 +149,12 @@ class TrainingPanel(Panel):
 
     def _show_schedule(self, *_args) -> None:
         self.form.show_schedule(self.state.schedule, self.resume_checkpoint)
+        # Before a run draws its bars, "Loss by t" spans the t of the schedule Start will use (the Schedule dock's,
+        # or a continued run's own), not the one the tab was opened with.
+        bars = getattr(getattr(self, "view", None), "bucket_plot", None)
+        if bars is not None and not self.running and not bars.heights.any():
+            ckpt = self.resume_checkpoint
+            bars.reset(ckpt.schedule.T if ckpt is not None else self.state.schedule.T, TrainConfig().buckets)
 
     def _update_buttons(self) -> None:
         running = self.running
@@ -177,7 +184,11 @@ class TrainingPanel(Panel):
         self.form.restore(self.setting)
 
     def save_settings(self) -> None:
-        for key, value in self.form.settings_values().items():
+        # While a checkpoint fills the form, the user's own choices (what a fresh run starts from) are remembered.
+        values = self.form.settings_values() if self._fresh_form is None else self._fresh_form
+        for key, value in values.items():
+            if key in ("spec", "space", "text"):
+                continue
             self.set_setting(key, value)
 
     # ---- building a run ------------------------------------------------------------------------------------------
@@ -205,6 +216,10 @@ class TrainingPanel(Panel):
                          fid_every=fid_every, fid_extractor=fid_extractor_for(spec) if fid_every else None,
                          fid_samples=self.fid_samples, auto_batch=f.batch_spin.value() == 0, prediction=prediction)
         req.autoencoder = f.space_row.autoencoder()
+        if req.resume is not None:  # a continued run keeps what it was made with, whatever the form shows
+            req.autoencoder = None  # (its own autoencoder, embedded in the checkpoint)
+            req.prediction = req.resume.model_config.prediction
+            config.text = bool(req.resume.meta.get("train", {}).get("text") or req.resume.model_config.text_encoder)
         check_request(req)
         return req
 
@@ -220,7 +235,8 @@ class TrainingPanel(Panel):
             return folder / MANIFEST
         try:
             folder = new_named_run_dir(runs_dir(self.setting("runs_dir", "", str)),
-                                       run_label(req.dataset_spec, req.preset, req.image_size))
+                                       run_label(req.dataset_spec, req.preset, req.image_size,
+                                                 latent=req.autoencoder is not None, text=req.config.text))
         except OSError as e:
             raise ValueError(f"checkpoint folder: cannot create a run folder ({e.strerror or e})") from None
         handle.created_dir = folder
@@ -318,11 +334,7 @@ class TrainingPanel(Panel):
                 self._refresh()  # the step that was under way when Pause came; the timer is off while paused
             self.event_received.emit(item)
         elif isinstance(item, RunStarted):
-            what = "Continuing" if item.resumed else "Training"
-            self.info_label.setText(
-                f"{what} a {item.parameters / 1e6:.2f}M-parameter UNet on {item.dataset} ({item.n_images:,} images, "
-                f"{item.image_size}×{item.image_size}×{item.channels}) on {item.device} in {item.precision}; "
-                f"checkpoints go to {item.out}")
+            self.info_label.setText(self.extras.run_summary(item))
             self._update_buttons()  # the trainer exists now: Save… works
             self.run_started.emit(item)
         elif isinstance(item, FIDPoint):
@@ -454,6 +466,8 @@ class TrainingPanel(Panel):
 
     def _on_loaded(self, ckpt) -> None:
         self._loader = None  # (its thread ends right after this item)
+        if self._fresh_form is None:
+            self._fresh_form = self.form.snapshot()  # put back when the continued run is done with
         self.resume_checkpoint = ckpt
         self.form.apply_checkpoint(ckpt)
         self._out_auto = False
@@ -465,8 +479,12 @@ class TrainingPanel(Panel):
         self.checkpoint_loaded.emit(ckpt)
 
     def clear_resume(self) -> None:
+        """Forget the loaded checkpoint: the form goes back to the choices it held before (a fresh run's)."""
         self.resume_checkpoint = None
         self.form.show_resume(None)
+        fresh, self._fresh_form = self._fresh_form, None
+        if fresh is not None:
+            self.form.apply_snapshot(fresh)
         self.form.out_edit.clear()
         self._out_auto = True
         self._show_schedule()

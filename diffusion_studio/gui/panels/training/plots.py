@@ -11,6 +11,7 @@ from ....data.convert import make_grid, to_uint8
 from ...widgets.imageview import ImagePane
 from ...widgets.plot_theme import LEGEND_BRUSH, TEXT, apply_plot_theme, set_title
 from ....jobs.training import FIDPoint, LossHistory, bucket_edges, format_duration, progress_text
+from .length import objective_title
 
 RAW_PEN = pg.mkPen((110, 160, 255, 110), width=1)
 SMOOTH_PEN = pg.mkPen((90, 170, 255), width=2.5)
@@ -28,26 +29,81 @@ def _style(plot: pg.PlotWidget) -> None:
     item.setMenuEnabled(False)
 
 
-class LossPlot(pg.PlotWidget):
-    """Loss ‖ε − ε_θ(x_t, t)‖² against the step: every step (thin, faint) and its moving average (bold)."""
+def fit_title(widget: pg.PlotWidget, width: int | None = None) -> None:
+    """Wrap a plot's title to the width over its view box, and give the title row the wrapped lines' height: a title
+    wider than a narrow pane (1024-px window) otherwise set the plot's minimum width, and the pane cut the plot off on
+    the right ("Loss: Min-SNR-5-weigh", the t axis ending at 500)."""
+    plot = widget.getPlotItem()
+    if plot is None:
+        return
+    label = plot.titleLabel
+    item = label.item
+    item.setTextWidth(-1)
+    axis = plot.getAxis("left")
+    room = (widget.width() if width is None else width) - int(axis.width() if axis.isVisible() else 0) - 12
+    if item.boundingRect().width() > room > 20:
+        item.setTextWidth(room)
+    label.updateMin()
+    label.setMinimumWidth(0)  # the pane, not the title, decides the width
+    height = max(30, int(item.boundingRect().height()) + 4)
+    label.setMaximumHeight(height)
+    plot.layout.setRowFixedHeight(0, height)
+
+
+class _FittedTitle:
+    """A plot whose title wraps to its width (fit_title) whenever it is resized or retitled."""
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if event is not None and getattr(self, "plotItem", None) is not None:
+            fit_title(self, event.size().width())
+        super().resizeEvent(event)
+
+    def retitle(self, text: str) -> None:
+        item = self.getPlotItem()
+        set_title(item, text)
+        if not getattr(self, "_title_hooked", False):  # tick labels widen the left axis: the room changes
+            self._title_hooked = True
+            item.getAxis("left").geometryChanged.connect(lambda: fit_title(self))
+        fit_title(self)
+
+
+class LossPlot(_FittedTitle, pg.PlotWidget):
+    """The run's training loss against the step (every step thin and faint, its moving average bold), titled with
+    the objective it is: e.g. Min-SNR-5-weighted ‖ε − ε_θ(x_t, t)‖², or the seeds' L_simple."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("lossPlot")
         _style(self)
         item = self.getPlotItem()
-        set_title(item, "Loss  ‖ε − ε<sub>θ</sub>(x<sub>t</sub>, t)‖²")
         item.setLabel("bottom", "step")
-        item.setLabel("left", "loss")
+        self.objective = ""
         item.addLegend(offset=(-8, 8), labelTextColor=TEXT, brush=pg.mkBrush(*LEGEND_BRUSH))
         self.raw_curve = item.plot([], [], pen=RAW_PEN, name="every step")
         self.smooth_curve = item.plot([], [], pen=SMOOTH_PEN, name="smoothed")
         for c in (self.raw_curve, self.smooth_curve):
             c.setClipToView(True)
             c.setDownsampling(auto=True, method="peak")
-        self.setToolTip("The training objective of Ho et al. (Algorithm 1): the mean squared error between the noise ε "
-                        "added to x₀ and the network's prediction ε_θ. It starts near 1 (the variance of ε) and falls "
-                        "as the network learns to see the noise.")
+        self.set_objective("eps", "uniform")
+
+    def set_objective(self, prediction: str, weighting: str, snr_gamma: float = 5.0) -> None:
+        """Title, axis and tooltip name the loss the run minimises (what it predicts, how each t counts)."""
+        self.objective = objective_title(prediction, weighting, snr_gamma)
+        item = self.getPlotItem()
+        self.retitle(f"Loss: {self.objective}")
+        item.setLabel("left", "weighted loss" if weighting != "uniform" else "loss")
+        target = {"eps": "the noise ε added to x₀", "x0": "the clean image x₀",
+                  "v": "v = √ᾱ_t ε − √(1 − ᾱ_t) x₀"}.get(prediction, prediction)
+        if weighting == "uniform":
+            how = ("every t counts alike: the seeds' L_simple (Ho et al., Algorithm 1). It starts near 1 (the variance "
+                   "of ε) and falls as the network learns to see the noise." if prediction == "eps" else
+                   "every t counts alike.")
+        else:
+            how = (f"each example's error is weighted by min(SNR_t, {snr_gamma:g}) in x₀ units (Min-SNR-{snr_gamma:g}, "
+                   "Hang et al. 2023), so the easy low-noise steps stop dominating; its values are smaller than "
+                   "the plain ‖ε − ε_θ‖² that \"Loss by t\" shows.")
+        self.setToolTip(f"The training loss of this run: the mean squared error between {target} and the network's "
+                        f"prediction; {how}")
 
     def show_history(self, h: LossHistory) -> None:
         self.raw_curve.setData(h.steps, h.raw)
@@ -58,7 +114,7 @@ class LossPlot(pg.PlotWidget):
         self.smooth_curve.setData([], [])
 
 
-class BucketPlot(pg.PlotWidget):
+class BucketPlot(_FittedTitle, pg.PlotWidget):
     """The trainer's smoothed loss per bucket of t, as bars; x ticks are the buckets' paper-t edges."""
 
     def __init__(self, parent=None):
@@ -66,16 +122,17 @@ class BucketPlot(pg.PlotWidget):
         self.setObjectName("bucketPlot")
         _style(self)
         item = self.getPlotItem()
-        set_title(item, "Loss by t")
+        self.retitle("Loss by t (unweighted)")
         item.setLabel("bottom", "paper t")
-        item.setLabel("left", "loss")
+        item.setLabel("left", "MSE")  # (a longer label outgrew the short plot of a 700-px window)
         item.setMouseEnabled(x=False, y=False)
         item.getAxis("left").enableAutoSIPrefix(False)
         self.bars = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=0.85)
         item.addItem(self.bars)
         self.heights = np.zeros(0)
         self.edges: list[int] = []
-        self.setToolTip("Each bar is the (smoothed) loss of the training examples whose t fell in that range. "
+        self.setToolTip("Each bar is the (smoothed) plain mean squared error of the network's prediction, without the "
+                        "objective's weights, over the training examples whose t fell in that range. "
                         "Predicting ε is hardest at small t, where x_t is nearly clean and the noise is faint, so the "
                         "left bars stay highest; at large t, x_t is almost pure noise and ε is easy to read off.")
 
@@ -104,13 +161,13 @@ class BucketPlot(pg.PlotWidget):
             self.getPlotItem().setYRange(0, top * 1.08, padding=0)
 
 
-class FIDPlot(pg.PlotWidget):
+class FIDPlot(_FittedTitle, pg.PlotWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("fidPlot")
         _style(self)
         item = self.getPlotItem()
-        set_title(item, "FID (lower is better)")
+        self.retitle("FID (lower is better)")
         item.setLabel("bottom", "step")
         self.curve = item.plot([], [], pen=FID_PEN, symbol="o", symbolSize=5, symbolBrush=(200, 90, 30))
         self.steps: list[int] = []
@@ -163,16 +220,30 @@ class TrainingView(QWidget):
         self.preview.setObjectName("previewPane")
         self.preview.setToolTip("Samples from the EMA weights with DDIM from the same seed every time, so you can "
                                 "watch the same noise turn into better images as training goes on")
+        self.preview_captions = QLabel()
+        self.preview_captions.setObjectName("previewCaptions")
+        self.preview_captions.setWordWrap(True)
+        self.preview_captions.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.preview_captions.setToolTip("A text run's preview draws each image from one caption (with guidance "
+                                         "w = 3): these, row by row")
+        self.preview_captions.hide()
+        self.captions: list[str] = []
         self.log_check.toggled.connect(lambda on: self.loss_plot.getPlotItem().setLogMode(y=on))
 
-        row0, row1 = QHBoxLayout(), QHBoxLayout()
-        row1.setSpacing(14)
+        row0 = QHBoxLayout()
+        # lr, ‖∇L‖ and elapsed: one line, or two when the pane is narrow (side by side their texts set the pane's
+        # minimum width, and the window grew past 1024 px once training filled them in)
+        self.row1 = row1 = QGridLayout()
+        row1.setHorizontalSpacing(14)
+        row1.setVerticalSpacing(0)
         row0.addWidget(self.loss_label, 1)
         row0.addWidget(self.log_check)
         for w in (self.lr_label, self.grad_label, self.time_label):
-            row1.addWidget(w)
-        row1.addStretch(1)
+            w.setMinimumWidth(1)  # their texts' widths are what they prefer, not a minimum the pane must keep
+        self._numbers_wrapped: bool | None = None
+        self._place_numbers(False)
         self.loss_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens
+        self.loss_label.setWordWrap(True)  # … and wraps "(smoothed …)" onto a second line in a narrow pane
         numbers = QVBoxLayout()
         numbers.setContentsMargins(2, 0, 2, 0)
         numbers.setSpacing(2)
@@ -200,19 +271,43 @@ class TrainingView(QWidget):
         if stacked == self._stacked:
             return
         self._stacked = stacked
-        for w in (self.bucket_plot, self.preview):
+        for w in (self.bucket_plot, self.preview, self.preview_captions):
             self.grid.removeWidget(w)
         if stacked:
             self.grid.addWidget(self.bucket_plot, 2, 0, 1, 2)
             self.grid.addWidget(self.preview, 3, 0, 1, 2)
+            self.grid.addWidget(self.preview_captions, 4, 0, 1, 2)
         else:
-            self.grid.addWidget(self.bucket_plot, 2, 0)
+            self.grid.addWidget(self.bucket_plot, 2, 0, 2, 1)
             self.grid.addWidget(self.preview, 2, 1)
+            self.grid.addWidget(self.preview_captions, 3, 1)
         self.grid.setRowStretch(2, 2)
         self.grid.setRowStretch(3, 2 if stacked else 0)
 
+    def _numbers_width(self) -> int:
+        """Pixels lr, ‖∇L‖ and elapsed need on one line."""
+        return sum(w.fontMetrics().horizontalAdvance(w.text()) + 4 for w in
+                   (self.lr_label, self.grad_label, self.time_label)) + 2 * self.row1.horizontalSpacing() + 8
+
+    def _place_numbers(self, wrapped: bool) -> None:
+        if wrapped == self._numbers_wrapped:
+            return
+        self._numbers_wrapped = wrapped
+        for w in (self.lr_label, self.grad_label, self.time_label):
+            self.row1.removeWidget(w)
+        self.row1.addWidget(self.lr_label, 0, 0)
+        self.row1.addWidget(self.grad_label, 0, 1)
+        self.row1.addWidget(self.time_label, 1 if wrapped else 0, 0 if wrapped else 2, 1, 2 if wrapped else 1)
+        for c in range(3):
+            self.row1.setColumnStretch(c, 0)
+        self.row1.setColumnStretch(2 if not wrapped else 1, 1)
+
+    def _fit_numbers(self, width: int | None = None) -> None:
+        self._place_numbers((self.width() if width is None else width) < self._numbers_width())
+
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._place_bottom(event.size().width() < self.NARROW)
+        self._fit_numbers(event.size().width())
         super().resizeEvent(event)
 
     def reset(self, T: int, buckets: int, total: int | None, start_step: int = 0, fid: bool = False) -> None:
@@ -228,6 +323,7 @@ class TrainingView(QWidget):
         for w, text in ((self.loss_label, "loss —"), (self.lr_label, "lr —"), (self.grad_label, "‖∇L‖ —"),
                         (self.time_label, "elapsed —")):
             w.setText(text)
+        self._fit_numbers()
 
     def add_event(self, ev: TrainEvent) -> None:
         self.history.append(ev.step, ev.loss)
@@ -250,9 +346,26 @@ class TrainingView(QWidget):
         self.lr_label.setText(f"lr {ev.lr:.1e}")
         self.grad_label.setText(f"‖∇L‖ {ev.grad_norm:.3g}")
         self.time_label.setText(f"elapsed {format_duration(ev.elapsed_s)}")
+        self._fit_numbers()
+
+    def set_objective(self, prediction: str, weighting: str, snr_gamma: float = 5.0) -> None:
+        self.loss_plot.set_objective(prediction, weighting, snr_gamma)
+
+    def set_preview_captions(self, captions: list[str]) -> None:
+        """A text run's preview: name the caption of each image, row by row, under the grid."""
+        self.captions = list(captions)
+        if not captions:
+            self.preview_captions.clear()
+            self.preview_captions.hide()
+            return
+        per_row = int(np.ceil(np.sqrt(len(captions))))
+        rows = [" · ".join(f"“{c}”" for c in captions[i:i + per_row]) for i in range(0, len(captions), per_row)]
+        self.preview_captions.setText("Captions, row by row:\n" + "\n".join(rows))
+        self.preview_captions.show()
 
     def show_preview(self, preview, step: int) -> None:
         n = len(preview)
         nrow = int(np.ceil(np.sqrt(n)))
         self.preview.show_u8(to_uint8(make_grid(preview, nrow=nrow, padding=2)))
-        self.preview.set_title(f"Preview, step {step:,}")
+        text = " (captions below)" if self.captions and len(self.captions) == n else ""
+        self.preview.set_title(f"Preview, step {step:,}{text}")

@@ -7,6 +7,7 @@ from ..forward.latent import shipped_autoencoders
 
 PIXELS = "pixels"
 OPEN = "open"
+EMBEDDED = "@embedded"  # a continued latent run's own autoencoder, when its manifest names no source to reopen
 
 
 class SpaceRow(QComboBox):
@@ -43,7 +44,41 @@ class SpaceRow(QComboBox):
 
     def autoencoder(self) -> str | None:
         data = self.currentData()
-        return None if data in (PIXELS, OPEN, None) else str(data)
+        return None if data in (PIXELS, OPEN, EMBEDDED, None) else str(data)
+
+    def show_checkpoint_space(self, latent: dict | None) -> None:
+        """Show the space a checkpoint was trained in (its manifest's "latent" section, or None for pixels)."""
+        if latent is None:
+            self.setCurrentIndex(0)
+            return
+        source = latent.get("source")
+        if isinstance(source, str) and source.strip():
+            self.add_autoencoder(source)
+            return
+        fp = str(latent.get("fingerprint") or "")[:12]
+        self.insertItem(self.count() - 1, f"latent (the run's own autoencoder {fp})".replace(" )", ")"), EMBEDDED)
+        self.setCurrentIndex(self.count() - 2)
+
+    def forget_checkpoint_space(self, data=None) -> None:
+        """Back to the choice ``data`` (a fresh run), without the item a continued run's own autoencoder added."""
+        i = self.findData(EMBEDDED)
+        if i >= 0:
+            self.removeItem(i)
+        self.setCurrentIndex(max(0, self.findData(data if data not in (None, EMBEDDED, OPEN) else PIXELS)))
+
+    def sync(self, _index: int = 0) -> None:
+        """A latent space fixes the image size to its autoencoder's."""
+        form = self.parent()
+        if form is None or not hasattr(form, "size_spin"):
+            return
+        spec = self.autoencoder()
+        size = autoencoder_size(spec) if spec else None
+        form.size_spin.setEnabled(size is None and self.isEnabled())
+        if size is not None:
+            form.size_spin.setValue(size)
+            form.size_spin.setToolTip(f"A latent run uses the autoencoder's image size, {size} px")
+        else:
+            form.size_spin.setToolTip(self.size_tip)
 
 
 def autoencoder_size(spec: str) -> int | None:
@@ -62,19 +97,8 @@ def autoencoder_size(spec: str) -> int | None:
 def attach_space_row(form) -> SpaceRow:
     """Insert the "Space" row under "Data" in the Training form; a latent space fixes the image size."""
     row = SpaceRow(form)
+    row.size_tip = form.size_spin.toolTip()
     form.layout().insertRow(1, "Space", row)
     form.space_row = row
-    size_tip = form.size_spin.toolTip()
-
-    def sync(_index: int = 0) -> None:
-        spec = row.autoencoder()
-        size = autoencoder_size(spec) if spec else None
-        form.size_spin.setEnabled(size is None)
-        if size is not None:
-            form.size_spin.setValue(size)
-            form.size_spin.setToolTip(f"A latent run uses the autoencoder's image size, {size} px")
-        else:
-            form.size_spin.setToolTip(size_tip)
-
-    row.currentIndexChanged.connect(sync)
+    row.currentIndexChanged.connect(row.sync)
     return row

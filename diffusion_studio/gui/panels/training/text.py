@@ -6,6 +6,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWidget
 
+DIGIT_SPECS = ("builtin:digits", "builtin:mnist")  # captioned with digit words ("the digit seven", "7", …)
 PREVIEW_CAPTIONS = 4
 PREVIEW_FILES = 200  # a folder's preview reads the captions of its first files only: the form stays instant
 
@@ -21,7 +22,7 @@ def caption_preview(spec: str | None, n: int = PREVIEW_CAPTIONS) -> tuple[list[s
                  "centre", "light", 0), shape_caption("white", "cross", "large", "top", "dark", 4),
                  shape_caption("yellow", "triangle", "small", "right", "dark", 1)][:n],
                 "written from what each picture shows: colour, shape, size, place, background")
-    if s == "builtin:digits" or s.lower().startswith("mnist:"):
+    if s in DIGIT_SPECS or s.lower().startswith("mnist:"):
         return [digit_caption(k, f) for k, f in ((7, 0), (3, 1), (5, 2), (2, 3))][:n], \
             f"digit words: \"the digit {DIGIT_WORDS[7]}\", \"7\", \"{DIGIT_WORDS[7]}\", \"a handwritten 7\""
     if s.startswith("builtin:") or not s:
