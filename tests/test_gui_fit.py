@@ -92,7 +92,7 @@ def test_every_tab_fits_a_small_screen(qtbot, settings, size):
         assert len(widgets) >= 3, win.tabs.tabText(i)  # the thumbnails, the schedule plots and this tab's views
         assert not _clipped(win), (win.tabs.tabText(i), _clipped(win))
         # also no label cut at 1024×700, once the layout has settled (a model summary arrives as the model loads)
-        qtbot.waitUntil(lambda: not _truncated(win), timeout=3000)
+        qtbot.waitUntil(lambda: not _truncated(win), timeout=30_000)
     assert win.schedule.plots.width() <= win.schedule_dock.width()
     win.sampling.player_bar.frame_label.setText("frame 1000 / 1000")  # a long run's frame count
     QApplication.processEvents()
@@ -105,7 +105,7 @@ def test_every_tab_fits_a_small_screen(qtbot, settings, size):
         qtbot.wait(30)
         assert win.learn_dock.width() >= 200 and win.learn_dock.panel.height() >= 200
         assert not _clipped(win), _clipped(win)
-        qtbot.waitUntil(lambda: not _truncated(win), timeout=3000)
+        qtbot.waitUntil(lambda: not _truncated(win), timeout=30_000)
         assert win.learn_dock.panel.width() <= win.learn_dock.width()  # nothing of the step cut off at the right
         assert win.width() == size[0]
     win.close()

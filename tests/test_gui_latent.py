@@ -103,7 +103,7 @@ def test_sampling_a_latent_model_shows_decoded_frames_and_the_latent(panel, qtbo
     assert not tabs.isTabVisible(tabs.indexOf(panel.attention_view))
     panel.tabs.show_tab("Latent")
     panel.player_bar.show_index(1)
-    qtbot.waitUntil(lambda: panel.latent_view.pane.current is not None, timeout=5000)
+    qtbot.waitUntil(lambda: panel.latent_view.pane.current is not None, timeout=30_000)
     assert np.array_equal(panel.latent_view.pane.current, panel.frames[1].latent)
     assert "decoded" in panel.x_pane.label.text and "decoded" in panel.x0_pane.label.text
     assert "decoder" in panel.latent_view.note.text()
@@ -137,7 +137,7 @@ def test_forward_view_noises_the_latent_and_shows_the_decoders_picture(qtbot, se
         view.check.setChecked(True)
         assert view.row.isVisible()
         p.set_paper_t(300)
-        qtbot.waitUntil(lambda: "t = 300" in view.dec_pane.label.text, timeout=5000)
+        qtbot.waitUntil(lambda: "t = 300" in view.dec_pane.label.text, timeout=30_000)
         # independently: encode, noise with the seed's ε at ᾱ from the β's, decode
         with torch.no_grad():
             z0 = ae.encode(x0[None]) * 0.5

@@ -62,7 +62,7 @@ def test_curve_fills_from_the_worker_matches_the_core_and_the_toggle_redraws(pan
     worker.yielded.connect(lambda item: frames.append(item))
     with qtbot.waitSignal(worker.finished, timeout=60000):
         pass
-    qtbot.waitUntil(lambda: not panel.is_running, timeout=5000)
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=30_000)
     got = [f for f in frames if hasattr(f, "curves")]
     assert len(got) == 40 and [f.t for f in got] == list(range(40, 0, -1))  # one frame per t, T down to 1
     # what the plot shows is the core's bound for these images
@@ -102,7 +102,7 @@ def test_stop_ends_the_run_early_and_a_second_model_overlays(panel, qtbot, tmp_p
     qtbot.waitUntil(lambda: "A" in panel.frames and panel.frames["A"].done >= 3, timeout=60000)
     with qtbot.waitSignal(worker.aborted, timeout=30000):
         panel.stop()
-    qtbot.waitUntil(lambda: not panel.is_running, timeout=10000)
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=30_000)
     assert panel.frames["A"].done < panel.frames["A"].total  # stopped long before T = 1000
     assert "Stopped" in panel.status.text() and "B" not in panel.frames
     # a quick look for both models: two curves
@@ -110,7 +110,7 @@ def test_stop_ends_the_run_early_and_a_second_model_overlays(panel, qtbot, tmp_p
     worker = panel.start()
     with qtbot.waitSignal(worker.finished, timeout=120000):
         pass
-    qtbot.waitUntil(lambda: not panel.is_running, timeout=5000)
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=30_000)
     assert set(panel.terms_plot.curves) == {"A", "B"}
     assert panel.frames["B"].estimate and panel.frames["B"].done == panel.frames["B"].total == 69
     assert "≈" in panel.result.text() and panel.result.text().count("bits/dim") == 2

@@ -24,13 +24,13 @@ def test_the_empty_tab_explains_itself(qtbot, window, size):
     ae = window.autoencoder
     window.show_panel(ae)
     QApplication.processEvents()
-    qtbot.waitUntil(lambda: ae.intro.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: ae.intro.isVisible(), timeout=30_000)
     text = ae.intro.text()
     for words in ("latent", "Train", "Open an autoencoder", "Save", "Training ▸ space"):
         assert words in text, words
     # all of it shows: wrapped to the tab's width, never cut at the bottom or the right
     assert ae.intro.wordWrap()
-    qtbot.waitUntil(lambda: ae.intro.height() >= ae.intro.heightForWidth(ae.intro.width()), timeout=5000)
+    qtbot.waitUntil(lambda: ae.intro.height() >= ae.intro.heightForWidth(ae.intro.width()), timeout=30_000)
     right = ae.intro.mapTo(ae, ae.intro.rect().bottomRight())
     assert right.x() <= ae.width() and right.y() <= ae.height()
     # the pictures still get most of the room

@@ -31,7 +31,7 @@ def _settle(qtbot, ms: int = 60) -> None:
 
 def _sized_window(window, qtbot, size):
     window.resize(*size)
-    qtbot.waitUntil(lambda: window.width() == size[0] and window.height() == size[1], timeout=5000)
+    qtbot.waitUntil(lambda: window.width() == size[0] and window.height() == size[1], timeout=30_000)
     _settle(qtbot)
     return window
 
@@ -71,7 +71,7 @@ def test_latent_view_leaves_the_pixel_histogram_readable(qtbot, window, size):
     win = _sized_window(window, qtbot, size)
     fwd = win.forward
     win.show_panel(fwd)
-    qtbot.waitUntil(lambda: win.state.image is not None, timeout=10000)
+    qtbot.waitUntil(lambda: win.state.image is not None, timeout=30_000)
     assert fwd.latent.combo.itemData(0), "an autoencoder ships with the app (builtin:shapes-ae)"
     fwd.latent.check.setChecked(True)
     qtbot.waitUntil(lambda: fwd.latent.z_pane.current is not None, timeout=30000)
@@ -81,7 +81,7 @@ def test_latent_view_leaves_the_pixel_histogram_readable(qtbot, window, size):
     plot = hist.getPlotItem()
     vb = plot.vb
     try:  # the layout settles through queued events: wait for it (a loaded machine is slow), then check
-        qtbot.waitUntil(lambda: vb.height() >= PixelHistogram.MIN_VIEW - 2, timeout=5000)
+        qtbot.waitUntil(lambda: vb.height() >= PixelHistogram.MIN_VIEW - 2, timeout=30_000)
     except Exception:  # noqa: BLE001 - the assertion below says what was measured
         pass
     assert vb.height() >= PixelHistogram.MIN_VIEW - 2, (size, vb.height())  # the report: ~20 px of plot
@@ -109,7 +109,7 @@ def test_comparing_schedules_keeps_the_plots_readable_and_the_images_alike(qtbot
     from diffusion_studio.gui.panels.schedule.plots import SchedulePlots
 
     win = _sized_window(window, qtbot, size)
-    qtbot.waitUntil(lambda: win.state.image is not None, timeout=10000)
+    qtbot.waitUntil(lambda: win.state.image is not None, timeout=30_000)
     sp = win.schedule
     sp.compare.setChecked(True)
     win.state.set_reverse_t(0, win.state.schedule.T)  # a sampling run's last frame: the orange "sampling t = 0"
@@ -118,7 +118,7 @@ def test_comparing_schedules_keeps_the_plots_readable_and_the_images_alike(qtbot
     plots = sp.plots
     try:
         qtbot.waitUntil(lambda: all(p.vb.height() >= SchedulePlots.MIN_VIEW - 1 for p in plots.plot_items),
-                        timeout=5000)
+                        timeout=30_000)
     except Exception:  # noqa: BLE001 - the assertion below says what was measured
         pass
     for plot in plots.plot_items:
@@ -177,7 +177,7 @@ def test_a_fixed_schedule_value_replaces_its_error_in_the_status_bar(qtbot, wind
     qtbot.keyClicks(edit, "0")
     bar = win.statusBar()
     assert re.search(r"beta_end must be in .*\(0, 1\), got 0\.0", bar.currentMessage()), bar.currentMessage()
-    with qtbot.waitSignal(win.schedule.form.schedule_ready, timeout=3000):  # the default 0.02 again: applied
+    with qtbot.waitSignal(win.schedule.form.schedule_ready, timeout=30_000):  # the default 0.02 again: applied
         qtbot.keyClicks(edit, ".02")
     assert float(win.state.schedule.betas[-1]) == pytest.approx(0.02)
     message = bar.currentMessage()
@@ -226,7 +226,7 @@ def test_likelihood_says_only_what_it_has_computed_and_labels_fit(qtbot, setting
                                Qt.ConnectionType.DirectConnection)
         with qtbot.waitSignal(worker.finished, timeout=60000):
             pass
-        qtbot.waitUntil(lambda: not panel.is_running, timeout=10000)
+        qtbot.waitUntil(lambda: not panel.is_running, timeout=30_000)
         # running: from t = T down; the small t were not computed, so no share of them was claimed
         running = [text for done, text, _main in seen if done >= 1]
         assert running and all(main for _d, _t, main in seen), seen  # read on the GUI thread, after the redraw
@@ -245,7 +245,7 @@ def test_likelihood_says_only_what_it_has_computed_and_labels_fit(qtbot, setting
         worker = panel.start()
         with qtbot.waitSignal(worker.finished, timeout=120000):
             pass
-        qtbot.waitUntil(lambda: not panel.is_running, timeout=10000)
+        qtbot.waitUntil(lambda: not panel.is_running, timeout=30_000)
         frame = panel.frames["A"]
         assert frame.done == frame.total
         t, cum = frame.cumulative["beta"]
@@ -311,7 +311,7 @@ def test_a_grey_image_file_is_noised_with_grey_noise(qtbot, window, tmp_path):
     for name, channels in (("grey.png", 1), ("grey_rgb.png", 1), ("red.png", 3)):
         with qtbot.waitSignal(win.images.load_finished, timeout=30000):
             win.images.add_paths([str(tmp_path / name)])
-        qtbot.waitUntil(lambda n=name: win.state.image is not None and win.state.image.name == n, timeout=10000)
+        qtbot.waitUntil(lambda n=name: win.state.image is not None and win.state.image.name == n, timeout=30_000)
         image = win.state.image
         assert image.x0.shape[0] == channels, (name, tuple(image.x0.shape))
         eps = win.forward.noise_pane.current

@@ -57,7 +57,7 @@ def test_the_wheel_scrolls_the_training_form_and_leaves_its_values_alone(qtbot, 
     scroll.ensureWidgetVisible(f.save_every_spin)
     qtbot.mouseClick(f.save_every_spin, Qt.MouseButton.LeftButton, pos=QPoint(10, f.save_every_spin.height() // 2))
     f.save_every_spin.setFocus()
-    qtbot.waitUntil(f.save_every_spin.hasFocus, timeout=3000)
+    qtbot.waitUntil(f.save_every_spin.hasFocus, timeout=30_000)
     wheel(f.save_every_spin, notches=1)
     assert f.save_every_spin.value() == 600
 

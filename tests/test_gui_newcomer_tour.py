@@ -220,7 +220,7 @@ def test_the_tour_goes_on_past_fid_to_the_bound_guidance_latents_and_the_loss_we
         assert window.tabs.currentWidget() is getattr(window, tab)
         target = HIGHLIGHTS[highlight](window)
         assert panel.highlighted is target and target.isVisible()
-        qtbot.waitUntil(lambda: panel.highlighter.isVisible(), timeout=5000)
+        qtbot.waitUntil(lambda: panel.highlighter.isVisible(), timeout=30_000)
     # guidance: Show me loads the shipped text model, whose Attention tab then shows
     sp = window.sampling
     start_tour(window, step_index(window, "guidance"))
@@ -318,7 +318,7 @@ def test_a_tooltip_naming_x_hat_draws_the_hat_on_the_x(qtbot, window):
     assert "<i>x\u0302" not in widget.toolTip()                   # the string itself is as its author wrote it
     event = QHelpEvent(QEvent.Type.ToolTip, QPoint(5, 5), widget.mapToGlobal(QPoint(5, 5)))
     QApplication.sendEvent(widget, event)
-    qtbot.waitUntil(QToolTip.isVisible, timeout=5000)
+    qtbot.waitUntil(QToolTip.isVisible, timeout=30_000)
     shown = QToolTip.text()
     assert "<i>x\u0302</i>" in shown
     assert_marks_on_their_letters(shown, 400, QApplication.font().pointSizeF(), "x\u0302")

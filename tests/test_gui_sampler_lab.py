@@ -98,7 +98,7 @@ def test_compare_runs_the_chosen_samplers_from_one_x_T(panel, qtbot):
     assert worker is not None
     with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
         pass
-    qtbot.waitUntil(lambda: view.worker is None, timeout=10_000)
+    qtbot.waitUntil(lambda: view.worker is None, timeout=30_000)
     rows = {r.sampler: r for r in view.results}
     assert set(rows) == {"ddim", "heun", "dpm++2m"}
     assert (rows["heun"].steps, rows["heun"].evals) == (3, 5) and rows["dpm++2m"].evals == 5
@@ -124,7 +124,7 @@ def test_quality_is_measured_once_and_then_read_from_the_cache(panel, qtbot, mon
     worker = view.start()
     with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
         pass
-    qtbot.waitUntil(lambda: view.worker is None, timeout=10_000)
+    qtbot.waitUntil(lambda: view.worker is None, timeout=30_000)
     assert len(view.points) == len(runs) == 2 + 2 + 2 + 1
     for p in view.points:
         assert 0.0 <= p.confident <= 1.0 and np.isfinite(p.fid) and p.fid >= 0 and p.n == 32
@@ -135,7 +135,7 @@ def test_quality_is_measured_once_and_then_read_from_the_cache(panel, qtbot, mon
     worker = view.start()
     with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
         pass
-    qtbot.waitUntil(lambda: view.worker is None, timeout=10_000)
+    qtbot.waitUntil(lambda: view.worker is None, timeout=30_000)
     assert [(p.sampler, p.steps, p.fid) for p in view.points] == first
 
 

@@ -126,7 +126,7 @@ def test_invalid_values_are_explained_and_change_nothing(qtbot, panel, field, te
     np.testing.assert_array_equal(panel.curves["beta"].getData()[1], before.betas.numpy())
 
     fixed = {"beta_end": "0.03", "beta_start": "2e-4", "T": "300"}[field]
-    with qtbot.waitSignal(state.schedule_changed, timeout=2000):
+    with qtbot.waitSignal(state.schedule_changed, timeout=30_000):
         type_into(qtbot, widget, fixed)
     assert not error.isVisible() and panel.form.invalid_fields() == []
     params = {"beta_start": 1e-4, "beta_end": 0.02}
@@ -171,7 +171,7 @@ def test_cursor_follows_state_t_and_moves_it(qtbot, panel):
     readout = child(panel, QLabel, "readout").text()
     assert "t = 300" in readout and f"ᾱ = {float(state.schedule.alpha_bars[299]):.3g}" in readout
 
-    with qtbot.waitSignal(state.t_changed, timeout=2000) as blocker:
+    with qtbot.waitSignal(state.t_changed, timeout=30_000) as blocker:
         panel.cursors[2].setValue(640.4)  # what a drag does to the line
     assert blocker.args == [639] and state.t == 639
     assert [c.value() for c in panel.cursors] == [640, 640, 640]
@@ -219,9 +219,9 @@ def test_cursor_moves_the_forward_panels_slider(qtbot, window):
     assert slider is not None
     panel.cursors[0].setValue(420)
     assert window.state.t == 419
-    qtbot.waitUntil(lambda: slider.value() == 420, timeout=3000)
+    qtbot.waitUntil(lambda: slider.value() == 420, timeout=30_000)
     slider.setValue(77)  # and the other way round
-    qtbot.waitUntil(lambda: all(c.value() == 77 for c in panel.cursors), timeout=3000)
+    qtbot.waitUntil(lambda: all(c.value() == 77 for c in panel.cursors), timeout=30_000)
 
 
 # ---- comparison ------------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_unseen_words_are_named_and_the_sweep_fills_its_strip(panel, qtbot, text
     box.set_prompt("red square")
     assert not box.notes_label.isVisible()
     panel.controls.steps_spin.setValue(5)
-    with qtbot.waitSignal(panel.prompt_box.sweep_button.clicked, timeout=1000):
+    with qtbot.waitSignal(panel.prompt_box.sweep_button.clicked, timeout=30_000):
         box.sweep_button.click()
     worker = panel.sweep_worker
     assert worker is not None

@@ -178,7 +178,7 @@ def test_every_step_show_me_sets_its_state_and_highlights(tiny_models, window, q
             check_action(win, name, arg, sample_max_steps=30)
         target = attr(win, step.highlight)
         assert panel.highlighted is target and target.isVisible()
-        qtbot.waitUntil(lambda: covers(panel.highlighter, target, win), timeout=5000)
+        qtbot.waitUntil(lambda: covers(panel.highlighter, target, win), timeout=30_000)
         if win.sampling.running:
             with qtbot.waitSignal(win.sampling.run_finished, timeout=WAIT_MS):
                 pass

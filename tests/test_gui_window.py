@@ -55,7 +55,7 @@ def test_title_menus_and_their_actions(window):
 
 def test_ctrl_digit_switches_tabs(qtbot, window):
     window.activateWindow()
-    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=3000)
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=30_000)
     for key, panel in ((Qt.Key.Key_3, window.sampling), (Qt.Key.Key_2, window.training),
                        (Qt.Key.Key_1, window.forward)):
         qtbot.keyClick(window, key, Qt.KeyboardModifier.ControlModifier)
@@ -125,7 +125,7 @@ def test_changing_the_schedule_in_its_panel_moves_every_panel(qtbot, window):
     assert window.state.schedule == NoiseSchedule.create("linear", 250)
     slider = window.forward.findChild(QSlider, "tSlider")  # the Forward panel's t slider (the paper's t)
     assert slider is not None
-    qtbot.waitUntil(lambda: slider.maximum() == 250, timeout=3000)
+    qtbot.waitUntil(lambda: slider.maximum() == 250, timeout=30_000)
 
 
 def test_closing_an_idle_window_is_quick(qtbot, settings):

@@ -369,7 +369,7 @@ def test_an_unusable_tour_leaves_the_app_running_with_one_line(tour_window, tmp_
     message = win.statusBar().currentMessage()
     one_line(message, path)
     assert keyword in message
-    with qtbot.waitSignal(win.state.message, timeout=5000) as blocker:   # Help ▸ Tour says it again
+    with qtbot.waitSignal(win.state.message, timeout=30_000) as blocker:   # Help ▸ Tour says it again
         win.tour_action.trigger()
     assert blocker.args == [message]
     win.show_panel(win.forward)                                          # the rest of the app is there
@@ -381,11 +381,11 @@ def test_show_me_never_walks_attributes_even_for_a_step_made_in_code(window, qtb
     good = panel.steps[0]
     panel.steps[0] = TourStep(good.id, good.title, (), good.text, (("tab", "__class__"),), GLOBALS)
     panel.go(0)
-    with qtbot.waitSignal(window.state.message, timeout=5000) as blocker:
+    with qtbot.waitSignal(window.state.message, timeout=30_000) as blocker:
         panel.show_me()
     assert "'__class__'" in blocker.args[0] and panel.highlighted is None
     panel.steps[0] = TourStep(good.id, good.title, (), good.text, (), GLOBALS)
-    with qtbot.waitSignal(window.state.message, timeout=5000):
+    with qtbot.waitSignal(window.state.message, timeout=30_000):
         panel.show_me()
     assert panel.highlighted is None
 
