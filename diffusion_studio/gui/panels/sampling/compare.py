@@ -24,8 +24,32 @@ def pixmap(u8: np.ndarray, height: int) -> QPixmap:
     return QPixmap.fromImage(img).scaledToHeight(height, Qt.TransformationMode.FastTransformation)
 
 
-class CompareView(QWidget):
+class LabView(QWidget):
+    """A sampler-lab tab whose Run button starts one background job at a time (BUSY names it in the status bar)."""
+
+    BUSY = "lab"
+
+    def launch(self, worker: GeneratorWorker, busy_text: str) -> GeneratorWorker:
+        worker.errored.connect(self.panel._error)
+        worker.finished.connect(self._done)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.panel.state.set_busy(self.BUSY, busy_text)
+        self.panel.pool.start(worker)
+        return worker
+
+    def _done(self) -> None:
+        if self.worker is not None:
+            self.worker.wait(2000)
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.panel.state.set_busy(self.BUSY, None)
+
+
+class CompareView(LabView):
     """Pick samplers and a budget; Run draws one row per sampler: name and cost, final images, x̂₀ path."""
+
+    BUSY = "compare"
 
     def __init__(self, panel, parent=None):
         super().__init__(parent)
@@ -97,20 +121,7 @@ class CompareView(QWidget):
                                  name="compareSamplers")
         self._for = loaded
         worker.yielded.connect(lambda row: self.add_row(row) if self.panel.loaded is self._for else None)
-        worker.errored.connect(self.panel._error)
-        worker.finished.connect(self._done)
-        self.worker = worker
-        self.run_button.setEnabled(False)
-        self.panel.state.set_busy("compare", "Comparing samplers")
-        self.panel.pool.start(worker)
-        return worker
-
-    def _done(self) -> None:
-        if self.worker is not None:
-            self.worker.wait(2000)
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.panel.state.set_busy("compare", None)
+        return self.launch(worker, "Comparing samplers")
 
     def clear(self) -> None:
         self.results = []

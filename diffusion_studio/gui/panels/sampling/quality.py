@@ -5,21 +5,23 @@ from __future__ import annotations
 import math
 
 import pyqtgraph as pg
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout
 
 from ....jobs import quality
 from ....jobs.quality import QualityPoint, judge_for
 from ...widgets.plot_theme import apply_plot_theme, set_title
 from ...workers import GeneratorWorker
-from .compare import NAMES
+from .compare import NAMES, LabView
 
 COLOURS = {"ddim": "#29c4ff", "euler": "#a0a0a0", "heun": "#ff9f1c", "dpm++2m": "#5fd35f", "unipc": "#e25cff",
            "euler_a": "#ffd23f", "ddpm": "#ff5c5c"}
 
 
-class QualityView(QWidget):
+class QualityView(LabView):
     """Two plots against model evaluations (log axis): % confidently classified, and FID; DDPM's full T steps as
     the dashed line both chase."""
+
+    BUSY = "quality"
 
     def __init__(self, panel, parent=None):
         super().__init__(parent)
@@ -98,20 +100,7 @@ class QualityView(QWidget):
         n, seed = self.n_spin.value(), self.panel.controls.seed_spin.value()
         worker = GeneratorWorker(lambda: quality.evaluate(loaded, judge, runs, n=n, seed=seed), name="samplerQuality")
         worker.yielded.connect(self.add_point)
-        worker.errored.connect(self.panel._error)
-        worker.finished.connect(self._done)
-        self.worker = worker
-        self.run_button.setEnabled(False)
-        self.panel.state.set_busy("quality", "Measuring sample quality")
-        self.panel.pool.start(worker)
-        return worker
-
-    def _done(self) -> None:
-        if self.worker is not None:
-            self.worker.wait(2000)
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.panel.state.set_busy("quality", None)
+        return self.launch(worker, "Measuring sample quality")
 
     def add_point(self, p: QualityPoint) -> None:
         self.points.append(p)
