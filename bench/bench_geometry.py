@@ -86,11 +86,11 @@ def gui_frames() -> dict[str, float]:
         app.processEvents()
         time.sleep(0.02)
     g.timer.stop()
-    frames = len(next(iter(g.runs.values())))
+    frames = max(len(r) for r in g.runs.values())
 
     def frame(i):
         for key, plot in (("sde", g.sde), ("ode", g.ode)):
-            plot.show_frame(g.runs[key], i % frames)
+            plot.show_frame(g.runs[key], i % len(g.runs[key]))
     f_med, f_p95 = timed(frame, min(60, frames))
     w.close()
     app.processEvents()

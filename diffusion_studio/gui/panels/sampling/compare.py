@@ -65,13 +65,13 @@ class CompareView(LabView):
             box.setObjectName(f"compare_{key}")
             box.setChecked(key in DEFAULT_ON)
             self.checks[key] = box
-        grid = QGridLayout()
-        for i, box in enumerate(self.checks.values()):
-            grid.addWidget(box, i // 4, i % 4)
+        self.check_grid = grid = QGridLayout()
+        self._columns = 0
+        self._lay_out_checks(4)
         top.addLayout(grid, 1)
         lay.addLayout(top)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Model evaluations"))
+        row.addWidget(QLabel("Evaluations"))
         self.evals_spin = QSpinBox()
         self.evals_spin.setObjectName("compareEvals")
         self.evals_spin.setRange(1, 1000)
@@ -80,10 +80,10 @@ class CompareView(LabView):
                                    "evaluations fit). DDPM at 10 evaluations is respaced DDPM; its 1,000 steps are the "
                                    "quality the others chase")
         row.addWidget(self.evals_spin)
-        self.run_button = QPushButton("Compare from the same x_T")
+        self.run_button = QPushButton("Compare")
         self.run_button.setObjectName("compareButton")
-        self.run_button.setToolTip("Every chosen sampler starts from the x_T the Seed field draws, so the differences "
-                                   "are the samplers' alone")
+        self.run_button.setToolTip("Run every chosen sampler from the same x_T (the one the Seed field draws), so the "
+                                   "differences are the samplers' alone")
         self.run_button.clicked.connect(self.start)
         row.addWidget(self.run_button)
         row.addStretch(1)
@@ -103,6 +103,23 @@ class CompareView(LabView):
         lay.addWidget(scroll, 1)
         self.results: list[CompareRow] = []
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+
+    CHECK_WIDTH = 112  # px a sampler's check box needs with its name
+
+    def _lay_out_checks(self, columns: int) -> None:
+        """The sampler check boxes in as many columns as fit (the quadrant is narrow beside the docks)."""
+        columns = max(1, min(4, columns))
+        if columns == self._columns:
+            return
+        self._columns = columns
+        for box in self.checks.values():
+            self.check_grid.removeWidget(box)
+        for i, box in enumerate(self.checks.values()):
+            self.check_grid.addWidget(box, i // columns, i % columns)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self._lay_out_checks(event.size().width() // self.CHECK_WIDTH)
+        super().resizeEvent(event)
 
     def chosen(self) -> list[str]:
         return [k for k, box in self.checks.items() if box.isChecked()]

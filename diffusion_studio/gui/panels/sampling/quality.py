@@ -40,8 +40,10 @@ class QualityView(LabView):
         self.n_spin.setValue(256)
         self.n_spin.setToolTip("Samples per sampler and budget; FID needs a few hundred to say much")
         row.addWidget(self.n_spin)
-        self.run_button = QPushButton("Measure quality vs evaluations")
+        self.run_button = QPushButton("Measure")
         self.run_button.setObjectName("qualityButton")
+        self.run_button.setToolTip("Sample with every sampler at 5, 10, 20 and 50 model evaluations (and DDPM at all T "
+                                   "steps), then score each set: the share confidently classified, and FID")
         self.run_button.clicked.connect(self.start)
         row.addWidget(self.run_button)
         row.addStretch(1)
@@ -53,13 +55,16 @@ class QualityView(LabView):
         self.plots = pg.GraphicsLayoutWidget()
         self.plots.setObjectName("qualityPlots")
         self.score_plot = self.plots.addPlot(row=0, col=0)
-        self.fid_plot = self.plots.addPlot(row=0, col=1)
+        self.fid_plot = self.plots.addPlot(row=1, col=0)  # stacked: the Sampling view's quadrant is narrow
         for plot, title, unit in ((self.score_plot, "confidently classified", "%"), (self.fid_plot, "FID", "")):
             set_title(plot, title)
             plot.setLogMode(x=True, y=False)
+            ticks = [(math.log10(v), f"{v:,}") for v in (5, 10, 20, 50, 100, 1000)]
+            plot.getAxis("bottom").setTicks([ticks, []])  # the budgets, not every minor tick of a log axis
             plot.setLabel("bottom", "model evaluations")
             if unit:
                 plot.setLabel("left", unit)
+        self.fid_plot.setLogMode(x=True, y=True)  # FID spans decades: a few-step Heun at hundreds, the rest near 0.2
         self.legend = self.fid_plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
         apply_plot_theme(self.plots)
         lay.addWidget(self.plots, 1)
@@ -108,7 +113,8 @@ class QualityView(LabView):
         self.note.setText(f"{len(self.points)} / {getattr(self, 'total', len(self.points))} measured "
                           f"({p.n} samples each)")
         if p.sampler == "ddpm" and p.steps == T:
-            for plot, value in ((self.score_plot, 100 * p.confident), (self.fid_plot, p.fid)):
+            fid = math.log10(p.fid) if math.isfinite(p.fid) and p.fid > 0 else float("nan")  # its axis is log10
+            for plot, value in ((self.score_plot, 100 * p.confident), (self.fid_plot, fid)):
                 line = pg.InfiniteLine(pos=value, angle=0, pen=pg.mkPen(COLOURS["ddpm"], width=1,
                                                                          style=pg.QtCore.Qt.PenStyle.DashLine))
                 plot.addItem(line)
