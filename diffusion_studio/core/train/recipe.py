@@ -26,7 +26,8 @@ PREVIOUS: dict[str, Any] = dict(
 # parameters, 2.1× tiny's images/s there) reaches better samples in the same minutes (bench/RESULTS.md §9).
 SMALL_SIDE = 8
 # 2-D points (the geometry lab): the small MLP, a large batch of cheap rows, a fixed number of steps; uniform weights
-# put more points in the modes than Min-SNR-5 on toy:8gaussians (96.7 % vs 91.6 % within 3σ, bench/RESULTS.md).
+# put more points in the modes than Min-SNR-5 on toy:8gaussians (96.7 % vs 91.6 % within 3σ when it was chosen;
+# bench/bench_geometry.py measures the default, RESULTS.md §13).
 POINTS_RECIPE: dict[str, Any] = dict(
     model="mlp", steps=3000, batch=1024, lr=2e-3, warmup=100, lr_schedule="cosine", ema_decay=0.995,
     prediction="eps", loss_weighting="uniform", snr_gamma=5.0, points=10_000,
