@@ -7,10 +7,6 @@ a case over the time limit fails the test."""
 from __future__ import annotations
 
 import io
-import json
-import os
-import resource
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +14,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from bounded_runner import run_cases
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,19 +58,8 @@ def mutate(data: bytes, edits) -> bytes:
     return data[: 1 << 20]
 
 
-def _limit() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
-
-
 def run_batch(cases: list[dict], folder: Path) -> dict[str, dict]:
-    spec = folder / "cases.json"
-    spec.write_text(json.dumps(cases))
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.run([sys.executable, str(RUNNER), str(spec), str(CASE_SECONDS)], env=env, capture_output=True,
-                          text=True, timeout=120 + CASE_SECONDS * len(cases), preexec_fn=_limit)
-    assert proc.returncode == 0, f"the case runner died (memory or a crash):\n{proc.stderr[-3000:]}"
-    return json.loads(proc.stdout.splitlines()[-1])
+    return run_cases(RUNNER, cases, folder, LIMIT_BYTES, CASE_SECONDS, slack_seconds=120)
 
 
 def check(results: dict[str, dict], least_ok: int, least_refused: int) -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from bounded_runner import run_cases
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "tests" / "hostile_round3_cases.py"
@@ -59,20 +59,8 @@ def _apply(d: dict, edits) -> dict:
 
 
 # ---- running cases in a bounded subprocess --------------------------------------------------------------------------
-def _limit() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
-
-
 def run_batch(cases: list[dict], folder: Path) -> dict[str, dict]:
-    """Every case's command line in one subprocess under LIMIT_BYTES of address space and CASE_SECONDS a case."""
-    spec = folder / "cases.json"
-    spec.write_text(json.dumps(cases))
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.run([sys.executable, str(RUNNER), str(spec), str(CASE_SECONDS)], env=env, capture_output=True,
-                          text=True, timeout=60 + CASE_SECONDS * len(cases), preexec_fn=_limit)
-    assert proc.returncode == 0, f"the case runner died (memory or a crash):\n{proc.stderr[-3000:]}"
-    return json.loads(proc.stdout.splitlines()[-1])
+    return run_cases(RUNNER, cases, folder, LIMIT_BYTES, CASE_SECONDS, slack_seconds=60)
 
 
 def problems(results: dict[str, dict], files: set[str]) -> list[str]:
