@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import footer, header, save_json, stats, timeit  # noqa: E402
 
 from diffusion_studio.core.runtime.device import cpu_supports_bf16
-from diffusion_studio.core.runtime.calibrate import resolve_precision  # noqa: E402
+from diffusion_studio.core.runtime.calibrate import for_sampling  # noqa: E402
 from diffusion_studio.core.diffusion.samplers import sample, sample_frames  # noqa: E402
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
 from diffusion_studio.core.diffusion.eps import model_fn  # noqa: E402
@@ -93,8 +93,10 @@ def main() -> int:
         print(f"   {prec}  animated/plain = {a['median'] / p['median']:.3f} ({100 * extra:+.1f}%, {n_frames} frames "
               f"of 3 grids)")
 
-    default = resolve_precision("auto", torch.device("cpu"))
-    print()
+    auto = for_sampling(preset_config(args.preset, args.size, 3), args.n, "auto", "cpu")  # what the app chooses
+    default = auto.precision
+    results["auto_precision"] = auto.explain()
+    print(f"\n   precision auto for this model, size and batch: {auto.explain()}")
     for prec in precisions:
         t = results["runs"][f"plain sample() {prec}"]["median"]
         note = " (precision auto, the app's default here)" if prec == default else ""

@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import footer, header, ms, save_json, stats, timeit  # noqa: E402
 
 from diffusion_studio.core.runtime.device import cpu_supports_bf16
-from diffusion_studio.core.runtime.calibrate import resolve_precision  # noqa: E402
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule  # noqa: E402
 from diffusion_studio.core.train.trainer import TensorImages, Trainer
 from diffusion_studio.core.train.config import TrainConfig  # noqa: E402
@@ -235,12 +234,14 @@ def main() -> int:
         args.repeats, args.warmup, args.health_steps = 3, 1, 20
     info = header(f"bench_train: DDPM training step, {args.size}×{args.size}×3, batch {args.batch}")
     bf16_ok = cpu_supports_bf16() and not args.fp32_only
-    print(f"   CPU bf16 instructions: {cpu_supports_bf16()} (precision auto, our default, is "
-          f"{resolve_precision('auto', torch.device('cpu'))} here: measured)")
+    print(f"   CPU bf16 instructions: {cpu_supports_bf16()} (precision auto, our default, is measured per model, "
+          f"size and batch: the choice for each preset below)")
     g = torch.Generator().manual_seed(0)
     data = torch.rand(512, 3, args.size, args.size, generator=g) * 2 - 1
     results: dict = {"machine": info, "runs": {}}
     runs = results["runs"]
+    chosen: dict[str, str] = {}
+    results["auto_precision"] = chosen
     R, W, B = args.repeats, args.warmup, args.batch
     for preset in args.presets:
         print(f"\n-- {preset}: ours vs peers of the same parameter count")
@@ -249,6 +250,9 @@ def main() -> int:
         # layouts forced, so the table shows whether the calibration chose well
         fp = OurStep(preset, S, data, B, "fp32").trainer.fast_path
         print(f"   calibration (fp32): {fp.describe()} {fp.seconds}")
+        auto = OurStep(preset, S, data, B, "auto").trainer.fast_path  # what a user's run here would really choose
+        chosen[preset] = auto.precision if bf16_ok else "fp32"
+        print(f"   precision auto (the app's and CLI's default) chooses: {auto.describe()} {auto.seconds}")
         measure(f"ours {preset} fp32", lambda: OurStep(preset, S, data, B, "fp32"), R, W, runs, B, flops_of=True)
         if bf16_ok:
             measure(f"ours {preset} bf16", lambda: OurStep(preset, S, data, B, "bf16"), R, W, runs, B, flops_of=True)
@@ -276,9 +280,9 @@ def main() -> int:
                     lambda: LucidStep(preset, S, data, B, True), R, W, runs, B)
 
     print("\n-- ratios (images/s ours ÷ images/s peer; goal ≥ 1.5× each peer)")
-    rec = resolve_precision("auto", torch.device("cpu")) if bf16_ok else "fp32"
     results["ratios"] = {}
     for preset in args.presets:
+        rec = chosen[preset]
         for peer in (f"diffusers UNet2DModel {preset}-matched", f"denoising-diffusion-pytorch Unet {preset}-matched"):
             p32 = runs.get(f"{peer} fp32", {})
             if "img_s" not in p32:

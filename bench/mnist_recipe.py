@@ -7,6 +7,11 @@ by FID in that classifier's feature space against the 4,500 training digits.
     python bench/mnist_recipe.py --candidates tiny:64:2e-3 micro:128:3e-3 --steps 1500
     python bench/mnist_recipe.py --candidates tiny:64:2e-3 --steps 1450 2900 5800 --json mnist.json --keep KEEP
 
+What the CLI itself writes is scored the same way (the issue's end-to-end check, with the CLI's own sampler defaults:
+DDIM-50, for a class-conditional model one of each digit in turn at guidance w = 2):
+    diffusion-studio sample --model builtin:mnist --n 256 --out DIR
+    python bench/mnist_recipe.py --score-dir DIR [DIR …]
+
 Several --steps are snapshots of one run whose learning rate follows the default cosine over the longest budget:
 step k of it is "k steps into a longer run", not a k-step run (which would have decayed its rate by then); add
 --extra "--lr-schedule constant" to make the two the same.
@@ -88,8 +93,21 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--json")
     ap.add_argument("--keep", metavar="DIR", help="copy each snapshot's checkpoint folder here")
+    ap.add_argument("--score-dir", nargs="+", metavar="DIR", help="only score the sample_*.png files in each DIR")
     args = ap.parse_args()
     from common import footer, header
+
+    if args.score_dir:
+        from time_to_quality import read_pngs
+
+        ref = real_reference()
+        print(f"real held-out digits: {ref['confident']:.1%} confident, max/min {ref['max_min']:.2f}")
+        for folder in args.score_dir:
+            x = read_pngs(Path(folder))
+            s = judge(x, ref)
+            print(f"{folder}: {len(x)} samples  FID {s['fid']:.2f}  confident {s['confident']:.1%} (relative "
+                  f"{s['relative']:.3f})  digits {s['classes']}  max/min {s['max_min']}  {s['counts']}", flush=True)
+        return 0
 
     info = header("mnist_recipe: builtin:mnist at 28 px, DDIM-50 × 256, MNIST classifier + FID")
     ref = real_reference()

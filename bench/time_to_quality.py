@@ -130,8 +130,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.score_dir:
         s = judge(read_pngs(Path(args.score_dir)))
+        real = load_dataset("builtin:digits", 16)  # the ceiling: the classifier on all 1,797 real digits (stricter
+        ref = classifier_score(load_feature_extractor("builtin:digits"),  # than its 270 held-out ones alone)
+                               real.batch(torch.arange(len(real))).float())["confident_fraction"]
         print(f"{args.score_dir}: {len(read_pngs(Path(args.score_dir)))} samples  FID {s['fid']:.2f}  confident "
-              f"{s['confident']:.1%}  digits {s['classes']}  max/min {s['max_min']}  {s['counts']}")
+              f"{s['confident']:.1%} (real digits {ref:.1%}: relative {s['confident'] / ref:.3f})  digits "
+              f"{s['classes']}  max/min {s['max_min']}  {s['counts']}")
         return 0
     from common import header
 

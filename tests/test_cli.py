@@ -142,7 +142,8 @@ def test_sample_and_info_help_and_usage_errors_answer_without_importing_torch():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("cli")
-    proc = ds("train", *TINY, "--steps", "6", "--batch", "8", "--log-every", "1", "--out", "run", cwd=work)
+    proc = ds("train", *TINY, "--unconditional", "--steps", "6", "--batch", "8", "--log-every", "1", "--out", "run",
+              cwd=work)
     assert proc.returncode == 0, proc.stderr
     return work / "run"
 
@@ -353,7 +354,7 @@ def test_sample_usage_errors(trained, tmp_path):
         (["--sampler", "ddpm", "--steps", "1"], "ddpm takes 2 to 20 steps"),
         (["--sampler", "ddpm", "--eta", "0.5"], "--eta"),
         (["--label", "3"], "not class-conditional"),
-        (["--guidance", "3"], "needs --label"),
+        (["--guidance", "3"], "needs a class"),
         (["--n", "0"], "--n"),
     ]:
         code, err = main_in(tmp_path, "sample", "--model", str(trained), "--out", "s", *args)

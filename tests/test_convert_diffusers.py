@@ -171,7 +171,8 @@ def test_cli_opens_imports_and_samples_a_diffusers_folder(tmp_path, capsys, monk
     assert main(["sample", "--model", str(folder), "--n", "1", "--steps", "2", "--out", str(tmp_path / "s"),
                  "-q"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("DDIM-2 at 256x256: about ") and "s a step, timed just now" in out
+    assert out.startswith("precision fp32") and "\nDDIM-2 at 256x256: about " in out  # said before it starts
+    assert "s a step, timed just now" in out
     assert (tmp_path / "s" / "sample_00000.png").is_file()
 
     assert main(["import", str(folder), "--out", str(tmp_path / "imported")]) == 0

@@ -178,3 +178,41 @@ def test_auto_precision_for_sampling_holds_for_the_process_whatever_the_thread_c
     finally:
         torch.set_num_threads(n)
         calibrate.forget()
+
+
+def test_sampling_precision_is_measured_per_model_and_batch(fresh, monkeypatch):
+    """'auto' for sampling times the very model and batch to be sampled (issue 25), not a proxy: a model where bf16
+    pays gets bf16 and one where it does not keeps fp32, each said with the seconds measured."""
+    monkeypatch.setattr(calibrate, "cpu_supports_bf16", lambda: True)
+    small = MICRO
+    big = UNetConfig(**{**MICRO.to_dict(), "image_size": 16, "channel_mults": (1, 2), "attn_resolutions": (4,)})
+    costs = {8: {(False, "fp32"): 0.010, (True, "fp32"): 0.015, (False, "bf16"): 0.010, (True, "bf16"): 0.016},
+             16: {(False, "fp32"): 2.0, (True, "fp32"): 2.5, (False, "bf16"): 1.2, (True, "bf16"): 1.9}}
+    calls: list = []
+
+    def timer(model, x, t, precision, train):
+        calls.append((x.shape[-1], x.shape[0], precision, train))
+        return fake_timer(costs[x.shape[-1]], [])(model, x, t, precision, train)
+
+    a = calibrate.for_sampling(small, 16, "auto", "cpu", timer)
+    b = calibrate.for_sampling(big, 16, "auto", "cpu", timer)
+    assert (a.precision, b.precision) == ("fp32", "bf16") and not any(c[3] for c in calls)  # forward passes only
+    assert {c[0] for c in calls} == {8, 16} and {c[1] for c in calls} == {16}
+    assert a.explain() == "fp32 (measured for this model and batch: bf16 10 ms, fp32 10 ms per step)"
+    assert b.explain() == "bf16 (measured for this model and batch: bf16 1.2 s, fp32 2 s per step)"
+    n = len(calls)
+    calibrate.for_sampling(big, 4, "auto", "cpu", timer)  # another batch is another workload
+    assert len(calls) > n and {c[1] for c in calls[n:]} == {4}
+    # asked again in this process: the same answer, not measured again, even with another thread count
+    n, threads = len(calls), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads != 1 else 2)
+        assert calibrate.for_sampling(big, 16, "auto", "cpu", timer) == b and len(calls) == n
+    finally:
+        torch.set_num_threads(threads)
+    # an explicit precision is kept (only the layout is measured); a GPU is not measured here
+    assert calibrate.for_sampling(big, 16, "fp32", "cpu", timer).precision == "fp32"
+    gpu = calibrate.for_sampling(big, 16, "fp32", "cuda", lambda *a: pytest.fail("a GPU is not timed here"))
+    assert gpu.source == "fixed" and "nothing to measure" in gpu.explain()
+    with pytest.raises(ValueError, match="precision"):
+        calibrate.for_sampling(big, 16, "fp16", "cpu", timer)

@@ -26,7 +26,8 @@ def panel(qtbot, settings, monkeypatch):
     from diffusion_studio.gui.workers import WorkerPool
 
     # fp32 and NCHW, as the oracle runs: what is checked here is the conversion, not the CPU's fastest path.
-    monkeypatch.setattr(sampling_frames, "resolve_precision", lambda precision, device: "fp32")
+    fixed = calibrate.FastPath(False, "fp32", {}, "fixed")
+    monkeypatch.setattr(sampling_frames, "for_sampling", lambda *a, **k: fixed)
     monkeypatch.setattr(calibrate, "choose", lambda *a, **k: calibrate.FastPath(False, "fp32", {}, "fixed"))
     p = SamplingPanel(AppState(device="cpu"), WorkerPool(), settings)
     qtbot.addWidget(p)

@@ -154,17 +154,17 @@ def test_sampling_first_look_is_a_quick_ddim_run_on_the_shipped_model_with_a_cap
     win.state.set_model(_trained_model(tmp_path))  # a training run just finished: its model is still noise
     with qtbot.waitSignal(panel.run_finished, timeout=120_000):
         win.show_panel(panel)  # the newcomer opens the Sampling tab
-    assert panel.loaded.name == "builtin:digits"
+    assert panel.loaded.name == "builtin:mnist"
     assert panel.job.sampler == "ddim" and panel.job.steps <= 20
     assert panel.controls.sampler == ("ddpm", "beta_tilde")  # the user's own choice is kept for ▶ Sample
     caption = panel.t_label.text()
-    assert "builtin:digits" in caption and "DDIM, 20 steps" in caption and "seed 0" in caption
+    assert "builtin:mnist" in caption and "DDIM, 20 steps" in caption and "seed 0" in caption
     assert panel.x_pane.current is not None and panel.frames
 
-    # Switching to the trained model: the digits model's frames leave the screen.
+    # Switching to the trained model: the MNIST model's frames leave the screen.
     panel.chooser.select(TRAINED)
     assert panel.loaded.name.startswith("trained")
-    assert panel.frames == [] and panel.x_pane.current is None and "builtin:digits" not in panel.t_label.text()
+    assert panel.frames == [] and panel.x_pane.current is None and "builtin:mnist" not in panel.t_label.text()
     win.close()
 
 
@@ -288,9 +288,9 @@ def test_exports_are_readable_and_carry_their_t(qtbot, settings, tmp_path):
     win.show()
     panel = win.sampling
     with qtbot.waitSignal(panel.run_finished, timeout=120_000):
-        win.show_panel(panel)  # the first look samples 4 digits (16 px) with DDIM
+        win.show_panel(panel)  # the first look samples 4 digits (28 px) with DDIM
     last = panel.frames[-1].x
-    assert max(last.shape[:2]) < 256  # the grid itself is small (2×2 of 16 px + padding)
+    assert max(last.shape[:2]) < 256  # the grid itself is small (2×2 of 28 px + padding)
     assert panel.export_grid(tmp_path / "grid.png")
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     k = grid.shape[0] // last.shape[0]

@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt
 
 from diffusion_studio import resources
 from diffusion_studio.core.io.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_studio.core.runtime.calibrate import resolve_precision
+from diffusion_studio.core.runtime.calibrate import for_sampling
 from diffusion_studio.core.diffusion.samplers import sample, sample_frames
 from diffusion_studio.core.diffusion.schedule import NoiseSchedule
 from diffusion_studio.core.diffusion.eps import model_fn
@@ -100,17 +100,17 @@ def grid(x):
     return to_uint8(make_grid(x))
 
 
-# The panel samples with precision "auto" (bf16 autocast on CPUs with bf16 instructions, fp32 elsewhere): the
-# independent reference runs the core sampler with the same arithmetic.
-# Resolved when a reference is built, after the panel's run — not at import: collection imports every test module
-# first, and another module's calibrate.forget() in between would let the panel measure (and choose) afresh.
-def panel_precision() -> str:
-    return resolve_precision("auto", torch.device("cpu"))
+# The panel samples with precision "auto", measured for the model and batch (bf16 autocast where the CPU has bf16
+# instructions and it is faster, fp32 elsewhere): the independent reference runs the core sampler with the same
+# arithmetic. Resolved when a reference is built, after the panel's run — not at import: collection imports every test
+# module first, and another module's calibrate.forget() in between would let the panel measure (and choose) afresh.
+def panel_precision(ckpt, n: int) -> str:
+    return for_sampling(ckpt.model_config, n, "auto", "cpu").precision
 
 
-def independent_model(path):
+def independent_model(path, n: int = 4):
     ckpt = load_checkpoint(path)
-    return ckpt, model_fn(ckpt.build_model("cpu"), "cpu", panel_precision())
+    return ckpt, model_fn(ckpt.build_model("cpu"), "cpu", panel_precision(ckpt, n))
 
 
 def close(a, b):
@@ -419,7 +419,8 @@ def test_class_conditional_controls_and_labels(panel, qtbot, tmp_path):
     job = panel.job
     assert job.label == 1 and job.guidance == 3.0 and job.clip_x0
     ckpt = load_checkpoint(path)
-    fn = model_fn(ckpt.build_model("cpu"), "cpu", panel_precision(), condition=torch.tensor([1, 1]), guidance=3.0)
+    fn = model_fn(ckpt.build_model("cpu"), "cpu", panel_precision(ckpt, 2), condition=torch.tensor([1, 1]),
+                  guidance=3.0)
     want = sample(fn, ckpt.schedule, (2, 1, SIZE, SIZE), "ddim", steps=2, seed=4, clip_x0=True)
     assert close(panel.frames[-1].x, grid(want))
     assert sampling_frames.job_labels(job.__class__(label=-1, n_images=5), 3).tolist() == [0, 1, 2, 0, 1]

@@ -14,6 +14,7 @@ from diffusion_studio.core.train.autoencoder import (
 )
 from diffusion_studio.core.io.autoencoder_io import fingerprint, load_autoencoder, save_autoencoder
 from diffusion_studio.core.io.checkpoint import load_checkpoint
+from diffusion_studio.core.train.recipe import recipe_for
 from diffusion_studio.core.errors import CheckpointError
 from diffusion_studio.core.train.latent import LatentTrainer, encode_dataset
 from diffusion_studio.core.io.space import LatentSpace, PixelSpace, space_from_checkpoint
@@ -214,7 +215,7 @@ def test_cli_train_autoencoder_then_latent_train_then_sample(tmp_path, capsys):
     assert main(["train", "--data", "builtin:shapes", "--autoencoder", str(ae_dir), "--steps", "3", "--batch", "8",
                  "--out", str(run), "-q", "--precision", "fp32"]) == 0
     said = capsys.readouterr().out
-    assert "model     tiny" in said and "4x4x4" in said
+    assert f"model     {recipe_for(16)['model']}" in said and "4x4x4" in said  # the recipe of the 16-px images
     assert main(["sample", "--model", str(run), "--n", "3", "--steps", "2", "--out", str(out), "--gif",
                  str(tmp_path / "r.gif"), "-q", "--precision", "fp32"]) == 0
     files = sorted(out.glob("sample_*.png"))

@@ -74,6 +74,11 @@ def test_cli_and_gui_defaults_are_the_same_recipe(tmp_path, qtbot, settings, mon
             assert getattr(gui, field) == getattr(cli, field), field
         assert req.auto_batch and cli.batch_size == gui.batch_size == digits["batch"] == 128
         assert req.preset == "micro"
+        assert cli.class_conditional and gui.class_conditional  # labelled digits: conditioned on their classes
+        # 28-px MNIST: its own recipe (micro, batch 128, lr 3e-3: bench/RESULTS.md §12)
+        panel.form.set_dataset_spec("builtin:mnist")
+        req = panel.build_request()
+        assert (req.image_size, req.preset, req.config.batch_size, req.config.lr) == (28, "micro", 128, 0.003)
         # the batch and lr follow the recipe when the size changes, unless the user set their own
         form = panel.form
         assert form_batch(panel) == ("auto (128)", 128)

@@ -24,6 +24,7 @@ CHOICES = ("sampler", "variance", "steps", "eta", "n_images", "seed", "clip_x0",
 CASES = {
     # name: (model folder, CLI options, how the app's controls are set)
     "pixel, class 3, w = 2": ("cli_class", ["--label", "3", "--guidance", "2"], dict(label=3, guidance=2.0)),
+    "pixel, each class in turn (the default)": ("cli_class", [], dict(label=-1, guidance=2.0)),
     "latent": ("latent_run", [], {}),
     "text, prompt + negative, w = 4": ("text_run", ["--prompt", "a red circle", "--negative-prompt", "blue",
                                                     "--guidance", "4"],
@@ -96,6 +97,9 @@ def _app(panel, qtbot, folder: Path, how: dict) -> np.ndarray:
     with qtbot.waitSignal(panel.run_finished, timeout=WAIT_MS) as blocker:
         qtbot.mouseClick(panel.sample_button, Qt.MouseButton.LeftButton)
     assert blocker.args[0] == "done"
+    # the network's precision and why are said with the run (issue 25): on the progress bar, and when it ends
+    assert panel.precision_note.split()[0] in ("fp32", "bf16"), panel.precision_note
+    assert panel.progress.toolTip() == f"Network precision: {panel.precision_note}"
     final = panel.frames[-1]
     assert final.is_final
     return final.x

@@ -332,7 +332,9 @@ def refuse_other_kind(out: Path, manifest: str) -> None:
                          f"(choose another folder)")
 
 
-def check_device(device: str, precision: str):
+def check_device(device: str, precision: str, resolve: bool = True):
+    """The device, and the precision resolved for it — or, with ``resolve`` False, 'auto' kept for a choice made
+    later per workload (sampling measures its own model and batch: core/runtime/calibrate.for_sampling)."""
     from ..core.runtime.device import resolve_device
     from ..core.runtime.calibrate import resolve_precision
 
@@ -341,6 +343,8 @@ def check_device(device: str, precision: str):
     except ValueError as e:
         raise UsageError(field_message(e, TRAIN_FIELD_FLAGS)) from None
     try:
+        if precision == "auto" and not resolve:
+            return dev, precision
         return dev, resolve_precision(precision, dev)
     except ValueError as e:
         raise UsageError(field_message(e, TRAIN_FIELD_FLAGS)) from None

@@ -16,7 +16,7 @@ from .common import (
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpm++2m", "unipc", "euler_a")  # core/diffusion/samplers.py's
 SPACINGS = ("linspace", "leading", "trailing")
 SAMPLE_DEFAULTS: dict[str, Any] = dict(n=16, sampler="ddim", ddim_steps=50, ode_steps=20, eta=0.0, variance="beta_tilde", seed=0,
-                                       batch=64, guidance=2.0, device="auto", precision="auto")
+                                       batch=64, guidance=2.0, device="auto", precision="auto")  # = CLASS_GUIDANCE
 TEXT_GUIDANCE = 3.0      # default w for prompts (bench/prompt_adherence.py measures the trade-off)
 GIF_MAX_FRAMES = 60      # frames of the reverse process kept in a GIF (plus the start and a held last frame)
 GIF_SAMPLES = 16         # samples tiled into each GIF frame
@@ -66,15 +66,17 @@ def add_sample_parser(sub, common) -> None:
     p.add_argument("--gif", metavar="FILE",
                    help=f"also write an animated GIF of the reverse process of the first {GIF_SAMPLES} samples")
     p.add_argument("--label", metavar="K",
-                   help="class index or name, for class-conditional models (default: unconditional)")
+                   help="class index or name for a class-conditional model, 'each' for one of each class in turn "
+                        "(image k draws class k mod the number of classes), or 'none' for unconditional samples "
+                        "(default: each for a class-conditional model)")
     p.add_argument("--prompt", metavar="TEXT",
                    help='what to draw, for a model trained with --text, e.g. "a red star" (try builtin:shapes)')
     p.add_argument("--negative-prompt", metavar="TEXT",
                    help="what to steer away from: replaces ∅ in the guidance (with --prompt)")
     p.add_argument("--guidance", type=float_in(0.0, MAX_GUIDANCE, lo_open=False, hi_open=False), metavar="W",
-                   help=f"classifier-free guidance weight w in ε_∅ + w(ε_y − ε_∅), with --label or --prompt; "
-                        f"0 = unconditional, 1 = conditional only (default: {D['guidance']:g} with --label, "
-                        f"{TEXT_GUIDANCE:g} with --prompt)")
+                   help=f"classifier-free guidance weight w in ε_∅ + w(ε_y − ε_∅), for a class-conditional model or "
+                        f"with --prompt; 0 = unconditional, 1 = conditional only (default: {D['guidance']:g} for "
+                        f"classes, {TEXT_GUIDANCE:g} with --prompt)")
     p.add_argument("--device", metavar="DEV", default=D["device"], help=f"(default: {D['device']})")
     p.add_argument("--threads", type=THREADS, metavar="N", help=THREADS_HELP)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=D["precision"],
@@ -83,17 +85,28 @@ def add_sample_parser(sub, common) -> None:
     p.set_defaults(func=cmd_sample)
 
 
-def _parse_label(text: str, num_classes: int | None, class_names: list[str] | None) -> int:
+EACH_CLASS = -1  # SamplingJob.label: one class per image in turn
+
+
+def _parse_label(text: str | None, num_classes: int | None, class_names: list[str] | None) -> int | None:
+    """--label as SamplingJob.label: a class index, EACH_CLASS, or None (unconditional). Left out: each class in turn
+    for a class-conditional model (its samples come labelled and balanced), unconditional for any other."""
+    if text is None:
+        return EACH_CLASS if num_classes else None
+    if text == "none":
+        return None
     if num_classes is None:
         raise UsageError("argument --label: this model is not class-conditional (train with --class-conditional)")
     names = list(class_names or [])
     if text in names:
         return names.index(text)
+    if text == "each":
+        return EACH_CLASS
     try:
         k = int(text)
     except ValueError:
-        known = f" or one of {', '.join(names)}" if names else ""
-        raise UsageError(f"argument --label: expected a class index 0..{num_classes - 1}{known}, "
+        known = f", one of {', '.join(names)}" if names else ""
+        raise UsageError(f"argument --label: expected a class index 0..{num_classes - 1}{known}, each or none, "
                          f"got {text!r}") from None
     if not 0 <= k < num_classes:
         raise UsageError(f"argument --label: class {k} is out of range 0..{num_classes - 1}")
@@ -114,14 +127,12 @@ def cmd_sample(args) -> int:
         raise UsageError(f"argument --karras: for the ODE samplers ({', '.join(SAMPLERS[2:])}), not {args.sampler}")
     if args.variance is not None and args.sampler != "ddpm":
         raise UsageError("argument --variance: only used by --sampler ddpm")
-    if args.guidance is not None and args.label is None and args.prompt is None:
-        raise UsageError("argument --guidance: needs --label or --prompt")
     if args.label is not None and args.prompt is not None:
         raise UsageError("argument --prompt: not with --label (a class-conditional model takes --label)")
     if args.negative_prompt is not None and args.prompt is None:
         raise UsageError("argument --negative-prompt: needs --prompt")
     out = out_folder(args.out)
-    device, precision = check_device(args.device, args.precision)
+    device, precision = check_device(args.device, args.precision, resolve=False)
 
     from ..jobs.geometry.ideal import ideal_model, is_ideal_spec
 
@@ -151,7 +162,9 @@ def cmd_sample(args) -> int:
         steps = args.steps if args.steps is not None else T
         if not 2 <= steps <= T:
             raise UsageError(f"argument --steps: ddpm takes 2 to {T} steps (the model's T), got {steps}")
-    label = None if args.label is None else _parse_label(args.label, mc.num_classes, ckpt.class_names)
+    label = None if args.prompt is not None else _parse_label(args.label, mc.num_classes, ckpt.class_names)
+    if args.guidance is not None and label is None and args.prompt is None:
+        raise UsageError("argument --guidance: needs a class (--label, of a class-conditional model) or --prompt")
     guidance = SAMPLE_DEFAULTS["guidance"] if args.guidance is None else args.guidance
     try:
         text = encode_prompt(ckpt, args.prompt, args.negative_prompt, min(args.batch, args.n))
@@ -178,6 +191,11 @@ def cmd_sample(args) -> int:
     for opt, value in (("--grid", args.grid), ("--gif", args.gif)):
         writable_file(value, opt)  # before any sampling: a grid that cannot be written is said now, not after
     writable_folder(out)
+    if label == EACH_CLASS:
+        echo(f"classes   one of each in turn (image k draws class k mod {mc.num_classes}), guidance w = {guidance:g}")
+    from ..jobs.sampling import chosen_precision
+
+    echo(f"precision {chosen_precision(loaded, job, precision).explain()}")
     if space.name == "points":
         from .sample_points import sample_points
 
@@ -238,7 +256,7 @@ def _sample_loop(args, loaded, job, text, precision, out: Path, x_T=None) -> int
     try:
         for b in range(n_batches):
             size = min(batch, n - b * batch)
-            job_b = dataclasses.replace(job, n_images=size, seed=args.seed + b)
+            job_b = dataclasses.replace(job, n_images=size, seed=args.seed + b, first=b * batch)
             text_b = text.rows(size)
             want_gif = args.gif is not None and b == 0
             if b == 0 and worth_estimating(mc.image_size, loaded.device):  # a 256-px model on a CPU: say how long

@@ -56,9 +56,14 @@ def add_train_parser(sub, common) -> None:
     g = p.add_argument_group("model and schedule")
     g.add_argument("--model", metavar="PRESET", choices=(*PRESET_NAMES, "mlp"),
                    help=f"UNet preset: {', '.join(PRESET_NAMES)}, or mlp, the 2-D points' network (default: "
-                        f"{D['model']}; mlp for points)")
-    g.add_argument("--class-conditional", action="store_true", default=None,
-                   help="condition on the data's labels (classifier-free guidance when sampling)")
+                        f"{D['model']}; {SMALL_IMAGES['model']} for images of {SMALL_SIDE} px or less; mlp for points)")
+    labels = g.add_mutually_exclusive_group()
+    labels.add_argument("--class-conditional", action="store_true", default=None,
+                        help="condition on the data's labels (classifier-free guidance when sampling) (default: "
+                             "yes for labelled images in pixel space: builtin:digits, builtin:mnist, a folder "
+                             "with one subfolder per class)")
+    labels.add_argument("--unconditional", action="store_true", default=None,
+                        help="ignore the data's labels: one model of all the images, sampled without a class")
     g.add_argument("--text", action="store_true", default=None,
                    help="condition on the data's captions through the frozen text encoder all-MiniLM-L6-v2 "
                         "(builtin:shapes/digits caption themselves; folders: metadata.jsonl/.csv, NAME.txt or "

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.train.recipe import DEFAULT_SIZE, RECIPE, natural_size, recipe_for
+from ..core.train.recipe import DEFAULT_SIZE, RECIPE, conditions_on_labels, natural_size, recipe_for
 from .common import (
     BETA_RANGE_KINDS, TRAIN_FIELD_FLAGS, CliError, Lines, UsageError, check_device, echo, field_message, make_bar,
     one_line, plural, wants_bar,
@@ -242,6 +242,11 @@ def setup_fresh(args, out: Path, ckpt_path: Path):
         prepare_captions(ds)
     cfg.batch_size = _check_batch(cfg.batch_size, ds, explicit=args.batch is not None)
     num_classes = None
+    if args.class_conditional is None and not args.unconditional and ds.labels is not None and \
+            conditions_on_labels(ds.num_classes, cfg.text, space.is_latent):
+        cfg.class_conditional = True
+        echo(f"labels    conditioned on the data's {ds.num_classes} classes (`sample` draws one of each in turn; "
+             f"--unconditional ignores them)")
     if cfg.class_conditional:
         if ds.labels is None:
             raise UsageError(f"argument --class-conditional: {ds.name or ds.spec} has no labels (a folder gives "
@@ -291,6 +296,8 @@ def setup_resume(args, out: Path, ckpt_path: Path):
     _same("--size", args.size, img_size)
     _same("--channels", args.channels, img_channels)
     _same("--class-conditional", args.class_conditional, bool(stored.get("class_conditional")),
+          "class conditioning" if stored.get("class_conditional") else "no class conditioning")
+    _same("--unconditional", None if args.unconditional is None else False, bool(stored.get("class_conditional")),
           "class conditioning" if stored.get("class_conditional") else "no class conditioning")
     _same("--text", args.text, bool(stored.get("text")), "captions" if stored.get("text") else "no captions")
     _same("--seed", args.seed, stored.get("seed"))

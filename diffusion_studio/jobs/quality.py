@@ -18,12 +18,12 @@ from ..core.diffusion.samplers import model_evals
 from ..core.io.models import LoadedModel
 from ..core.io.safeio import read_regular, write_atomic
 from ..core.runtime.calibrate import cache_path
-from .sampling import SamplingJob, final_images
+from .sampling import CLASS_GUIDANCE, SamplingJob, final_images
 
 SAMPLERS = ("ddim", "euler", "heun", "dpm++2m", "unipc", "euler_a", "ddpm")
 BUDGETS = (5, 10, 20, 50)          # model evaluations per sample; DDPM also at all T steps, the reference
 REFERENCE = ("ddpm", None)          # steps None: every one of the model's T steps
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a class-conditional model's samples are one of each class, guided
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,8 @@ def evaluate(loaded: LoadedModel, judge: Judge, runs: list[tuple[str, int]], n: 
             todo.append((sampler, steps))
     if not todo:
         return
+    # a class-conditional model draws as `diffusion-studio sample` does: one of each class in turn, guided
+    labels = dict(label=-1, guidance=CLASS_GUIDANCE) if loaded.config.num_classes else {}
     net = load_feature_extractor(judge.features)
     real_data = load_dataset(judge.data, net.config.input_size, net.config.in_channels)
     real = cached_stats(real_data, net)
@@ -128,7 +130,7 @@ def evaluate(loaded: LoadedModel, judge: Judge, runs: list[tuple[str, int]], n: 
         images, t0 = [], time.perf_counter()
         for k, start in enumerate(range(0, n, batch)):
             job = SamplingJob(sampler=sampler, steps=steps, n_images=min(batch, n - start), seed=seed + k,
-                              clip_x0=False)
+                              clip_x0=False, first=start, **labels)
             images.append(final_images(loaded, job, precision))
         seconds = (time.perf_counter() - t0) / n
         x = torch.cat(images)  # the feature net resizes and converts channels itself

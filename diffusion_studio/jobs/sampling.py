@@ -17,11 +17,12 @@ from ..core.diffusion.eps import model_fn
 from ..core.diffusion.run_stats import RunStats
 from ..core.diffusion.samplers import Frame, model_evals, sample, sample_frames
 from ..core.io.models import LoadedModel, load_model
-from ..core.runtime.calibrate import resolve_precision
-from .frames import PromptNotes, auto_every, expected_frames, record, with_attention
+from ..core.runtime.calibrate import FastPath, for_sampling
+from .frames import ChosenPrecision, PromptNotes, auto_every, expected_frames, record, with_attention
 from .prompts import NO_PROMPT, Prompted, encode_prompt
 
 SWEEP_WS = (0.0, 1.0, 3.0, 7.0)  # the guidance sweep strip's weights
+CLASS_GUIDANCE = 2.0  # the default w for a class-conditional model's classes (the CLI's and the lab's)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class SamplingJob:
     clip_x0: bool = True
     every: int = 0            # 0: auto (about TARGET_FRAMES frames)
     label: int | None = None  # a class index; -1: one class per image in turn; None: unconditional
+    first: int = 0            # with label -1: the index of the job's first image in a longer run (classes continue)
     guidance: float = 1.0
     prompt: str | None = None            # a text model's prompt and negative prompt (jobs/prompts.py)
     negative_prompt: str | None = None
@@ -60,8 +62,8 @@ class SamplingJob:
 def job_labels(job: SamplingJob, num_classes: int | None) -> torch.Tensor | None:
     if not num_classes or job.label is None:
         return None
-    if job.label < 0:
-        return torch.arange(job.n_images) % num_classes
+    if job.label < 0:  # image k of the whole run draws class k mod C, however the run is cut into batches
+        return (torch.arange(job.n_images) + job.first) % num_classes
     return torch.full((job.n_images,), int(job.label), dtype=torch.long)
 
 
@@ -79,12 +81,17 @@ def eps_fn(loaded: LoadedModel, job: SamplingJob, precision: str, text: Prompted
                     negative=text.negative, schedule=loaded.schedule)
 
 
+def chosen_precision(loaded: LoadedModel, job: SamplingJob, precision: str = "auto") -> FastPath:
+    """What the job's network will compute in: 'auto' measured for this model at this batch on a CPU (cached)."""
+    return for_sampling(loaded.config, job.n_images, precision, loaded.device)
+
+
 def frames(loaded: LoadedModel, job: SamplingJob, precision: str = "auto", *, text: Prompted | None = None,
            include_start: bool = True, x_T: torch.Tensor | None = None) -> Iterator[Frame]:
     """Every step's Frame of the job, in the model's space (decode with ``loaded.space``). x̂₀ is clipped only in
     pixel space: a latent has no [−1, 1] range to clip to."""
     text = prompted(loaded, job) if text is None else text
-    fn = eps_fn(loaded, job, resolve_precision(precision, loaded.device), text)
+    fn = eps_fn(loaded, job, chosen_precision(loaded, job, precision).precision, text)
     cfg = loaded.config
     shape = (job.n_images, *cfg.shape)
     return sample_frames(fn, loaded.schedule, shape, job.sampler, steps=job.steps, variance=job.variance,
@@ -115,6 +122,8 @@ def sampling_factory(loaded: LoadedModel, job: SamplingJob, precision: str = "au
             return
         if text.words is not None:
             yield PromptNotes(list(text.words), list(text.notes))
+        fast = chosen_precision(loaded, job, precision)
+        yield ChosenPrecision(fast.precision, fast.explain())
         out = record(frames(loaded, job, precision, text=text), loaded.space, every=job.effective_every(),
                      run_stats=RunStats(loaded.schedule, job.sampler, job.variance, job.eta))
         yield from with_attention(out, loaded, text.words, job.n_images)

@@ -21,7 +21,7 @@ from ..core.runtime.calibrate import resolve_precision
 from ..core.diffusion.schedule import NoiseSchedule
 from ..core.train.trainer import Trainer
 from ..core.train.config import TrainConfig
-from ..core.train.recipe import natural_size
+from ..core.train.recipe import conditions_on_labels, natural_size
 from ..core.nets.unet import UNet, count_parameters, preset_config
 from ..core.train.runlog import MetricsLog
 from ..core.runtime.memory import check_training_fits
@@ -162,6 +162,16 @@ def name_field(message: str) -> str:
     return f"{label} ({key.strip()}):{rest}" if sep and label else message
 
 
+def labels_to_condition_on(req: RunRequest, data, space) -> int | None:
+    """The number of classes a new run conditions on — when the form asks for labels (its default) and the data has
+    them (core/train/recipe.conditions_on_labels) — else None."""
+    labels = getattr(data, "labels", None)
+    if not req.config.class_conditional or labels is None:
+        return None
+    n = getattr(data, "num_classes", None)
+    return n if conditions_on_labels(n, req.config.text, space.is_latent) else None
+
+
 def check_request(req: RunRequest) -> None:
     """Raise ValueError (one line naming the field) for anything wrong that can be seen before loading the data."""
     try:
@@ -277,7 +287,9 @@ def training_run(req: RunRequest, handle: RunHandle) -> Iterator[Any]:
                                           ema_decay=c.ema_decay, device=c.device, precision=c.precision,
                                           preview_every=c.preview_every, checkpoint_every=c.checkpoint_every)
         else:
-            model_config = preset_config(req.preset, *runs.unet_shape(space, size, image_data.channels))
+            num_classes = labels_to_condition_on(req, image_data, space)  # the form's box says what it will do
+            req.config.class_conditional = num_classes is not None
+            model_config = preset_config(req.preset, *runs.unet_shape(space, size, image_data.channels), num_classes)
             model_config.prediction = req.prediction
             if req.config.text:
                 model_config = runs.text_model_config(model_config)

@@ -309,8 +309,10 @@ class Trainer:
         """A few samples from the EMA weights with DDIM from a fixed seed, so previews are comparable over time."""
         cfg, mc = self.config, self.model.config
         n = n or cfg.preview_n
-        cond = self._text.preview_condition(n, self.device) if self._text is not None else None
-        fn = model_fn(self.ema, self.device, self.precision, condition=cond, guidance=3.0 if cond is not None else 1.0,
+        cond, w = (self._text.preview_condition(n, self.device), 3.0) if self._text is not None else (None, 1.0)
+        if cond is None and self._labels is not None and mc.num_classes:  # one of each class, guided as sampling is
+            cond, w = torch.arange(n, device=self.device) % mc.num_classes, 2.0
+        fn = model_fn(self.ema, self.device, self.precision, condition=cond, guidance=w,
                       channels_last=self.channels_last, schedule=self.schedule)
         last = None
         for last in ddim_sample(fn, self.schedule, (n, *mc.shape),

@@ -22,7 +22,7 @@ from ....jobs.training import runs_dir
 
 TRAINED, OPEN = "trained", "open"
 RUN_PREFIX = "Run: "
-DEFAULT_BUILTIN = "digits"
+DEFAULT_BUILTIN = "mnist"  # the first look: real 28-px handwriting, one of each digit (issue 25)
 
 
 def builtin_models() -> dict[str, Path]:

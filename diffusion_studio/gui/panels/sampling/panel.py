@@ -15,7 +15,7 @@ from ...workers import GeneratorWorker
 from ..base import Panel
 from .controls import SamplerControls
 from .export import ExportMixin
-from ....jobs.frames import EPS_SCALE, PromptNotes, RecordedFrame, StepTick
+from ....jobs.frames import EPS_SCALE, ChosenPrecision, PromptNotes, RecordedFrame, StepTick
 from ....jobs.sampling import SamplingJob, sampling_factory
 from .first_look import describe_job, first_look_job
 from .models import ModelChooser
@@ -54,6 +54,7 @@ class SamplingPanel(ExportMixin, Panel):
         self._made_with = None  # the model of the frames on screen
         self._run_note = ""  # the first look's line when it ran a quick run rather than the form's
         self._refused = ""  # why the worker refused the run's prompt (bad input), if it did
+        self.precision_note = ""  # the last run's network precision and why (jobs/frames.ChosenPrecision)
         self._display_timer = QTimer(self)
         self._display_timer.setObjectName("samplingDisplayTimer")
         self._display_timer.setSingleShot(True)
@@ -283,6 +284,7 @@ class SamplingPanel(ExportMixin, Panel):
         self._run_T = self.loaded.schedule.T
         self._discard = False
         self._refused = ""
+        self.precision_note = ""
         self.error_label.hide()
         self.player_bar.pause()
         self.frames = []
@@ -332,8 +334,12 @@ class SamplingPanel(ExportMixin, Panel):
         self.player_bar.pause()
         self._display_timer.stop()
 
-    def _on_frame(self, frame: RecordedFrame | StepTick | PromptNotes) -> None:
+    def _on_frame(self, frame: RecordedFrame | StepTick | PromptNotes | ChosenPrecision) -> None:
         if self.sender() is not self.worker or self._discard:
+            return
+        if isinstance(frame, ChosenPrecision):  # said when the run ends, and on the progress bar meanwhile
+            self.precision_note = frame.why
+            self.progress.setToolTip(f"Network precision: {frame.why}")
             return
         if isinstance(frame, PromptNotes) and frame.error:  # a prompt that cannot be sampled: said, not logged
             self._refused = frame.error
@@ -371,7 +377,8 @@ class SamplingPanel(ExportMixin, Panel):
         if self._discard:
             return
         last = self.frames[-1] if self.frames else None
-        self.state.message.emit(f"Sampled {self.job.n_images} images in {last.elapsed_s:.1f} s" if last else "Sampled")
+        done = f"Sampled {self.job.n_images} images in {last.elapsed_s:.1f} s" if last else "Sampled"
+        self.state.message.emit(f"{done} · {self.precision_note}" if self.precision_note else done)
 
     def _on_aborted(self) -> None:
         self._outcome = "stopped"

@@ -79,8 +79,9 @@ class QualityView(LabView):
         if loaded is None:
             self.note.setText("Load a model to measure how its samples improve with more model evaluations.")
         elif judge is None:
-            self.note.setText("No shipped classifier knows this model's data (builtin:digits and builtin:shapes have "
-                              "one); `diffusion-studio fid DATA --train-features OUT` makes one for your own.")
+            self.note.setText("No shipped classifier knows this model's data (builtin:digits, builtin:mnist and "
+                              "builtin:shapes have one); `diffusion-studio fid DATA --train-features OUT` makes one "
+                              "for your own.")
         else:
             self.note.setText(f"Each sampler at 5, 10, 20 and 50 model evaluations from the same x_T, scored by "
                               f"{judge.features}'s classifier and FID against {judge.data}; measured once per model "

@@ -15,7 +15,7 @@ from ....core.diffusion.schedule import NoiseSchedule
 from ....core.train.config import TrainConfig
 from ....core.nets.unet import PRESET_NOTES, PRESETS
 from ....data import BUILTIN_DATASETS
-from ....core.train.recipe import RECIPE, recipe_for
+from ....core.train.recipe import DEFAULT_SIZE, RECIPE, recipe_for
 from .length import LengthField, objective_combo, select_objective
 from ....data.specs import natural_channels
 from ....jobs.training import default_image_size, fid_extractor_for
@@ -74,7 +74,8 @@ class TrainingForm(QWidget):
         self.lr_edit.setObjectName("lrEdit")
         self.lr_edit.setToolTip("AdamW learning rate, e.g. 2e-4 (Ho et al. use 2e-4; tiny models tolerate 1e-3). "
                                 "Too high and the loss becomes NaN")
-        self._recipe_side = self.size_spin.value()  # the image side the batch and lr defaults were taken for
+        self._recipe_side = DEFAULT_SIZE  # the image side the widgets' batch, lr and model were taken for (RECIPE's)
+        self._follow_recipe(self.size_spin.value())  # …and now the recipe of the side shown
         self.size_spin.valueChanged.connect(self._follow_recipe)
         self.length = LengthField()
         self.steps_spin, self.minutes_spin = self.length.steps_spin, self.length.minutes_spin
@@ -123,7 +124,8 @@ class TrainingForm(QWidget):
         self.fid_spin.setPrefix("every ")
         self.fid_spin.setSuffix(" steps")
         self.fid_check.setToolTip("Compute the FID of samples against the dataset in the training thread (needs a "
-                                  "feature network for the dataset: the shipped one for builtin:digits)")
+                                  "feature network for the dataset: the shipped ones for builtin:digits and "
+                                  "builtin:mnist)")
         self.out_edit = QLineEdit()
         self.out_edit.setObjectName("outEdit")
         self.out_edit.setToolTip("Folder the run's checkpoint.json (+ weights) is saved in; empty: a new folder per run")
@@ -281,8 +283,9 @@ class TrainingForm(QWidget):
         """Lock what a checkpoint fixes (data, space, captions, size, model, objective) and say which run Start will
         continue."""
         locked = [self.dataset_combo, self.size_spin, self.preset_combo, self.objective_combo]
-        locked += [w for w in (getattr(self, "space_row", None), getattr(getattr(self, "caption_row", None), "check",
-                                                                          None)) if w is not None]
+        locked += [w for w in (getattr(self, "space_row", None),
+                               getattr(getattr(self, "caption_row", None), "check", None),
+                               getattr(getattr(self, "labels_row", None), "check", None)) if w is not None]
         for w in locked:
             w.setEnabled(ckpt is None)
         if ckpt is None and getattr(self, "space_row", None) is not None:
@@ -314,6 +317,8 @@ class TrainingForm(QWidget):
         self.channels_label.setText({1: "1 (greyscale)", 3: "3 (RGB)"}.get(channels, str(channels)))
         if getattr(self, "caption_row", None) is not None:
             self.caption_row.check.setChecked(bool(train.text or mc.text_encoder))
+        if getattr(self, "labels_row", None) is not None:
+            self.labels_row.check.setChecked(bool(mc.num_classes))
         self.batch_spin.setValue(train.batch_size)
         self.lr_edit.setText(f"{train.lr:g}")
         steps = train.steps or 0
@@ -334,6 +339,8 @@ class TrainingForm(QWidget):
             values["space"] = self.space_row.currentData()
         if getattr(self, "caption_row", None) is not None:
             values["text"] = self.caption_row.check.isChecked()
+        if getattr(self, "labels_row", None) is not None:
+            values["labels"] = self.labels_row.check.isChecked()
         return values
 
     def apply_snapshot(self, values: dict) -> None:
@@ -344,6 +351,8 @@ class TrainingForm(QWidget):
         self.restore(lambda key, default, _type=None: values.get(key, default), dataset=False)
         if getattr(self, "caption_row", None) is not None:
             self.caption_row.check.setChecked(bool(values.get("text")))
+        if getattr(self, "labels_row", None) is not None:
+            self.labels_row.check.setChecked(bool(values.get("labels", True)))
 
     # ---- remembered choices ----------------------------------------------------------------------------------------
     def restore(self, setting, dataset: bool = True) -> None:

@@ -25,6 +25,7 @@ from ....jobs.training import (
     runs_dir, save_job, training_run,
 )
 from .space import attach_space_row
+from .labels import attach_labels_row
 from .text import attach_caption_row
 
 
@@ -58,6 +59,7 @@ class TrainingPanel(Panel):
         self.form = TrainingForm()
         attach_space_row(self.form)  # "Space: pixels / latent (autoencoder)" (space.py)
         attach_caption_row(self.form)  # "Condition on captions" (text.py)
+        attach_labels_row(self.form)  # "Condition on class labels" (labels.py)
         self.view = TrainingView()
         self.start_button = QPushButton("Start")
         self.start_button.setObjectName("startButton")
@@ -209,7 +211,8 @@ class TrainingPanel(Panel):
                              batch_size=f.batch_spin.value() or self.extras.default_batch, lr=lr,
                              ema_decay=f.ema_spin.value(), device=f.device_combo.currentData(),
                              precision=f.precision_combo.currentData(), preview_every=f.preview_spin.value(),
-                             checkpoint_every=f.save_every_spin.value(), text=f.caption_row.check.isChecked())
+                             checkpoint_every=f.save_every_spin.value(), text=f.caption_row.check.isChecked(),
+                             class_conditional=f.labels_row.check.isChecked())
         req = RunRequest(dataset_spec=spec or "", image_size=f.size_spin.value(), preset=f.preset_combo.currentData(),
                          schedule=self.state.schedule, config=config, out=Path("."),
                          resume=self.resume_checkpoint, model_device=self.state.device,
@@ -220,6 +223,7 @@ class TrainingPanel(Panel):
             req.autoencoder = None  # (its own autoencoder, embedded in the checkpoint)
             req.prediction = req.resume.model_config.prediction
             config.text = bool(req.resume.meta.get("train", {}).get("text") or req.resume.model_config.text_encoder)
+            config.class_conditional = bool(req.resume.model_config.num_classes)
         check_request(req)
         return req
 
