@@ -18,11 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def main(argv: list[str]) -> int:
-    if "--" not in argv or argv.index("--") != 1:
-        print(__doc__)
-        return 2
-    source, train_args = argv[0], argv[2:]
+def trainer_from_export(source: str, train_args: list[str]):
+    """The fresh run of ``train_args`` (`diffusion-studio train`'s arguments) with the weights and the EMA of the
+    exported checkpoint ``source`` (a path or builtin:NAME); ValueError when the two networks differ."""
     from diffusion_studio.cli import build_parser
     from diffusion_studio.cli.train_setup import setup_fresh
     from diffusion_studio.core.io.checkpoint import load_checkpoint
@@ -31,12 +29,24 @@ def main(argv: list[str]) -> int:
     parser, _ = build_parser("train")
     args = parser.parse_args(["train", *train_args])
     out = Path(args.out).expanduser()
-    trainer, _ = setup_fresh(args, out, out / "checkpoint.json")
     start = load_checkpoint(resolve_model_spec(source))
     weights = start.tensors.get("ema") or start.tensors["model"]
-    trainer.model.load_state_dict(weights)  # a different network is refused here, naming the mismatched tensors
-    trainer.ema.load_state_dict(weights)
+    trainer, _ = setup_fresh(args, out, out / "checkpoint.json")
+    try:
+        trainer.model.load_state_dict(weights)
+        trainer.ema.load_state_dict(weights)
+    except RuntimeError as e:  # torch names every missing, unexpected and mis-shaped tensor
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
+        raise ValueError(f"{source}: not the network these arguments build ({lines[0][:200]})") from None
     print(f"from {source} (step {start.step}): {sum(v.numel() for v in weights.values()):,} weights", flush=True)
+    return trainer
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv or argv.index("--") != 1:
+        print(__doc__)
+        return 2
+    trainer = trainer_from_export(argv[0], argv[2:])
     last = None
     try:
         for ev in trainer.run():
@@ -45,9 +55,14 @@ def main(argv: list[str]) -> int:
                 print(f"step {ev.step}  loss {ev.loss:.4f}  {ev.images_per_s:.0f} img/s", flush=True)
     except KeyboardInterrupt:
         print("stopped", flush=True)
-    path = trainer.save(out / "checkpoint.json")
+    path = trainer.save(Path(trainer_args_out(argv)) / "checkpoint.json")
     print(f"saved {path} at step {trainer.step}" + (f", last loss {last.loss:.4f}" if last else ""), flush=True)
     return 0
+
+
+def trainer_args_out(argv: list[str]) -> Path:
+    args = argv[2:]
+    return Path(args[args.index("--out") + 1]).expanduser()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ when it has them (core/train/recipe.conditions_on_labels: labelled pixel images 
 folder with one subfolder per class) and says so under the box; the Sampling tab then draws one of each class."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWidget
+from .checkrow import NotedCheck, attach
 
 LABELLED = ("builtin:digits", "builtin:mnist")  # the built-in data sets that carry class labels
 
@@ -20,31 +20,15 @@ def labels_note(spec: str | None, on: bool) -> str:
     return "a folder's subfolders are its classes (none: unconditional)"
 
 
-class LabelsRow(QWidget):
-    """A checkbox and a grey line saying what it will do for the chosen data."""
+class LabelsRow(NotedCheck):
+    """A checkbox (on by default) and a grey line saying what it will do for the chosen data."""
 
     def __init__(self, parent=None):
-        super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        self.check = QCheckBox("Condition on class labels")
-        self.check.setObjectName("labelsCheck")
-        self.check.setChecked(True)
-        self.check.setToolTip("Feed each image's class to the UNet (a learned embedding added to the time embedding); "
-                              "10 % of the time it is dropped to the null class ∅, so sampling can use "
-                              "classifier-free guidance ε_∅ + w(ε_y − ε_∅). Ignored for captions and latent runs")
-        lay.addWidget(self.check)
-        self.note = QLabel("")
-        self.note.setObjectName("labelsNote")
-        self.note.setWordWrap(True)
-        self.note.setStyleSheet("color: #9aa4b0;")
-        lay.addWidget(self.note)
-        self.spec: str | None = None
-        self.check.toggled.connect(lambda _on: self.refresh())
-        self.refresh()
-
-    def set_spec(self, spec) -> None:
-        self.spec = spec
+        super().__init__("Condition on class labels", "labelsCheck", "labelsNote",
+                         "Feed each image's class to the UNet (a learned embedding added to the time embedding); "
+                         "10 % of the time it is dropped to the null class ∅, so sampling can use classifier-free "
+                         "guidance ε_∅ + w(ε_y − ε_∅). Ignored for captions and latent runs", checked=True,
+                         parent=parent)
         self.refresh()
 
     def refresh(self) -> None:
@@ -53,9 +37,4 @@ class LabelsRow(QWidget):
 
 def attach_labels_row(form) -> LabelsRow:
     """Thin call site for the Training form: the row goes under "Text" and follows the chosen data."""
-    row = LabelsRow()
-    form.layout().insertRow(2, "Labels", row)
-    form.labels_row = row
-    form.spec_changed.connect(row.set_spec)
-    row.set_spec(form.spec())
-    return row
+    return attach(form, LabelsRow(), 2, "Labels", "labels_row")

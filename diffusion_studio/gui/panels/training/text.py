@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWidget
+from .checkrow import NotedCheck, attach
 
 DIGIT_SPECS = ("builtin:digits", "builtin:mnist")  # captioned with digit words ("the digit seven", "7", …)
 PREVIEW_CAPTIONS = 4
@@ -46,30 +46,15 @@ def caption_preview(spec: str | None, n: int = PREVIEW_CAPTIONS) -> tuple[list[s
     return shown, note if shown or problems else "no captions found (metadata.jsonl/.csv, NAME.txt, subfolders)"
 
 
-class CaptionRow(QWidget):
+class CaptionRow(NotedCheck):
     """A checkbox and, when it is on, a few of the chosen data's captions."""
 
     def __init__(self, parent=None):
-        super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        self.check = QCheckBox("Condition on captions")
-        self.check.setObjectName("captionsCheck")
-        self.check.setToolTip("Train a text-to-image model: each image's caption goes through the frozen text encoder "
-                              "all-MiniLM-L6-v2 into the UNet's cross-attention (and, pooled, into the time "
-                              "embedding); 10 % of the time it is dropped to ∅ so sampling can use guidance")
-        lay.addWidget(self.check)
-        self.captions_label = QLabel("")
-        self.captions_label.setObjectName("captionsLabel")
-        self.captions_label.setWordWrap(True)
-        self.captions_label.setStyleSheet("color: #9aa4b0;")
-        lay.addWidget(self.captions_label)
-        self.spec: str | None = None
-        self.check.toggled.connect(lambda _on: self.refresh())
-        self.refresh()
-
-    def set_spec(self, spec) -> None:
-        self.spec = spec
+        super().__init__("Condition on captions", "captionsCheck", "captionsLabel",
+                         "Train a text-to-image model: each image's caption goes through the frozen text encoder "
+                         "all-MiniLM-L6-v2 into the UNet's cross-attention (and, pooled, into the time embedding); "
+                         "10 % of the time it is dropped to ∅ so sampling can use guidance", parent=parent)
+        self.captions_label = self.note
         self.refresh()
 
     def refresh(self) -> None:
@@ -84,9 +69,4 @@ class CaptionRow(QWidget):
 
 def attach_caption_row(form) -> CaptionRow:
     """Thin call site for the Training form: the row goes under "Data" and follows the chosen data."""
-    row = CaptionRow()
-    form.layout().insertRow(1, "Text", row)
-    form.caption_row = row
-    form.spec_changed.connect(row.set_spec)
-    row.set_spec(form.spec())
-    return row
+    return attach(form, CaptionRow(), 1, "Text", "caption_row")
