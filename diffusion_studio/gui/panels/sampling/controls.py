@@ -112,7 +112,8 @@ class SamplerControls(QGroupBox):
         self.guidance_spin.setValue(2.0)
         self.guidance_spin.setToolTip("Classifier-free guidance w: ε = ε_∅ + w (ε_y − ε_∅). w = 1 is the conditional "
                                       "model alone; a larger w follows the label more strongly")
-        self.class_label, self.guidance_label = QLabel("Class"), QLabel("Guidance w")
+        self.class_label, self.guidance_label = QLabel("Class"), QLabel("Guidance")
+        self.guidance_label.setToolTip(self.guidance_spin.toolTip())  # "Guidance w" made the form too wide at 1024 px
         form.addRow(self.class_label, self.class_combo)
         form.addRow(self.guidance_label, self.guidance_spin)
         self.sampler_combo.currentIndexChanged.connect(self._on_sampler)
