@@ -99,3 +99,18 @@ def test_the_quality_lab_draws_a_class_model_as_the_cli_does(monkeypatch, tmp_pa
     assert len(points) == 1 and points[0].n == 20
     assert [(j.label, j.guidance, j.first, j.n_images) for j in seen] == \
         [(-1, 2.0, 0, 8), (-1, 2.0, 8, 8), (-1, 2.0, 16, 4)]
+
+
+def test_the_ideal_denoiser_stays_unconditional_unless_asked(tmp_path, capsys):
+    """ideal:DATA has classes because its data does, not because anyone chose to condition: by default it draws the
+    whole data's field (no label column); --label each asks for one of each class."""
+    header = {}
+    for name, extra in (("plain", []), ("each", ["--label", "each"])):
+        code = cli.main(["sample", "--model", "ideal:toy:8gaussians", "--n", "16", "--steps", "5",
+                         "--out", str(tmp_path / name), *extra])
+        said = capsys.readouterr()
+        assert code == 0, said.err
+        header[name] = next(line for line in (tmp_path / name / "points.csv").read_text().splitlines()
+                            if not line.startswith("#"))
+        assert ("one of each in turn" in said.out) == (name == "each")
+    assert header == {"plain": "x,y", "each": "x,y,label"}

@@ -68,7 +68,7 @@ def add_sample_parser(sub, common) -> None:
     p.add_argument("--label", metavar="K",
                    help="class index or name for a class-conditional model, 'each' for one of each class in turn "
                         "(image k draws class k mod the number of classes), or 'none' for unconditional samples "
-                        "(default: each for a class-conditional model)")
+                        "(default: each for a class-conditional model; unconditional for an ideal: denoiser)")
     p.add_argument("--prompt", metavar="TEXT",
                    help='what to draw, for a model trained with --text, e.g. "a red star" (try builtin:shapes)')
     p.add_argument("--negative-prompt", metavar="TEXT",
@@ -163,6 +163,8 @@ def cmd_sample(args) -> int:
         if not 2 <= steps <= T:
             raise UsageError(f"argument --steps: ddpm takes 2 to {T} steps (the model's T), got {steps}")
     label = None if args.prompt is not None else _parse_label(args.label, mc.num_classes, ckpt.class_names)
+    if args.label is None and is_ideal_spec(args.model):
+        label = None  # the ideal denoiser has classes because its data does: its default field is the whole data's
     if args.guidance is not None and label is None and args.prompt is None:
         raise UsageError("argument --guidance: needs a class (--label, of a class-conditional model) or --prompt")
     guidance = SAMPLE_DEFAULTS["guidance"] if args.guidance is None else args.guidance
