@@ -55,14 +55,9 @@ def main(argv: list[str]) -> int:
                 print(f"step {ev.step}  loss {ev.loss:.4f}  {ev.images_per_s:.0f} img/s", flush=True)
     except KeyboardInterrupt:
         print("stopped", flush=True)
-    path = trainer.save(Path(trainer_args_out(argv)) / "checkpoint.json")
+    path = trainer.save()  # into the run's --out, which the trainer was built with
     print(f"saved {path} at step {trainer.step}" + (f", last loss {last.loss:.4f}" if last else ""), flush=True)
     return 0
-
-
-def trainer_args_out(argv: list[str]) -> Path:
-    args = argv[2:]
-    return Path(args[args.index("--out") + 1]).expanduser()
 
 
 if __name__ == "__main__":
